@@ -1,0 +1,1 @@
+"""Corpora (manifests) and the extraction stages that turn audio into cached features."""

@@ -1,0 +1,37 @@
+"""Decode an audio file to a mono float32 waveform at a requested sample rate."""
+
+from __future__ import annotations
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio.functional
+
+
+class AudioError(Exception):
+    """The file cannot be used as speech; the message is the reason stored in the failures table."""
+
+
+def load_audio(path: str, target_rate_hz: int) -> np.ndarray:
+    """Read ``path``, downmix to mono (mean of channels), resample to ``target_rate_hz``.
+
+    Returns ``[S]`` float32 in [-1, 1] (integer PCM is scaled by soundfile). Raises ``AudioError`` for a
+    file that cannot be decoded, holds no samples, or holds NaN/inf samples.
+    """
+    try:
+        data, rate = soundfile.read(path, dtype="float32", always_2d=True)  # [S, C]
+    except Exception as err:  # noqa: BLE001 - soundfile raises several types for corrupt files
+        raise AudioError(f"cannot decode audio: {err}") from err
+    if data.shape[0] == 0:
+        raise AudioError("empty audio (0 samples)")
+    if not np.isfinite(data).all():
+        raise AudioError("audio holds NaN or inf samples")
+    mono = data.mean(axis=1)
+    if rate != target_rate_hz:
+        mono = resample(mono, rate, target_rate_hz)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def resample(wave: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
+    """Band-limited sinc resampling (torchaudio's default Hann-windowed kernel). ``[S] -> [S']``."""
+    return torchaudio.functional.resample(torch.from_numpy(wave), from_hz, to_hz).numpy()

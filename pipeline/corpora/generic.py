@@ -1,0 +1,88 @@
+"""A user's own corpus described by a CSV or Parquet manifest.
+
+Required columns: ``utt_id, path, speaker, fold, valence, arousal``; optional: ``dialog_id, start_s,
+dominance, emotion``. Relative paths are resolved against the manifest's folder. Without ``dialog_id``
+each utterance is its own dialogue (no context); without ``start_s`` rows keep the file's order.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.corpora.audio_info import audio_header
+from pipeline.manifest import ALL_COLUMNS, normalise_manifest
+from pipeline.problems import InputError, Problem
+
+REQUIRED = ("utt_id", "path", "speaker", "fold", "valence", "arousal")
+_NUMERIC = ("valence", "arousal", "dominance", "start_s")
+
+
+def _as_float(value: object) -> float | None:
+    """A finite float, ``None`` for an empty cell; raises ``ValueError`` for anything else."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    number = float(value)  # ValueError for "high", "n/a", ...
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+def read_generic_manifest(manifest: str | Path) -> tuple[pl.DataFrame, list[Problem]]:
+    """Normalised manifest of a user CSV/Parquet file; problems name the file and the 1-based line."""
+    manifest = Path(manifest).resolve()
+    if not manifest.is_file():
+        raise InputError(f"{manifest}: manifest file not found")
+    if manifest.suffix == ".parquet":
+        raw = pl.read_parquet(manifest).cast(pl.String)
+        first_line = 1  # no header line in Parquet: rows are numbered from 1
+    else:
+        raw = pl.read_csv(manifest, infer_schema_length=0)
+        first_line = 2  # line 1 is the header
+    missing = [c for c in REQUIRED if c not in raw.columns]
+    if missing:
+        raise InputError(f"{manifest}: missing required column(s): {', '.join(missing)}")
+    rows: list[dict] = []
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for i, rec in enumerate(raw.iter_rows(named=True)):
+        line = i + first_line
+        utt_id = (rec.get("utt_id") or "").strip()
+        if not utt_id:
+            problems.append(Problem(str(manifest), "empty utt_id", line))
+            continue
+        if utt_id in seen:
+            problems.append(Problem(str(manifest), f"duplicate utterance id {utt_id} (first at line {seen[utt_id]})", line))
+            continue
+        seen[utt_id] = line
+        try:
+            numbers = {k: _as_float(rec.get(k)) for k in _NUMERIC}
+        except ValueError as err:
+            problems.append(Problem(str(manifest), f"label not a number: {err.args[0]!r}", line))
+            continue
+        if numbers["valence"] is None or numbers["arousal"] is None:
+            problems.append(Problem(str(manifest), "valence/arousal missing", line))
+            continue
+        try:
+            fold = int(str(rec.get("fold")).strip())
+        except ValueError:
+            problems.append(Problem(str(manifest), f"fold is not an integer: {rec.get('fold')!r}", line))
+            continue
+        wav = Path(rec["path"] or "")
+        wav = wav if wav.is_absolute() else manifest.parent / wav
+        if not wav.is_file():
+            problems.append(Problem(str(manifest), f"missing audio file {wav}", line))
+            continue
+        duration_s, sample_rate = audio_header(wav)
+        rows.append(
+            dict(
+                utt_id=utt_id, path=str(wav.resolve()), duration_s=duration_s, sample_rate=sample_rate,
+                speaker=str(rec["speaker"]), dialog_id=rec.get("dialog_id") or utt_id,
+                start_s=numbers["start_s"] if numbers["start_s"] is not None else float(i), fold=fold,
+                valence=numbers["valence"], arousal=numbers["arousal"], dominance=numbers["dominance"],
+                emotion=rec.get("emotion"),
+            )
+        )
+    return normalise_manifest(pl.DataFrame(rows, schema=ALL_COLUMNS)), problems

@@ -1,0 +1,89 @@
+"""``extract``: run the stages a cache does not hold yet, refusing to mix outputs of different settings."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from cache.reader import CacheReader
+from cache.schema import Failure
+from cache.writer import create_cache
+from pipeline.problems import InputError
+from pipeline.prosody_stage import ProsodyConfig, run_prosody_stage
+from pipeline.speech_stage import SpeechConfig, run_speech_stage
+
+SPEECH_AND_PROSODY = ("speech", "prosody")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """All settings of ``extract`` (saved in the cache; each stage also stores its own part)."""
+
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
+    prosody: ProsodyConfig = field(default_factory=ProsodyConfig)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` = CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device is available here (use --device cpu or auto)")
+    return torch.device(device)
+
+
+def _stage_config(stage: str, config: ExtractConfig) -> dict:
+    settings = asdict(getattr(config, stage))
+    if stage == "prosody":
+        settings.pop("workers")  # the worker count never changes results
+    return settings
+
+
+def _check_existing(cache_path: Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig) -> list[str]:
+    """Stages still to run; raises when the cache was made from another manifest or other settings."""
+    reader = CacheReader(cache_path)
+    same_rows = reader.manifest.select("utt_id", "path").equals(manifest.select("utt_id", "path"))
+    if not same_rows:
+        raise InputError(f"{cache_path}: cache was built from another manifest (utterances or paths differ); "
+                         "use another --cache path, or --force to replace it")
+    todo = []
+    for stage in stages:
+        if stage not in reader.stages:
+            todo.append(stage)
+            continue
+        stored = reader.provenance(stage).get("config")
+        if stored != _stage_config(stage, config):
+            raise InputError(f"{cache_path}: '{stage}' was extracted with other settings ({stored}); "
+                             "refusing to mix them; use another --cache path, or --force to replace it")
+    return todo
+
+
+def extract(
+    cache_path: str | Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig,
+    device: str = "auto", on_error: str = "skip", force: bool = False,
+) -> dict[str, list[Failure]]:
+    """Run the missing ``stages`` into ``cache_path``. Returns the failures of each stage that ran."""
+    cache_path = Path(cache_path)
+    unknown = [s for s in stages if s not in SPEECH_AND_PROSODY]
+    if unknown:
+        raise InputError(f"unknown stage(s): {', '.join(unknown)} (available: {', '.join(SPEECH_AND_PROSODY)})")
+    if on_error not in ("skip", "fail"):
+        raise InputError(f"--on-error must be skip or fail, not {on_error}")
+    if force:
+        cache_path.unlink(missing_ok=True)
+        shutil.rmtree(f"{cache_path}.parts", ignore_errors=True)
+    if cache_path.exists():
+        todo = _check_existing(cache_path, manifest, stages, config)
+    else:
+        create_cache(cache_path, manifest, asdict(config))
+        todo = list(stages)
+    failures: dict[str, list[Failure]] = {}
+    if "speech" in todo:
+        failures["speech"] = run_speech_stage(str(cache_path), manifest, config.speech, resolve_device(device), on_error)
+    if "prosody" in todo:
+        failures["prosody"] = run_prosody_stage(str(cache_path), manifest, config.prosody, on_error)
+    return failures

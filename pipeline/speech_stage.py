@@ -1,0 +1,140 @@
+"""The speech stage: every utterance -> masked-mean pooled hidden states of all layers, ``[N, L+1, D]``.
+
+Audio is decoded and resampled in DataLoader workers while the model runs on the previous batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import polars as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cache.parts import UnitResult
+from cache.schema import Failure
+from pipeline.audio import AudioError, load_audio
+from pipeline.batching import plan_length_buckets, window_bounds
+from pipeline.provenance import package_versions
+from pipeline.speech_model import SpeechEmbedder
+from pipeline.stage_runner import StagePlan, run_stage
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+@dataclass(frozen=True)
+class SpeechConfig:
+    """Settings of the speech stage (stored with the cache)."""
+
+    model: str = "microsoft/wavlm-large"
+    batch_seconds: float = 120.0  # padded audio seconds per batch (bounds memory)
+    max_batch_size: int = 32
+    window_s: float = 30.0  # longer utterances are embedded in windows, pooled by frame count
+    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 | bf16 | fp16
+    num_workers: int = 1  # DataLoader processes decoding audio
+
+
+class _UnitAudio(Dataset):
+    """Item k = decoded audio of pending unit k: ``(unit_index, rows, [waveform or failure reason])``."""
+
+    def __init__(self, paths: list[str], pending: list[tuple[int, list[int]]], rate_hz: int):
+        self.paths, self.pending, self.rate_hz = paths, pending, rate_hz
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def __getitem__(self, k: int) -> tuple[int, list[int], list[np.ndarray | str]]:
+        unit, rows = self.pending[k]
+        audio: list[np.ndarray | str] = []
+        for row in rows:
+            try:
+                audio.append(load_audio(self.paths[row], self.rate_hz))
+            except AudioError as err:
+                audio.append(str(err))
+        return unit, rows, audio
+
+
+def _as_is(item):  # noqa: ANN001, ANN202 - keep numpy waveforms (the default collate makes tensors)
+    return item
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for the model, ``None`` for plain fp32."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def embed_long(embedder: SpeechEmbedder, wave: np.ndarray, window_samples: int, batch_samples: int) -> np.ndarray:
+    """Pooled states of one long waveform: windows embedded in batches, means weighted by frame count."""
+    bounds = window_bounds(len(wave), window_samples)
+    per_batch = max(1, batch_samples // window_samples)
+    total = None
+    frames_total = 0
+    for start in range(0, len(bounds), per_batch):
+        chunk = [wave[a:b] for a, b in bounds[start : start + per_batch]]
+        pooled, frames = embedder.embed(chunk)
+        weighted = (pooled * frames[:, None, None]).sum(0)
+        total = weighted if total is None else total + weighted
+        frames_total += int(frames.sum())
+    return total / frames_total
+
+
+def speech_units(
+    embedder: SpeechEmbedder, config: SpeechConfig, paths: list[str], utt_ids: list[str],
+    pending: list[tuple[int, list[int]]],
+) -> Iterator[tuple[int, UnitResult]]:
+    """Compute pending units; bad files become failures, never exceptions."""
+    rate = embedder.info.sample_rate_hz
+    min_samples = 400  # the conv encoder's receptive field (25 ms at 16 kHz)
+    loader = DataLoader(
+        _UnitAudio(paths, pending, rate), batch_size=None, shuffle=False,
+        num_workers=config.num_workers, prefetch_factor=2 if config.num_workers else None,
+        collate_fn=_as_is,
+    )
+    shape = (embedder.info.num_hidden_states, embedder.info.hidden_size)
+    for unit, rows, audio in loader:
+        pooled = np.zeros((len(rows), *shape), dtype=np.float32)
+        ok = np.zeros(len(rows), dtype=bool)
+        failures: list[Failure] = []
+        short: list[int] = []
+        for k, (row, item) in enumerate(zip(rows, audio)):
+            if isinstance(item, str):
+                failures.append(Failure(utt_ids[row], "speech", paths[row], item))
+            elif len(item) < min_samples:
+                failures.append(Failure(utt_ids[row], "speech", paths[row],
+                                        f"too short for the speech model: {len(item) / rate * 1000:.1f} ms < 25 ms"))
+            elif len(item) > config.window_s * rate:
+                pooled[k] = embed_long(embedder, item, int(config.window_s * rate), int(config.batch_seconds * rate))
+                ok[k] = True
+            else:
+                short.append(k)
+        if short:
+            pooled[short], _ = embedder.embed([audio[k] for k in short])
+            ok[short] = True
+        bad = ~np.isfinite(pooled).all(axis=(1, 2))
+        for k in np.flatnonzero(bad & ok):
+            failures.append(Failure(utt_ids[rows[k]], "speech", paths[rows[k]], "model output is not finite"))
+        ok &= ~bad
+        pooled[~ok] = 0.0
+        stored = np.clip(pooled, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+        yield unit, UnitResult(rows=np.asarray(rows, dtype=np.int64), arrays={"pooled": stored, "ok": ok}, failures=failures)
+
+
+def run_speech_stage(
+    cache_path: str, manifest: pl.DataFrame, config: SpeechConfig, device: torch.device, on_error: str = "skip"
+) -> list[Failure]:
+    """Embed every utterance of ``manifest`` into the cache's ``speech`` group (resumable)."""
+    torch.manual_seed(0)
+    embedder = SpeechEmbedder(config.model, device, resolve_precision(config.precision, device))
+    durations = manifest["duration_s"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+    units = plan_length_buckets(durations, config.batch_seconds, config.max_batch_size, config.window_s)
+    info = asdict(embedder.info)
+    fingerprint = {"config": asdict(config), "model": info, "device_type": device.type}
+    provenance = {**fingerprint, "packages": package_versions(), "units": len(units)}
+    plan = StagePlan("speech", units, fingerprint)
+    paths, utt_ids = manifest["path"].to_list(), manifest["utt_id"].to_list()
+    compute = lambda pending: speech_units(embedder, config, paths, utt_ids, pending)  # noqa: E731
+    return run_stage(cache_path, manifest, plan, compute, provenance, on_error)

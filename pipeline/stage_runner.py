@@ -1,0 +1,84 @@
+"""Run one extraction stage resumably: skip committed units, commit each new one, then publish the stage.
+
+A stage supplies its plan (units of rows) and a generator that computes pending units; this module owns
+the bookkeeping shared by all stages: part files, progress, ``--on-error``, and the final atomic write.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from cache.parts import PartStore, UnitResult
+from cache.schema import Failure
+from cache.writer import add_stage, utc_now
+from pipeline.problems import InputError
+from pipeline.progress import StageProgress
+
+
+class StageFailed(InputError):
+    """``--on-error fail`` met a bad file. Units committed before it are kept for the next run."""
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    name: str
+    units: list[list[int]]  # rows of each unit, in a fixed order (see pipeline.batching)
+    fingerprint: dict  # everything that changes the stage's output (config, model checksum, versions)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)  # not per row, e.g. feature names
+
+
+def fingerprint_text(fingerprint: dict) -> str:
+    return json.dumps(fingerprint, sort_keys=True, default=str)
+
+
+def run_stage(
+    cache_path: str,
+    manifest: pl.DataFrame,
+    plan: StagePlan,
+    compute: Callable[[list[tuple[int, list[int]]]], Iterator[tuple[int, UnitResult]]],
+    provenance: dict,
+    on_error: str = "skip",
+) -> list[Failure]:
+    """Compute every unit not yet committed, then write the stage into the cache. Returns its failures.
+
+    ``compute`` receives ``[(unit_index, rows), ...]`` and yields ``(unit_index, result)`` in any order.
+    """
+    parts = PartStore(cache_path, plan.name, fingerprint_text(plan.fingerprint))
+    done = parts.committed_units()
+    pending = [(i, rows) for i, rows in enumerate(plan.units) if i not in done]
+    durations = manifest["duration_s"].fill_null(0.0).to_numpy()
+    with StageProgress(plan.name, manifest.height) as progress:
+        progress.advance(sum(len(plan.units[i]) for i in done if i < len(plan.units)), 0.0)
+        for unit, result in compute(pending):
+            parts.commit(unit, result)
+            progress.advance(len(result.rows), float(durations[result.rows].sum()))
+            if on_error == "fail" and result.failures:
+                first = result.failures[0]
+                raise StageFailed(f"{first.path}: {first.reason} (stage {plan.name}, --on-error fail)")
+    arrays, failures = _assemble(parts, len(plan.units), manifest.height)
+    add_stage(cache_path, plan.name, {**arrays, **plan.constants}, {**provenance, "created_utc": utc_now()}, failures)
+    parts.remove()
+    return failures
+
+
+def _assemble(parts: PartStore, num_units: int, num_rows: int) -> tuple[dict[str, np.ndarray], list[Failure]]:
+    """Stitch committed units into full ``[N, ...]`` arrays in manifest row order."""
+    arrays: dict[str, np.ndarray] = {}
+    failures: list[Failure] = []
+    filled = np.zeros(num_rows, dtype=bool)
+    for unit in range(num_units):
+        result = parts.load(unit)
+        for name, values in result.arrays.items():
+            if name not in arrays:
+                arrays[name] = np.zeros((num_rows, *values.shape[1:]), dtype=values.dtype)
+            arrays[name][result.rows] = values
+        filled[result.rows] = True
+        failures.extend(result.failures)
+    if not filled.all():
+        raise RuntimeError(f"stage parts cover {filled.sum()} of {num_rows} rows")  # a bug, not bad input
+    return arrays, failures

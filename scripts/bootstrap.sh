@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create (or refresh) the project's virtual environment in .venv from requirements.lock.
+# Idempotent: does nothing when .venv already matches the lock file, so every README command can call it.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+stamp="$venv/.lock-sha256"
+want="$(sha256sum "$root/requirements.lock" | cut -d' ' -f1)"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    exit 0
+fi
+echo "[bootstrap] installing the pinned environment into $venv (first run only; a few minutes)" >&2
+python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --upgrade pip >&2 2>/dev/null || true
+"$venv/bin/python" -m pip install --quiet -r "$root/requirements.lock" 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+# pip's exit status is lost in the pipe above: verify the imports instead.
+"$venv/bin/python" -c "import torch, torchaudio, transformers, parselmouth, h5py, polars, typer, soundfile, safetensors, matplotlib" \
+    || { echo "[bootstrap] the environment is incomplete; see pip's messages above" >&2; exit 1; }
+echo "$want" > "$stamp"
