@@ -115,6 +115,9 @@ def cache_info(cache: Path = typer.Argument(..., help="an HDF5 feature cache")) 
 
 
 def main() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         app()
     except InputError as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import soundfile
 import torch
@@ -18,6 +20,10 @@ def load_audio(path: str, target_rate_hz: int) -> np.ndarray:
     Returns ``[S]`` float32 in [-1, 1] (integer PCM is scaled by soundfile). Raises ``AudioError`` for a
     file that cannot be decoded, holds no samples, or holds NaN/inf samples.
     """
+    if not os.path.isfile(path):
+        raise AudioError("file not found")
+    if os.path.getsize(path) == 0:
+        raise AudioError("empty file (0 bytes)")
     try:
         data, rate = soundfile.read(path, dtype="float32", always_2d=True)  # [S, C]
     except Exception as err:  # noqa: BLE001 - soundfile raises several types for corrupt files

@@ -7,6 +7,7 @@ the bookkeeping shared by all stages: part files, progress, ``--on-error``, and 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -18,6 +19,9 @@ from cache.schema import Failure
 from cache.writer import add_stage, utc_now
 from pipeline.problems import InputError
 from pipeline.progress import StageProgress
+
+
+log = logging.getLogger(__name__)
 
 
 class StageFailed(InputError):
@@ -51,6 +55,8 @@ def run_stage(
     parts = PartStore(cache_path, plan.name, fingerprint_text(plan.fingerprint))
     done = parts.committed_units()
     pending = [(i, rows) for i, rows in enumerate(plan.units) if i not in done]
+    if done:
+        log.info("%s: resuming, %d of %d units already committed", plan.name, len(done), len(plan.units))
     durations = manifest["duration_s"].fill_null(0.0).to_numpy()
     with StageProgress(plan.name, manifest.height) as progress:
         progress.advance(sum(len(plan.units[i]) for i in done if i < len(plan.units)), 0.0)

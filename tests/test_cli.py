@@ -1,0 +1,59 @@
+"""The command line: every command has help, user mistakes are one line with exit status 2."""
+
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+from tests.conftest import EMODB, REPO
+from tests.synth import write_emodb_tree
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.mark.parametrize("command", [["manifest"], ["extract"], ["cache", "info"]])
+def test_every_command_has_help(command):
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_manifest_writes_the_normalised_table(tmp_path):
+    root = write_emodb_tree(tmp_path / "emodb", emotions="WT")
+    result = run_cli("manifest", "--corpus", "emodb", "--root", str(root), "--out", str(tmp_path / "m.csv"))
+    assert result.returncode == 0, result.stderr
+    df = pl.read_csv(tmp_path / "m.csv")
+    assert df.height == 20 and df.columns[:10] == ["utt_id", "path", "duration_s", "sample_rate", "speaker",
+                                                    "dialog_id", "start_s", "fold", "valence", "arousal"]
+    assert "20 utterances, 10 speakers, 5 folds" in result.stdout
+
+
+def test_a_user_mistake_is_one_line_and_exit_status_2(tmp_path):
+    result = run_cli("manifest", "--corpus", "emodb", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.csv"),
+                     "--strict")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
+    missing_cache = run_cli("cache", "info", str(tmp_path / "none.h5"))
+    assert missing_cache.returncode == 2 and "cache not found" in missing_cache.stderr
+
+
+def test_extract_then_cache_info_lists_stages_provenance_and_failures(tmp_path, tiny_wavlm):
+    root = write_emodb_tree(tmp_path / "emodb", emotions="W")
+    (root / "wav" / "16a01Wz.wav").write_bytes(b"")  # an empty file of a known speaker
+    cache = tmp_path / "c.h5"
+    result = run_cli("extract", "--corpus", "emodb", "--root", str(root), "--cache", str(cache),
+                     "--speech-model", str(tiny_wavlm), "--device", "cpu", "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert "speech: 10 of 11 utterances, 1 failed" in result.stdout
+    info = run_cli("cache", "info", str(cache))
+    assert "[speech] 10 of 11 rows ok" in info.stdout and "[prosody] 10 of 11 rows ok" in info.stdout
+    assert "weights_sha256" in info.stdout and "praat-v1" in info.stdout
+    assert "16a01Wz" in info.stdout and "empty" in info.stdout
+
+
+@pytest.mark.skipif(not EMODB.is_dir(), reason="../shared/corpora/emodb is not present on this machine")
+def test_the_shared_emodb_manifest_has_535_rows(tmp_path):
+    result = run_cli("manifest", "--corpus", "emodb", "--root", str(EMODB), "--out", str(tmp_path / "m.csv"))
+    assert result.returncode == 0 and "535 utterances, 10 speakers, 5 folds" in result.stdout

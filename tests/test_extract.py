@@ -1,0 +1,151 @@
+"""``extract`` is resumable, records bad files instead of stopping, and never mixes settings."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cache import CacheReader
+from cache.parts import PartStore
+from pipeline.corpora import read_generic_manifest
+from pipeline.extract import ExtractConfig, extract
+from pipeline.problems import InputError
+from pipeline.prosody_stage import ProsodyConfig
+from pipeline.speech_stage import SpeechConfig
+from pipeline.stage_runner import StageFailed
+from tests.conftest import REPO
+from tests.synth import speechlike, write_wav
+
+
+def _corpus(root: Path, n: int = 12, bad: dict[str, bytes] | None = None) -> Path:
+    lines = ["utt_id,path,speaker,fold,valence,arousal"]
+    for i in range(n):
+        write_wav(root / f"u{i:02d}.wav", speechlike(i, 0.4 + 0.1 * (i % 5)))
+        lines.append(f"u{i:02d},u{i:02d}.wav,s{i % 4},{i % 4 + 1},{1 + i % 5},{5 - i % 5}")
+    for name, content in (bad or {}).items():
+        (root / f"{name}.wav").write_bytes(content)
+        lines.append(f"{name},{name}.wav,s0,1,3,3")
+    (root / "m.csv").write_text("\n".join(lines) + "\n")
+    return root / "m.csv"
+
+
+def _config(model: Path, **speech) -> ExtractConfig:
+    return ExtractConfig(speech=SpeechConfig(model=str(model), batch_seconds=1.2, **speech),
+                         prosody=ProsodyConfig(workers=1, chunk_size=4))
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    reader = CacheReader(path)
+    arrays = {f"{s}/{n}": reader.read(s, n) for s in reader.stages for n in reader.dataset_shapes(s)}
+    return {k: v.astype(str) if v.dtype == object else v for k, v in arrays.items()}  # compare text, not pointers
+
+
+def test_extract_writes_both_stages_for_every_utterance(tmp_path, tiny_wavlm):
+    df, _ = read_generic_manifest(_corpus(tmp_path))
+    extract(tmp_path / "c.h5", df, ["speech", "prosody"], _config(tiny_wavlm), device="cpu")
+    reader = CacheReader(tmp_path / "c.h5")
+    assert reader.stages == ["speech", "prosody"] and reader.ok(["speech", "prosody"]).all()
+    pooled = reader.read("speech", "pooled")
+    assert pooled.shape == (12, 3, 32) and pooled.dtype == np.float16 and np.isfinite(pooled).all()
+    assert reader.provenance("speech")["model"]["padding_policy"] == "pad-and-mask"
+    assert len(reader.provenance("speech")["model"]["weights_sha256"]) == 64
+    assert reader.read("prosody", "values").shape[0] == 12
+    assert not Path(f"{tmp_path / 'c.h5'}.parts").exists()  # work files are gone once published
+
+
+def test_an_interrupted_stage_resumes_only_missing_units_with_identical_results(tmp_path, tiny_wavlm, monkeypatch):
+    import pipeline.speech_stage as speech_stage
+
+    df, _ = read_generic_manifest(_corpus(tmp_path))
+    extract(tmp_path / "clean.h5", df, ["speech"], _config(tiny_wavlm), device="cpu")
+
+    real_units = speech_stage.speech_units
+    computed: list[int] = []
+
+    def interrupted_after_three(*args):
+        for k, (unit, result) in enumerate(real_units(*args)):
+            if k == 3:
+                raise KeyboardInterrupt
+            computed.append(unit)
+            yield unit, result
+
+    monkeypatch.setattr(speech_stage, "speech_units", interrupted_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        extract(tmp_path / "c.h5", df, ["speech"], _config(tiny_wavlm), device="cpu")
+    assert "speech" not in CacheReader(tmp_path / "c.h5").stages
+    first_run = list(computed)
+
+    def counting(*args):
+        for unit, result in real_units(*args):
+            computed.append(unit)
+            yield unit, result
+
+    monkeypatch.setattr(speech_stage, "speech_units", counting)
+    computed.clear()
+    extract(tmp_path / "c.h5", df, ["speech"], _config(tiny_wavlm), device="cpu")
+    assert not set(computed) & set(first_run) and len(first_run) == 3
+    clean, resumed = _arrays(tmp_path / "clean.h5"), _arrays(tmp_path / "c.h5")
+    assert all(clean[k].tobytes() == resumed[k].tobytes() for k in clean)
+
+
+def test_a_kill_9_during_extraction_loses_nothing_and_the_rerun_matches_a_clean_run(tmp_path, tiny_wavlm):
+    manifest = _corpus(tmp_path, n=40)
+    cmd = [sys.executable, str(REPO / "cli.py"), "extract", "--corpus", "manifest", "--manifest", str(manifest),
+           "--speech-model", str(tiny_wavlm), "--device", "cpu", "--batch-seconds", "0.8", "--workers", "1",
+           "--loader-workers", "0"]
+    clean = tmp_path / "clean.h5"
+    subprocess.run([*cmd, "--cache", str(clean)], check=True, capture_output=True, cwd=REPO)
+    killed = tmp_path / "killed.h5"
+    proc = subprocess.Popen([*cmd, "--cache", str(killed)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = Path(f"{killed}.parts") / "speech"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(parts.glob("unit-*.npz"))) < 2 and proc.poll() is None:
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "speech" not in CacheReader(killed).stages, "the kill came too late to test resuming"
+    rerun = subprocess.run([*cmd, "--cache", str(killed)], capture_output=True, text=True, cwd=REPO)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "speech: resuming" in rerun.stderr
+    a, b = _arrays(clean), _arrays(killed)
+    assert a.keys() == b.keys()
+    assert [k for k in a if a[k].tobytes() != b[k].tobytes()] == []
+
+
+def test_bad_files_go_to_the_failures_table_and_the_run_goes_on(tmp_path, tiny_wavlm):
+    bad = {"empty": b"", "random": os.urandom(2000), "text": b"this is not audio\n" * 20}
+    df, _ = read_generic_manifest(_corpus(tmp_path, n=4, bad=bad))
+    failures = extract(tmp_path / "c.h5", df, ["speech", "prosody"], _config(tiny_wavlm), device="cpu")
+    assert {f.utt_id for f in failures["speech"]} == set(bad) == {f.utt_id for f in failures["prosody"]}
+    reader = CacheReader(tmp_path / "c.h5")
+    table = reader.failures_table()
+    assert table.height == 6 and all("decode" in r or "empty" in r for r in table["reason"])
+    ok = reader.ok(["speech"])
+    assert ok.sum() == 4 and np.isfinite(reader.read("speech", "pooled")).all()
+
+
+def test_on_error_fail_stops_at_the_first_bad_file_naming_it(tmp_path, tiny_wavlm):
+    df, _ = read_generic_manifest(_corpus(tmp_path, n=3, bad={"broken": b"RIFF1234WAVE"}))
+    with pytest.raises(StageFailed, match=r"broken\.wav: cannot decode"):
+        extract(tmp_path / "c.h5", df, ["speech"], _config(tiny_wavlm), device="cpu", on_error="fail")
+
+
+def test_other_settings_are_refused_unless_forced(tmp_path, tiny_wavlm):
+    df, _ = read_generic_manifest(_corpus(tmp_path, n=4))
+    extract(tmp_path / "c.h5", df, ["speech"], _config(tiny_wavlm), device="cpu")
+    assert extract(tmp_path / "c.h5", df, ["speech"], _config(tiny_wavlm), device="cpu") == {}  # nothing to do
+    with pytest.raises(InputError, match="extracted with other settings"):
+        extract(tmp_path / "c.h5", df, ["speech"], _config(tiny_wavlm, window_s=10.0), device="cpu")
+    extract(tmp_path / "c.h5", df, ["speech"], _config(tiny_wavlm, window_s=10.0), device="cpu", force=True)
+    assert CacheReader(tmp_path / "c.h5").provenance("speech")["config"]["window_s"] == 10.0
+
+
+def test_unfinished_parts_from_other_settings_are_refused(tmp_path):
+    PartStore(tmp_path / "c.h5", "speech", "settings A")
+    with pytest.raises(InputError, match="other settings"):
+        PartStore(tmp_path / "c.h5", "speech", "settings B")

@@ -1,0 +1,63 @@
+"""A user's CSV/Parquet manifest is validated row by row; problems name the file and line."""
+
+import polars as pl
+import pytest
+
+from pipeline.corpora.generic import read_generic_manifest
+from pipeline.manifest import read_manifest, write_manifest
+from pipeline.problems import InputError
+from tests.synth import speechlike, write_wav
+
+
+def _corpus(tmp_path, rows: list[str]) -> str:
+    for name in ("a", "b", "c", "d"):
+        write_wav(tmp_path / "audio" / f"{name}.wav", speechlike(ord(name), 0.4))
+    path = tmp_path / "corpus.csv"
+    path.write_text("utt_id,path,speaker,fold,valence,arousal,dialog_id,start_s\n" + "\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_relative_paths_resolve_against_the_manifest_folder(tmp_path):
+    df, problems = read_generic_manifest(_corpus(tmp_path, ["u1,audio/a.wav,s1,1,3.0,2.0,d1,0.0",
+                                                            "u2,audio/b.wav,s2,2,4.5,1.0,d1,1.5"]))
+    assert problems == []
+    assert df["path"].to_list() == [str(tmp_path / "audio" / "a.wav"), str(tmp_path / "audio" / "b.wav")]
+    assert df["valence"].to_list() == [3.0, 4.5] and df["fold"].to_list() == [1, 2]
+    assert df["duration_s"].to_list() == pytest.approx([0.4, 0.4])
+
+
+def test_bad_rows_are_skipped_with_their_line_numbers(tmp_path):
+    df, problems = read_generic_manifest(_corpus(tmp_path, [
+        "u1,audio/a.wav,s1,1,3.0,2.0,d1,0.0",
+        "u2,audio/b.wav,s1,1,high,2.0,d1,1.0",   # line 3: not a number
+        "u1,audio/c.wav,s1,1,3.0,2.0,d1,2.0",    # line 4: duplicate id
+        "u4,audio/zz.wav,s1,1,3.0,2.0,d1,3.0",   # line 5: missing file
+        "u5,audio/d.wav,s1,one,3.0,2.0,d1,4.0",  # line 6: fold not an integer
+    ]))
+    assert df["utt_id"].to_list() == ["u1"]
+    by_line = {p.line: p.reason for p in problems}
+    assert by_line[3].startswith("label not a number") and "duplicate" in by_line[4]
+    assert by_line[5].startswith("missing audio file") and "fold" in by_line[6]
+
+
+def test_missing_required_columns_fail_naming_them(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("utt_id,path\nu1,a.wav\n")
+    with pytest.raises(InputError, match="speaker, fold, valence, arousal"):
+        read_generic_manifest(path)
+
+
+def test_without_dialog_ids_each_utterance_is_its_own_dialogue(tmp_path):
+    write_wav(tmp_path / "a.wav", speechlike(1, 0.3))
+    path = tmp_path / "m.parquet"
+    pl.DataFrame({"utt_id": ["x", "y"], "path": ["a.wav", "a.wav"], "speaker": ["s", "s"], "fold": [1, 2],
+                  "valence": [1.0, 2.0], "arousal": [3.0, 4.0]}).write_parquet(path)
+    df, problems = read_generic_manifest(path)
+    assert problems == [] and df["dialog_id"].to_list() == ["x", "y"]
+
+
+def test_written_manifests_read_back_identically(tmp_path):
+    df, _ = read_generic_manifest(_corpus(tmp_path, ["u1,audio/a.wav,s1,1,3.0,2.0,d1,0.0"]))
+    for name in ("m.csv", "m.parquet"):
+        write_manifest(df, tmp_path / name)
+        assert read_manifest(tmp_path / name).equals(df)
