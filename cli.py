@@ -16,6 +16,7 @@ import typer
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never hang on a network that is not there
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from heads.variants import parse_folds  # noqa: E402
 from pipeline.problems import InputError, report_problems  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -89,6 +90,151 @@ def extract(
                    + (f", {len(stage_failures)} failed (see `cache info`)" if stage_failures else ""))
     if not failures:
         typer.echo(f"{cache}: already holds {', '.join(wanted)}; nothing to do")
+
+
+def _train_config(variant: str, layer: str, no_speech: bool, no_prosody: bool, no_state: bool, speaker_norm: bool,
+                  epochs: int, lr: float, lr_valence: Optional[float], lr_arousal: Optional[float],
+                  loss_weight_valence: float, loss_weight_arousal: float, mse_weight: float, batch_size: int):
+    from heads.features import FeatureConfig
+    from heads.train import TrainConfig
+    from heads.variants import parse_variant
+
+    base = TrainConfig(
+        features=FeatureConfig(layer=layer, use_speech=not no_speech, use_prosody=not no_prosody,
+                               use_state=not no_state, per_speaker_norm=speaker_norm),
+        epochs=epochs, lr=lr, lr_valence=lr_valence, lr_arousal=lr_arousal, batch_size=batch_size,
+        loss_weight_valence=loss_weight_valence, loss_weight_arousal=loss_weight_arousal, mse_weight=mse_weight,
+    )
+    return parse_variant(variant, base)
+
+
+_HEAD_OPTIONS = dict(
+    layer=typer.Option("last", help="speech layer: last | N (0 = CNN output) | weighted (learned mix)"),
+    no_speech=typer.Option(False, "--no-speech", help="leave the speech block out"),
+    no_prosody=typer.Option(False, "--no-prosody", help="leave the prosody block out"),
+    no_state=typer.Option(False, "--no-state", help="leave the dialogue state out"),
+    speaker_norm=typer.Option(False, "--speaker-norm", help="z-score speech/prosody per speaker (unlabelled stats)"),
+    epochs=typer.Option(60, help="at most this many epochs (early stopping on validation CCC)"),
+    lr=typer.Option(1e-3, help="learning rate of shared parts"),
+    lr_valence=typer.Option(None, help="learning rate of the valence branch (default --lr)"),
+    lr_arousal=typer.Option(None, help="learning rate of the arousal branch (default --lr)"),
+    loss_weight_valence=typer.Option(1.0, help="weight of the valence loss"),
+    loss_weight_arousal=typer.Option(1.0, help="weight of the arousal loss"),
+    mse_weight=typer.Option(0.0, help="add this times the MSE to 1 - CCC"),
+    batch_size=typer.Option(256, help="utterances per step"),
+)
+
+
+def _seed_list(seeds: int) -> list[int]:
+    if seeds < 1:
+        raise InputError("--seeds must be at least 1")
+    return list(range(seeds))
+
+
+@app.command("train-heads")
+def train_heads(
+    cache: Path = typer.Option(..., help="a cache with at least the speech or prosody stage"),
+    fold: int = typer.Option(..., help="test fold (the others train; validation = held-out training speakers)"),
+    out: Path = typer.Option(..., help="run folder to write"),
+    variant: str = typer.Option("separate-attn", help="shared | separate | separate-attn (+switches, see ablate)"),
+    seeds: int = typer.Option(1, help="train this many seeds (0..N-1)"),
+    layer: str = _HEAD_OPTIONS["layer"], no_speech: bool = _HEAD_OPTIONS["no_speech"],
+    no_prosody: bool = _HEAD_OPTIONS["no_prosody"], no_state: bool = _HEAD_OPTIONS["no_state"],
+    speaker_norm: bool = _HEAD_OPTIONS["speaker_norm"], epochs: int = _HEAD_OPTIONS["epochs"],
+    lr: float = _HEAD_OPTIONS["lr"], lr_valence: Optional[float] = _HEAD_OPTIONS["lr_valence"],
+    lr_arousal: Optional[float] = _HEAD_OPTIONS["lr_arousal"],
+    loss_weight_valence: float = _HEAD_OPTIONS["loss_weight_valence"],
+    loss_weight_arousal: float = _HEAD_OPTIONS["loss_weight_arousal"],
+    mse_weight: float = _HEAD_OPTIONS["mse_weight"], batch_size: int = _HEAD_OPTIONS["batch_size"],
+) -> None:
+    """Train valence/arousal heads for one fold from the cache (never runs the speech model)."""
+    import time
+
+    from cache.reader import CacheReader
+    from heads.experiment import dimension_metrics, train_fold
+    from heads.features import load_corpus_arrays
+
+    config = _train_config(variant, layer, no_speech, no_prosody, no_state, speaker_norm, epochs, lr, lr_valence,
+                           lr_arousal, loss_weight_valence, loss_weight_arousal, mse_weight, batch_size)
+    started = time.perf_counter()
+    reader = CacheReader(cache)
+    split = reader.fold_split(fold, val_fraction=config.val_fraction)
+    preds = train_fold(load_corpus_arrays(reader), split, config, _seed_list(seeds), out, str(cache))
+    m = dimension_metrics(preds)
+    typer.echo(f"{out}: fold {fold}, {config.variant}, {seeds} seed(s), {time.perf_counter() - started:.1f} s; "
+               f"test CCC-V {m['ccc_v']:.3f} CCC-A {m['ccc_a']:.3f} MSE-V {m['mse_v']:.3f} MSE-A {m['mse_a']:.3f}")
+
+
+@app.command("eval")
+def eval_runs(
+    runs: list[Path] = typer.Option(..., "--runs", help="run folders (repeat --runs, or give a parent folder)"),
+    out: Path = typer.Option(Path("eval_out"), help="folder for the tables and plots"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="also write the metrics JSON here"),
+) -> None:
+    """CCC, Pearson, MSE, RMSE per fold, across folds and pooled; tables and plots."""
+    from heads.evaluate import evaluate_runs, write_evaluation
+
+    markdown, summaries = write_evaluation(evaluate_runs(_expand_runs(runs)), out, json_path)
+    typer.echo(markdown)
+    for label, s in summaries.items():
+        if s["attention_mean"]:
+            a = s["attention_mean"]
+            typer.echo(f"{label}: mean attention, valence->prosody {a['attn_valence_prosody']:.2f}, "
+                       f"arousal->speech {a['attn_arousal_speech']:.2f}")
+    typer.echo(f"tables, metrics.json and plots in {out}/")
+
+
+def _expand_runs(runs: list[Path]) -> list[Path]:
+    """A folder holding run folders (e.g. an ablate output) stands for all runs inside it."""
+    expanded = []
+    for run in runs:
+        if (run / "run.json").is_file():
+            expanded.append(run)
+        else:
+            found = sorted(p.parent for p in run.glob("**/run.json"))
+            if not found:
+                raise InputError(f"{run}: no head runs found (run.json)")
+            expanded.extend(found)
+    return expanded
+
+
+@app.command()
+def ablate(
+    cache: Path = typer.Option(..., help="a cache with the stages the variants need"),
+    variants: str = typer.Option("shared,separate,separate-attn",
+                                 help="comma-separated specs: variant[+no-speech|+no-prosody|+no-state|+speaker-norm|+layer=N]"),
+    folds: str = typer.Option("all", help="e.g. 1-5, 1,3 or all"),
+    seeds: int = typer.Option(1, help="seeds per variant and fold"),
+    out: Path = typer.Option(..., help="folder for runs, tables and plots"),
+    epochs: int = _HEAD_OPTIONS["epochs"], lr: float = _HEAD_OPTIONS["lr"], batch_size: int = _HEAD_OPTIONS["batch_size"],
+) -> None:
+    """All variants x folds x seeds in one process, the cache loaded once; writes the results table and plots."""
+    import time
+
+    from cache.reader import CacheReader
+    from heads.evaluate import evaluate_runs, write_evaluation
+    from heads.experiment import train_fold
+    from heads.features import load_corpus_arrays
+    from heads.runs import run_label
+
+    reader = CacheReader(cache)
+    arrays = load_corpus_arrays(reader)
+    configs = [_train_config(spec, "last", False, False, False, False, epochs, lr, None, None, 1.0, 1.0, 0.0,
+                             batch_size) for spec in variants.split(",") if spec.strip()]
+    fold_list = parse_folds(folds, sorted(set(reader.manifest["fold"].to_list())))
+    run_dirs = []
+    started = time.perf_counter()
+    for fold in fold_list:
+        split = reader.fold_split(fold)
+        for config in configs:
+            run_dir = out / run_label(config) / f"fold{fold}"
+            train_fold(arrays, split, config, _seed_list(seeds), run_dir, str(cache))
+            run_dirs.append(run_dir)
+            typer.echo(f"  trained {run_label(config)} fold {fold} ({time.perf_counter() - started:.0f} s)", err=True)
+    markdown, _ = write_evaluation(evaluate_runs(run_dirs), out)
+    typer.echo(markdown)
+    typer.echo(f"{len(configs)} variants x {len(fold_list)} folds x {seeds} seed(s) in "
+               f"{time.perf_counter() - started:.1f} s; tables and plots in {out}/")
 
 
 @cache_app.command("info")

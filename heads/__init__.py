@@ -1,0 +1,1 @@
+"""Valence/arousal heads trained from cached features: models, features, training, metrics, runs."""

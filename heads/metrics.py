@@ -1,0 +1,44 @@
+"""Regression metrics for valence and arousal: CCC, Pearson, MSE, RMSE (numpy), and the CCC loss (torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def ccc(pred: np.ndarray, true: np.ndarray) -> float:
+    """Concordance correlation coefficient (Lin 1989) with population (1/N) moments.
+
+    ``2 cov / (var_p + var_t + (mean_p - mean_t)^2)``; 0 when both are constant and equal-variance-free.
+    """
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    mp, mt = pred.mean(), true.mean()
+    cov = ((pred - mp) * (true - mt)).mean()
+    denom = pred.var() + true.var() + (mp - mt) ** 2
+    return float(2 * cov / denom) if denom > 0 else 0.0
+
+
+def pearson(pred: np.ndarray, true: np.ndarray) -> float:
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    sp, st = pred.std(), true.std()
+    if sp == 0 or st == 0:
+        return 0.0
+    return float(((pred - pred.mean()) * (true - true.mean())).mean() / (sp * st))
+
+
+def mse(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean((np.asarray(pred, np.float64) - np.asarray(true, np.float64)) ** 2))
+
+
+def regression_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """``{ccc, pearson, mse, rmse}`` of one dimension."""
+    m = mse(pred, true)
+    return {"ccc": ccc(pred, true), "pearson": pearson(pred, true), "mse": m, "rmse": float(np.sqrt(m))}
+
+
+def ccc_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """``1 - CCC`` per column of ``[B, K]`` tensors -> ``[K]`` (differentiable)."""
+    mp, mt = pred.mean(0), true.mean(0)
+    cov = ((pred - mp) * (true - mt)).mean(0)
+    denom = pred.var(0, unbiased=False) + true.var(0, unbiased=False) + (mp - mt) ** 2
+    return 1 - 2 * cov / (denom + 1e-8)

@@ -1,0 +1,126 @@
+"""Head models over fused utterance features ``[speech, prosody, state]``.
+
+* ``shared``: one MLP, d_in -> 256 -> 128 -> 2 (valence, arousal): the research note's baseline.
+* ``separate``: a valence MLP and an arousal MLP over the same fused input.
+* ``separate-attn``: the research note's design. Each branch has an attention MLP
+  (Linear(d_in, 256) -> Tanh -> Linear(256, 2) -> Softmax) giving two weights per utterance. The valence
+  branch scales the prosody block by w[0] and the speech and state blocks by w[1]; the arousal branch
+  scales the speech block by w[0] and the prosody and state blocks by w[1]. Each weighted input goes to
+  its own MLP (Linear-LayerNorm-ReLU-Dropout 256, same 128, Linear(128, 1)).
+
+Raw Praat features enter through a projection to 64 dimensions; with ``layer="weighted"`` the speech
+block is a learned softmax mix of all cached hidden states (as in SUPERB). Every forward returns
+``(prediction [B, 2], attention {"valence": [B, 2], "arousal": [B, 2]} or None)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+VARIANTS = ("shared", "separate", "separate-attn")
+
+
+@dataclass(frozen=True)
+class BlockSizes:
+    """Widths of the input blocks; 0 means the block is switched off."""
+
+    speech: int  # D (hidden size of the speech model)
+    speech_layers: int  # L+1 when the speech block is a learned layer mix, else 1
+    prosody_raw: int  # F raw Praat features
+    prosody: int  # projected width (64), 0 when off
+    state: int  # d_state, 0 when off
+
+
+def mlp_head(d_in: int, d_out: int, dropout: float) -> nn.Sequential:
+    """Linear-LayerNorm-ReLU-Dropout (256), the same (128), Linear(128, d_out)."""
+    return nn.Sequential(
+        nn.Linear(d_in, 256), nn.LayerNorm(256), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(256, 128), nn.LayerNorm(128), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(128, d_out),
+    )
+
+
+def attention_mlp(d_in: int) -> nn.Sequential:
+    """Linear(d_in, 256) -> Tanh -> Linear(256, 2) -> Softmax: two weights that sum to 1."""
+    return nn.Sequential(nn.Linear(d_in, 256), nn.Tanh(), nn.Linear(256, 2), nn.Softmax(dim=-1))
+
+
+class FusedInput(nn.Module):
+    """Builds the speech, prosody and state blocks from cached tensors."""
+
+    def __init__(self, sizes: BlockSizes):
+        super().__init__()
+        self.sizes = sizes
+        self.layer_logits = nn.Parameter(torch.zeros(sizes.speech_layers)) if sizes.speech_layers > 1 else None
+        self.prosody_proj = nn.Linear(sizes.prosody_raw, sizes.prosody) if sizes.prosody else None
+
+    @property
+    def d_in(self) -> int:
+        return (self.sizes.speech if self.sizes.speech else 0) + self.sizes.prosody + self.sizes.state
+
+    def layer_weights(self) -> torch.Tensor | None:
+        return None if self.layer_logits is None else torch.softmax(self.layer_logits, 0)
+
+    def forward(self, speech: torch.Tensor, prosody: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``speech`` [B, D] or [B, L+1, D]; ``prosody`` [B, F]; ``state`` [B, d_state] -> three blocks."""
+        batch = speech.shape[0]
+        if not self.sizes.speech:
+            s = speech.new_zeros(batch, 0)
+        elif self.layer_logits is not None:
+            s = torch.einsum("l,bld->bd", self.layer_weights(), speech)
+        else:
+            s = speech
+        p = self.prosody_proj(prosody) if self.prosody_proj is not None else speech.new_zeros(batch, 0)
+        c = state if self.sizes.state else speech.new_zeros(batch, 0)
+        return s, p, c
+
+
+class SharedHead(nn.Module):
+    def __init__(self, sizes: BlockSizes, dropout: float = 0.3):
+        super().__init__()
+        self.inputs = FusedInput(sizes)
+        self.head = mlp_head(self.inputs.d_in, 2, dropout)
+
+    def forward(self, speech, prosody, state):  # noqa: ANN001, ANN201
+        return self.head(torch.cat(self.inputs(speech, prosody, state), -1)), None
+
+
+class SeparateHeads(nn.Module):
+    def __init__(self, sizes: BlockSizes, dropout: float = 0.3):
+        super().__init__()
+        self.inputs = FusedInput(sizes)
+        self.valence = mlp_head(self.inputs.d_in, 1, dropout)
+        self.arousal = mlp_head(self.inputs.d_in, 1, dropout)
+
+    def forward(self, speech, prosody, state):  # noqa: ANN001, ANN201
+        x = torch.cat(self.inputs(speech, prosody, state), -1)
+        return torch.cat([self.valence(x), self.arousal(x)], -1), None
+
+
+class SeparateAttnHeads(nn.Module):
+    def __init__(self, sizes: BlockSizes, dropout: float = 0.3):
+        super().__init__()
+        self.inputs = FusedInput(sizes)
+        d_in = self.inputs.d_in
+        self.valence_attention, self.arousal_attention = attention_mlp(d_in), attention_mlp(d_in)
+        self.valence = mlp_head(d_in, 1, dropout)
+        self.arousal = mlp_head(d_in, 1, dropout)
+
+    def forward(self, speech, prosody, state):  # noqa: ANN001, ANN201
+        s, p, c = self.inputs(speech, prosody, state)
+        x = torch.cat([s, p, c], -1)
+        wv = self.valence_attention(x)  # [B, 2]: (prosody, other)
+        wa = self.arousal_attention(x)  # [B, 2]: (speech, other)
+        xv = torch.cat([s * wv[:, 1:], p * wv[:, :1], c * wv[:, 1:]], -1)
+        xa = torch.cat([s * wa[:, :1], p * wa[:, 1:], c * wa[:, 1:]], -1)
+        return torch.cat([self.valence(xv), self.arousal(xa)], -1), {"valence": wv, "arousal": wa}
+
+
+def build_head(variant: str, sizes: BlockSizes, dropout: float = 0.3) -> nn.Module:
+    classes = {"shared": SharedHead, "separate": SeparateHeads, "separate-attn": SeparateAttnHeads}
+    if variant not in classes:
+        raise ValueError(f"unknown head variant '{variant}' (choose from {', '.join(VARIANTS)})")
+    return classes[variant](sizes, dropout)

@@ -1,0 +1,131 @@
+"""Train one head on one fold: AdamW, 1 - CCC loss (+ optional MSE), early stopping on validation CCC.
+
+Read top to bottom: build the model, split parameters into branch groups, loop over epochs, keep the
+weights of the best validation epoch, predict the test rows on the corpus scale.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from heads.features import FeatureConfig, FoldTensors, SplitTensors
+from heads.metrics import ccc_loss
+from heads.models import BlockSizes, build_head
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a head run (saved as JSON beside the weights)."""
+
+    variant: str = "separate-attn"
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    prosody_dim: int = 64  # raw Praat features are projected to this width
+    dropout: float = 0.3
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 1e-3  # shared parts (projections, layer mix) and the shared head
+    lr_valence: float | None = None  # valence branch; None = lr
+    lr_arousal: float | None = None  # arousal branch; None = lr
+    lr_layer_mix: float = 1e-2  # softmax logits of a learned layer mix (few parameters, needs a larger step)
+    weight_decay: float = 1e-2
+    loss_weight_valence: float = 1.0
+    loss_weight_arousal: float = 1.0
+    mse_weight: float = 0.0  # added MSE term (on the standardised scale)
+    grad_clip: float = 1.0
+    patience: int = 10  # epochs without a better validation mean CCC before stopping
+    val_fraction: float = 0.1  # share of training utterances held out as whole speakers
+
+
+@dataclass
+class TrainedHead:
+    model: torch.nn.Module
+    sizes: BlockSizes
+    best_epoch: int
+    best_val_ccc: float
+    history: list[dict]
+
+
+def block_sizes(fold: FoldTensors, config: TrainConfig) -> BlockSizes:
+    speech = fold.train.speech
+    return BlockSizes(
+        speech=speech.shape[-1] if config.features.use_speech and fold.effective.use_speech else 0,
+        speech_layers=speech.shape[1] if speech.dim() == 3 else 1,
+        prosody_raw=fold.train.prosody.shape[1],
+        prosody=config.prosody_dim if fold.effective.use_prosody else 0,
+        state=fold.train.state.shape[1] if fold.effective.use_state else 0,
+    )
+
+
+def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
+    """Valence-branch, arousal-branch and shared parameters with their own learning rates."""
+    groups: dict[str, list] = {"valence": [], "arousal": [], "shared": [], "layer_mix": []}
+    for name, param in model.named_parameters():
+        branch = name.split(".")[0].split("_")[0]
+        if name == "inputs.layer_logits":
+            groups["layer_mix"].append(param)
+        else:
+            groups[branch if branch in ("valence", "arousal") else "shared"].append(param)
+    lrs = {"valence": config.lr_valence or config.lr, "arousal": config.lr_arousal or config.lr, "shared": config.lr,
+           "layer_mix": config.lr_layer_mix}
+    return [{"params": p, "lr": lrs[k], "name": k, "weight_decay": 0.0 if k == "layer_mix" else config.weight_decay}
+            for k, p in groups.items() if p]
+
+
+def loss_fn(pred: torch.Tensor, true: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    weights = pred.new_tensor([config.loss_weight_valence, config.loss_weight_arousal])
+    per_dim = ccc_loss(pred, true)
+    if config.mse_weight:
+        per_dim = per_dim + config.mse_weight * ((pred - true) ** 2).mean(0)
+    return (weights * per_dim).sum() / weights.sum()
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, split: SplitTensors) -> tuple[torch.Tensor, dict | None]:
+    """Standardised predictions [n, 2] and attention weights of one split (eval mode)."""
+    model.eval()
+    return model(split.speech, split.prosody, split.state)
+
+
+def validation_ccc(model: torch.nn.Module, split: SplitTensors) -> float:
+    pred, _ = predict(model, split)
+    return float((1 - ccc_loss(pred, split.targets)).mean())
+
+
+def train_head(fold: FoldTensors, config: TrainConfig, seed: int) -> TrainedHead:
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    sizes = block_sizes(fold, config)
+    model = build_head(config.variant, sizes, config.dropout)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config), weight_decay=config.weight_decay)
+    train = fold.train
+    n = len(train.rows)
+    best_ccc, best_epoch, best_state, history = -np.inf, -1, None, []
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        total = 0.0
+        # Drop a final sliver of < 32 rows: CCC over a handful of rows is too noisy to learn from.
+        remainder = n % config.batch_size
+        stop = n if n < config.batch_size or remainder >= 32 else n - remainder
+        for start in range(0, stop, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            pred, _ = model(train.speech[idx], train.prosody[idx], train.state[idx])
+            loss = loss_fn(pred, train.targets[idx], config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+        val = validation_ccc(model, fold.validation)
+        history.append({"epoch": epoch, "train_loss": total / n, "val_ccc": val})
+        if val > best_ccc:
+            best_ccc, best_epoch, best_state = val, epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= config.patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainedHead(model, sizes, best_epoch, float(best_ccc), history)

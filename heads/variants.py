@@ -1,0 +1,54 @@
+"""Head configurations named by short specs (``separate-attn+no-state+layer=weighted``) and fold ranges."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from heads.models import VARIANTS
+from heads.train import TrainConfig
+from pipeline.problems import InputError
+
+SWITCHES = ("no-speech", "no-prosody", "no-state", "speaker-norm")
+
+
+def parse_variant(spec: str, base: TrainConfig) -> TrainConfig:
+    """``variant[+switch...]`` -> a TrainConfig derived from ``base``. Switches: no-speech, no-prosody,
+    no-state, speaker-norm, layer=last|N|weighted."""
+    name, *switches = spec.strip().split("+")
+    if name not in VARIANTS:
+        raise InputError(f"unknown head variant '{name}' in '{spec}' (choose from {', '.join(VARIANTS)})")
+    features = base.features
+    for switch in switches:
+        if switch == "no-speech":
+            features = replace(features, use_speech=False)
+        elif switch == "no-prosody":
+            features = replace(features, use_prosody=False)
+        elif switch == "no-state":
+            features = replace(features, use_state=False)
+        elif switch == "speaker-norm":
+            features = replace(features, per_speaker_norm=True)
+        elif switch.startswith("layer="):
+            features = replace(features, layer=switch.split("=", 1)[1])
+        else:
+            raise InputError(f"unknown switch '{switch}' in '{spec}' ({', '.join(SWITCHES)}, layer=...)")
+    return replace(base, variant=name, features=features)
+
+
+def parse_folds(text: str, available: list[int]) -> list[int]:
+    """``1-5``, ``1,3,4`` or ``all`` -> fold numbers, each of which must exist."""
+    if text == "all":
+        return sorted(available)
+    folds: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                lo, hi = part.split("-")
+                folds.extend(range(int(lo), int(hi) + 1))
+            else:
+                folds.append(int(part))
+    except ValueError as err:
+        raise InputError(f"--folds '{text}': expected e.g. 1-5, 1,3 or all") from err
+    missing = [f for f in folds if f not in available]
+    if missing:
+        raise InputError(f"--folds: the cache has no fold(s) {missing} (folds: {sorted(available)})")
+    return folds

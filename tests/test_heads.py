@@ -1,0 +1,121 @@
+"""Heads train from the cache alone, lean on the right blocks, and reload to the same predictions."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from cache import CacheReader
+from heads.experiment import dimension_metrics, predict_saved_run, train_fold
+from heads.features import FeatureConfig, load_corpus_arrays
+from heads.models import BlockSizes, build_head
+from heads.runs import read_run
+from heads.train import TrainConfig
+from heads.variants import parse_variant
+from pipeline.problems import InputError
+from tests.synth_cache import planted_cache
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    reader = CacheReader(planted_cache(tmp_path_factory.mktemp("planted") / "c.h5"))
+    return reader, load_corpus_arrays(reader)
+
+
+def test_the_attention_design_matches_the_research_note():
+    model = build_head("separate-attn", BlockSizes(speech=1024, speech_layers=1, prosody_raw=88, prosody=64, state=64))
+    attention = model.valence_attention
+    assert [type(m).__name__ for m in attention] == ["Linear", "Tanh", "Linear", "Softmax"]
+    assert (attention[0].in_features, attention[0].out_features, attention[2].out_features) == (1152, 256, 2)
+    head = [type(m).__name__ for m in model.valence]
+    assert head == ["Linear", "LayerNorm", "ReLU", "Dropout"] * 2 + ["Linear"]
+    assert (model.valence[0].out_features, model.valence[4].out_features, model.valence[8].out_features) == (256, 128, 1)
+    shared = build_head("shared", BlockSizes(1024, 1, 88, 64, 64)).head
+    assert (shared[0].in_features, shared[0].out_features, shared[4].out_features, shared[8].out_features) == (1152, 256, 128, 2)
+
+
+def test_attention_weights_scale_the_blocks_as_specified():
+    torch.manual_seed(0)
+    model = build_head("separate-attn", BlockSizes(speech=4, speech_layers=1, prosody_raw=3, prosody=2, state=2), 0.0)
+    model.eval()
+    speech, prosody, state = torch.randn(5, 4), torch.randn(5, 3), torch.randn(5, 2)
+    seen = {}
+    model.valence[0].register_forward_hook(lambda m, i, o: seen.__setitem__("v", i[0]))
+    model.arousal[0].register_forward_hook(lambda m, i, o: seen.__setitem__("a", i[0]))
+    _, attention = model(speech, prosody, state)
+    p = model.inputs.prosody_proj(prosody)
+    wv, wa = attention["valence"], attention["arousal"]
+    assert torch.allclose(wv.sum(1), torch.ones(5)) and torch.allclose(wa.sum(1), torch.ones(5))
+    expected_v = torch.cat([speech * wv[:, 1:], p * wv[:, :1], state * wv[:, 1:]], 1)
+    expected_a = torch.cat([speech * wa[:, :1], p * wa[:, 1:], state * wa[:, 1:]], 1)
+    assert torch.allclose(seen["v"], expected_v) and torch.allclose(seen["a"], expected_a)
+
+
+@pytest.mark.parametrize("variant", ["shared", "separate", "separate-attn"])
+def test_each_variant_learns_the_planted_relations(planted, variant, tmp_path):
+    reader, arrays = planted
+    preds = train_fold(arrays, reader.fold_split(1), TrainConfig(variant=variant), [0], tmp_path)
+    m = dimension_metrics(preds)
+    assert m["ccc_v"] > 0.6 and m["ccc_a"] > 0.6
+
+
+def test_attention_leans_on_prosody_for_valence_and_speech_for_arousal(planted, tmp_path):
+    reader, arrays = planted
+    preds = train_fold(arrays, reader.fold_split(2), TrainConfig(variant="separate-attn"), [0, 1], tmp_path)
+    assert preds["attn_valence_prosody"].mean() > 0.55
+    assert preds["attn_arousal_speech"].mean() > 0.55
+
+
+def test_attention_follows_the_data_when_the_relations_are_swapped(tmp_path):
+    reader = CacheReader(planted_cache(tmp_path / "swapped.h5", swap=True))
+    preds = train_fold(load_corpus_arrays(reader), reader.fold_split(2), TrainConfig(variant="separate-attn"), [0, 1],
+                       tmp_path / "run")
+    assert preds["attn_valence_prosody"].mean() < 0.45  # valence now lives in speech: "other" wins
+    assert preds["attn_arousal_speech"].mean() < 0.45  # arousal now lives in prosody
+
+
+def test_a_learned_layer_mix_finds_the_informative_layer(planted, tmp_path):
+    reader, arrays = planted
+    config = parse_variant("separate+layer=weighted", TrainConfig())
+    train_fold(arrays, reader.fold_split(3), config, [0], tmp_path)
+    record, _ = read_run(tmp_path)
+    weights = record["metrics_per_seed"]["0"]["layer_weights"]
+    assert int(np.argmax(weights)) == 2 and weights[2] > 0.4
+
+
+def test_a_saved_run_reloads_to_the_same_predictions(planted, tmp_path):
+    reader, arrays = planted
+    split, config = reader.fold_split(4), TrainConfig(variant="separate-attn")
+    saved = train_fold(arrays, split, config, [3], tmp_path)
+    again = predict_saved_run(arrays, split, config, tmp_path, seed=3)
+    assert np.array_equal(saved["valence_pred"].to_numpy(), again["valence_pred"].to_numpy())
+    assert np.array_equal(saved["attn_arousal_speech"].to_numpy(), again["attn_arousal_speech"].to_numpy())
+
+
+def test_a_checkpoint_for_other_features_or_a_damaged_file_fails_clearly(planted, tmp_path):
+    reader, arrays = planted
+    split, config = reader.fold_split(5), TrainConfig(variant="separate")
+    train_fold(arrays, split, config, [0], tmp_path)
+    other = replace(config, features=FeatureConfig(use_prosody=False))
+    with pytest.raises(InputError, match="does not fit"):
+        predict_saved_run(arrays, split, other, tmp_path, seed=0)
+    (tmp_path / "head_seed0.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(InputError, match="not a readable safetensors"):
+        predict_saved_run(arrays, split, config, tmp_path, seed=0)
+
+
+def test_switches_remove_blocks_and_the_run_records_them(planted, tmp_path):
+    reader, arrays = planted
+    config = parse_variant("separate+no-prosody", TrainConfig())
+    preds = train_fold(arrays, reader.fold_split(1), config, [0], tmp_path)
+    record, _ = read_run(tmp_path)
+    assert record["label"] == "separate+no-prosody" and record["sizes"]["prosody"] == 0
+    assert dimension_metrics(preds)["ccc_v"] < 0.3  # valence lived only in the prosody block
+
+
+def test_unknown_variants_and_switches_are_clear_errors():
+    with pytest.raises(InputError, match="unknown head variant"):
+        parse_variant("double", TrainConfig())
+    with pytest.raises(InputError, match="unknown switch"):
+        parse_variant("shared+no-idea", TrainConfig())
