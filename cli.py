@@ -60,13 +60,17 @@ def extract(
     manifest_file: Optional[str] = typer.Option(None, "--manifest", help="your CSV/Parquet manifest"),
     speech_model: str = typer.Option("microsoft/wavlm-large", help="hub id or local folder of a WavLM-family model"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    stages: str = typer.Option("speech,prosody", help="comma-separated stages to run if the cache lacks them"),
+    stages: str = typer.Option("speech,prosody,state", help="comma-separated stages to run if the cache lacks them"),
     on_error: str = typer.Option("skip", help="skip: record bad files in the failures table; fail: stop (exit 2)"),
     batch_seconds: float = typer.Option(120.0, help="padded audio seconds per speech batch"),
     window_s: float = typer.Option(30.0, help="longer utterances are embedded in windows of this many seconds"),
     precision: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16"),
     workers: int = typer.Option(0, help="prosody processes (0 = all cores)"),
     loader_workers: int = typer.Option(1, help="DataLoader processes decoding audio for the speech stage"),
+    state_grouping: str = typer.Option("dialog", help="state sequences: dialog | speaker | utterance"),
+    state_epochs: int = typer.Option(20, help="training epochs of each dialogue-state updater"),
+    ema: float = typer.Option(0.8, help="EMA coefficient a of the dialogue state"),
+    learn_ema: bool = typer.Option(False, help="learn a (clipped to [0.6, 0.95])"),
     strict: bool = typer.Option(False, help="fail on manifest problems instead of skipping utterances"),
     force: bool = typer.Option(False, help="replace an existing cache made with other settings"),
 ) -> None:
@@ -75,6 +79,8 @@ def extract(
     from pipeline.extract import ExtractConfig, extract as run_extract
     from pipeline.prosody_stage import ProsodyConfig
     from pipeline.speech_stage import SpeechConfig
+    from pipeline.state_model import StateModelConfig
+    from pipeline.state_stage import StateConfig
 
     df, problems = build_manifest(corpus, root, manifest_file)
     report_problems(problems, strict, what=f"corpus {corpus}")
@@ -82,10 +88,15 @@ def extract(
         speech=SpeechConfig(model=speech_model, batch_seconds=batch_seconds, window_s=window_s,
                             precision=precision, num_workers=loader_workers),
         prosody=ProsodyConfig(workers=workers),
+        state=StateConfig(model=StateModelConfig(ema=ema, learn_ema=learn_ema), grouping=state_grouping,
+                          epochs=state_epochs),
     )
     wanted = [s.strip() for s in stages.split(",") if s.strip()]
     failures = run_extract(cache, df, wanted, config, device=device, on_error=on_error, force=force)
     for stage, stage_failures in failures.items():
+        if stage == "state":
+            typer.echo("state: dialogue states for every fold (cross-fitted)")
+            continue
         typer.echo(f"{stage}: {df.height - len(stage_failures)} of {df.height} utterances"
                    + (f", {len(stage_failures)} failed (see `cache info`)" if stage_failures else ""))
     if not failures:

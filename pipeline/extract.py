@@ -15,8 +15,9 @@ from cache.writer import create_cache
 from pipeline.problems import InputError
 from pipeline.prosody_stage import ProsodyConfig, run_prosody_stage
 from pipeline.speech_stage import SpeechConfig, run_speech_stage
+from pipeline.state_stage import StateConfig, run_state_stage
 
-SPEECH_AND_PROSODY = ("speech", "prosody")
+STAGES = ("speech", "prosody", "state")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class ExtractConfig:
 
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     prosody: ProsodyConfig = field(default_factory=ProsodyConfig)
+    state: StateConfig = field(default_factory=StateConfig)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -68,9 +70,9 @@ def extract(
 ) -> dict[str, list[Failure]]:
     """Run the missing ``stages`` into ``cache_path``. Returns the failures of each stage that ran."""
     cache_path = Path(cache_path)
-    unknown = [s for s in stages if s not in SPEECH_AND_PROSODY]
+    unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        raise InputError(f"unknown stage(s): {', '.join(unknown)} (available: {', '.join(SPEECH_AND_PROSODY)})")
+        raise InputError(f"unknown stage(s): {', '.join(unknown)} (available: {', '.join(STAGES)})")
     if on_error not in ("skip", "fail"):
         raise InputError(f"--on-error must be skip or fail, not {on_error}")
     if force:
@@ -86,4 +88,7 @@ def extract(
         failures["speech"] = run_speech_stage(str(cache_path), manifest, config.speech, resolve_device(device), on_error)
     if "prosody" in todo:
         failures["prosody"] = run_prosody_stage(str(cache_path), manifest, config.prosody, on_error)
+    if "state" in todo:
+        run_state_stage(str(cache_path), config.state, resolve_device(device))
+        failures["state"] = []  # rows without speech or prosody get no state (ok = False), nothing new fails
     return failures

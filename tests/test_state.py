@@ -1,0 +1,160 @@
+"""Dialogue states: the scan is Mamba's recurrence, states are causal, no test label leaks, and on
+dialogues whose emotion persists the state helps held-out predictions."""
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from cache import CacheReader, add_stage, create_cache
+from heads.experiment import dimension_metrics, train_fold
+from heads.features import FeatureConfig, load_corpus_arrays
+from heads.train import TrainConfig
+from pipeline.mamba import Mamba, selective_scan_reference
+from pipeline.manifest import normalise_manifest
+from pipeline.problems import InputError
+from pipeline.state_model import DialogueStateUpdater, StateModelConfig, ema_weights
+from pipeline.state_stage import StateConfig, compute_fold_states, load_state_inputs, run_state_stage, updater_plan
+
+SMALL = StateConfig(model=StateModelConfig(d_model=32, d_state=16, ssm_state=8), epochs=12, window=24, batch_size=16)
+
+
+def naive_selective_scan(x, dt, A, B, C, D):
+    """Mamba's discretised recurrence with explicit loops, float64 numpy:
+    h[d, n] <- exp(dt[t, d] * A[d, n]) * h[d, n] + dt[t, d] * B[t, n] * x[t, d];  y[t, d] = sum_n C[t, n] h[d, n] + D[d] x[t, d]."""
+    batch, steps, d_inner = x.shape
+    n_state = A.shape[1]
+    y = np.zeros((batch, steps, d_inner))
+    for b in range(batch):
+        h = np.zeros((d_inner, n_state))
+        for t in range(steps):
+            for d in range(d_inner):
+                for n in range(n_state):
+                    h[d, n] = np.exp(dt[b, t, d] * A[d, n]) * h[d, n] + dt[b, t, d] * B[b, t, n] * x[b, t, d]
+                y[b, t, d] = sum(C[b, t, n] * h[d, n] for n in range(n_state)) + D[d] * x[b, t, d]
+    return y
+
+
+def test_the_pytorch_scan_equals_the_naive_recurrence():
+    rng = np.random.default_rng(0)
+    b, t, d, n = 2, 7, 5, 3
+    x, dt = rng.standard_normal((b, t, d)), rng.uniform(0.01, 0.5, (b, t, d))
+    A, B, C, D = -rng.uniform(0.5, 4, (d, n)), rng.standard_normal((b, t, n)), rng.standard_normal((b, t, n)), rng.standard_normal(d)
+    ours = selective_scan_reference(*(torch.tensor(v) for v in (x, dt, A, B, C, D)))
+    assert np.abs(ours.numpy() - naive_selective_scan(x, dt, A, B, C, D)).max() < 1e-10
+
+
+def test_the_ema_matrix_is_the_recurrence_c_t_equals_a_c_prev_plus_one_minus_a_u_t():
+    u = torch.randn(9, 3, dtype=torch.float64)
+    a = torch.tensor(0.8, dtype=torch.float64)
+    c, expected = ema_weights(a, 9) @ u, []
+    prev = torch.zeros(3, dtype=torch.float64)
+    for t in range(9):
+        prev = a * prev + (1 - a) * u[t]
+        expected.append(prev)
+    assert torch.allclose(c, torch.stack(expected))
+
+
+def test_states_are_causal_changing_a_later_utterance_never_changes_earlier_states():
+    torch.manual_seed(0)
+    model = DialogueStateUpdater(12, StateModelConfig(d_model=16, d_state=8, ssm_state=4)).eval()
+    z = torch.randn(1, 10, 12)
+    changed = z.clone()
+    changed[0, 6:] += 5 * torch.randn(4, 12)
+    with torch.no_grad():
+        before, after = model(z)[0], model(changed)[0]
+    assert torch.equal(before[0, :6], after[0, :6])
+    assert not torch.allclose(before[0, 6:], after[0, 6:])
+
+
+def test_a_mamba_layer_is_causal_and_shape_preserving():
+    torch.manual_seed(1)
+    layer = Mamba(8, d_state=4)
+    x = torch.randn(2, 6, 8)
+    y = layer(x)
+    x2 = x.clone()
+    x2[:, 4] = 0
+    assert y.shape == x.shape and torch.equal(layer(x2)[:, :4], y[:, :4])
+
+
+def sticky_dialogue_cache(path, seed=0, dialogs_per_fold=6, turns=40, noise=2.0, stay=0.92):
+    """5 folds of dialogues; each dialogue's (valence, arousal) is a sticky Markov chain over 4 states,
+    and each utterance's acoustics are that state plus strong noise."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[1.5, 1.5], [1.5, 4.5], [4.5, 1.5], [4.5, 4.5]])
+    rows, speech, prosody = [], [], []
+    for fold in range(1, 6):
+        for d in range(dialogs_per_fold):
+            state = rng.integers(4)
+            for t in range(turns):
+                if rng.random() > stay:
+                    state = rng.integers(4)
+                v, a = centres[state] + 0.2 * rng.standard_normal(2)
+                rows.append(dict(utt_id=f"f{fold}d{d}t{t:03d}", path=f"/syn/f{fold}d{d}t{t}.wav", duration_s=2.0,
+                                 sample_rate=16000, speaker=f"f{fold}s{t % 2}", dialog_id=f"f{fold}d{d}",
+                                 start_s=float(t), fold=fold, valence=v, arousal=a))
+                speech.append(np.concatenate([[a - 3, v - 3], np.zeros(6)]) + noise * rng.standard_normal(8))
+                prosody.append(np.concatenate([[v - 3, a - 3], np.zeros(2)]) + noise * rng.standard_normal(4))
+    manifest = normalise_manifest(pl.DataFrame(rows))
+    order = {u: i for i, u in enumerate(r["utt_id"] for r in rows)}
+    index = np.array([order[u] for u in manifest["utt_id"]])
+    n = len(rows)
+    create_cache(path, manifest, {})
+    pooled = np.stack(speech)[index][:, None, :].repeat(2, axis=1).astype(np.float16)
+    add_stage(path, "speech", {"pooled": pooled, "ok": np.ones(n, bool)}, {"model": {"model_id": "synthetic"}}, [])
+    values = np.stack(prosody)[index].astype(np.float32)
+    add_stage(path, "prosody", {"values": values, "defined": np.ones_like(values, bool), "ok": np.ones(n, bool),
+                                "names": np.array(["p0", "p1", "p2", "p3"], dtype=object)}, {}, [])
+    return path
+
+
+@pytest.fixture(scope="module")
+def sticky(tmp_path_factory):
+    path = sticky_dialogue_cache(tmp_path_factory.mktemp("sticky") / "c.h5")
+    run_state_stage(str(path), SMALL, torch.device("cpu"))
+    return path
+
+
+def test_the_stage_stores_states_for_every_fold_and_utterance(sticky):
+    reader = CacheReader(sticky)
+    shapes = reader.dataset_shapes("state")
+    assert {f"fold_{k}" for k in range(1, 6)} <= set(shapes) and shapes["fold_1"] == (len(reader), 16)
+    assert reader.read("state", "ok").all()
+    provenance = reader.provenance("state")
+    assert provenance["backend"] == "PyTorch reference scan" and len(provenance["updaters"]) == 15
+    for k in range(1, 6):
+        states = reader.read("state", f"fold_{k}")
+        assert np.isfinite(states).all() and (np.abs(states).sum(1) > 0).all()
+
+
+def test_no_label_of_the_test_fold_can_influence_that_folds_states(sticky):
+    reader = CacheReader(sticky)
+    inputs = load_state_inputs(reader, SMALL)
+    base = compute_fold_states(inputs, SMALL, torch.device("cpu"))
+    test_fold = 3
+    scrambled = inputs.targets.copy()
+    rows = inputs.folds == test_fold
+    scrambled[rows] = np.random.default_rng(9).uniform(1, 5, (rows.sum(), 2))
+    moved = compute_fold_states(replace(inputs, targets=scrambled), SMALL, torch.device("cpu"))
+    assert np.array_equal(base[test_fold], moved[test_fold])  # every row of fold 3's states, bit for bit
+    assert not np.array_equal(base[1], moved[1])  # ...while fold 3's labels do train fold 1's updaters
+
+
+def test_heads_with_the_state_beat_heads_without_it_on_persistent_dialogues(sticky, tmp_path):
+    reader = CacheReader(sticky)
+    arrays = load_corpus_arrays(reader)
+    scores = {}
+    for use_state in (True, False):
+        config = TrainConfig(variant="separate", features=FeatureConfig(use_state=use_state))
+        ccc = [dimension_metrics(train_fold(arrays, reader.fold_split(k), config, [0], tmp_path / f"{use_state}{k}"))
+               for k in range(1, 6)]
+        scores[use_state] = np.mean([(m["ccc_v"] + m["ccc_a"]) / 2 for m in ccc])
+    assert scores[True] > scores[False] + 0.1, scores
+
+
+def test_fewer_than_three_folds_cannot_be_cross_fitted():
+    with pytest.raises(InputError, match="at least 3 folds"):
+        updater_plan([1, 2])
+    assert len(updater_plan([1, 2, 3, 4, 5])) == 15
