@@ -223,29 +223,43 @@ def ablate(
     import time
 
     from cache.reader import CacheReader
-    from heads.evaluate import evaluate_runs, write_evaluation
-    from heads.experiment import train_fold
-    from heads.features import load_corpus_arrays
-    from heads.runs import run_label
+    from heads.ablation import run_ablation
+    from heads.report import write_report
 
-    reader = CacheReader(cache)
-    arrays = load_corpus_arrays(reader)
     configs = [_train_config(spec, "last", False, False, False, False, epochs, lr, None, None, 1.0, 1.0, 0.0,
                              batch_size) for spec in variants.split(",") if spec.strip()]
-    fold_list = parse_folds(folds, sorted(set(reader.manifest["fold"].to_list())))
-    run_dirs = []
+    fold_list = parse_folds(folds, sorted(set(CacheReader(cache).manifest["fold"].to_list())))
     started = time.perf_counter()
-    for fold in fold_list:
-        split = reader.fold_split(fold)
-        for config in configs:
-            run_dir = out / run_label(config) / f"fold{fold}"
-            train_fold(arrays, split, config, _seed_list(seeds), run_dir, str(cache))
-            run_dirs.append(run_dir)
-            typer.echo(f"  trained {run_label(config)} fold {fold} ({time.perf_counter() - started:.0f} s)", err=True)
-    markdown, _ = write_evaluation(evaluate_runs(run_dirs), out)
+    markdown, evaluation = run_ablation(cache, configs, fold_list, _seed_list(seeds), out)
+    report = write_report(evaluation, out / "report.html", title=f"Head ablation on {cache.name}")
     typer.echo(markdown)
     typer.echo(f"{len(configs)} variants x {len(fold_list)} folds x {seeds} seed(s) in "
-               f"{time.perf_counter() - started:.1f} s; tables and plots in {out}/")
+               f"{time.perf_counter() - started:.1f} s; tables and plots in {out}/; report {report}")
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Option(..., "--runs", help="run folders (or a parent folder of runs)"),
+    out: Path = typer.Option(Path("report.html"), help="the HTML file to write"),
+    title: str = typer.Option("Valence / arousal heads", help="report title"),
+) -> None:
+    """One self-contained HTML report: table, per-fold bars, scatter, attention, layer weights, provenance."""
+    from heads.evaluate import evaluate_runs
+    from heads.report import write_report
+
+    typer.echo(f"report: {write_report(evaluate_runs(_expand_runs(runs)), out, title=title)}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), help="folder for the corpus, model, cache, runs and report"),
+    corpus: str = typer.Option("auto", help="auto (EmoDB if ../shared/corpora/emodb exists, else synthetic) | emodb | synthetic"),
+    seeds: int = typer.Option(1, help="seeds per variant and fold"),
+) -> None:
+    """The whole pipeline on a built-in corpus: manifest -> extract -> ablate (3 variants x 5 folds) -> report."""
+    from pipeline.demo import run_demo
+
+    run_demo(out, corpus, seeds)
 
 
 @cache_app.command("info")

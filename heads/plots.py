@@ -1,4 +1,7 @@
-"""PNG figures of head results: per-fold CCC bars, predicted-vs-true scatter, attention histograms."""
+"""PNG figures of head results: per-fold CCC bars, predicted-vs-true scatter, attention histograms.
+
+Each function writes to ``target``: a file path or a binary file object (the HTML report renders in memory).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 
-def plot_per_fold(per_fold: pl.DataFrame, path: Path) -> None:
+def plot_per_fold(per_fold: pl.DataFrame, target) -> None:  # noqa: ANN001 - path or binary file
     labels = per_fold["label"].unique(maintain_order=True).to_list()
     folds = sorted(per_fold["fold"].unique().to_list())
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
@@ -29,11 +32,11 @@ def plot_per_fold(per_fold: pl.DataFrame, path: Path) -> None:
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=110)
+    fig.savefig(target, format="png", dpi=110)
     plt.close(fig)
 
 
-def plot_scatter(predictions: dict[str, pl.DataFrame], path: Path) -> None:
+def plot_scatter(predictions: dict[str, pl.DataFrame], target) -> None:  # noqa: ANN001 - path or binary file
     fig, axes = plt.subplots(len(predictions), 2, figsize=(8, 3.6 * len(predictions)), squeeze=False)
     for row, (label, preds) in enumerate(predictions.items()):
         for col, dim in enumerate(("valence", "arousal")):
@@ -47,11 +50,11 @@ def plot_scatter(predictions: dict[str, pl.DataFrame], path: Path) -> None:
             ax.set_xlabel("true")
             ax.set_ylabel("predicted")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(target, format="png", dpi=100)
     plt.close(fig)
 
 
-def plot_attention(predictions: dict[str, pl.DataFrame], path: Path) -> None:
+def plot_attention(predictions: dict[str, pl.DataFrame], target) -> None:  # noqa: ANN001 - path or binary file
     """Histograms of w[0]: what the valence branch gives prosody, what the arousal branch gives speech."""
     with_attention = {k: v for k, v in predictions.items() if "attn_valence_prosody" in v.columns}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -68,5 +71,5 @@ def plot_attention(predictions: dict[str, pl.DataFrame], path: Path) -> None:
         for ax in axes:
             ax.text(0.5, 0.5, "no attention heads among these runs", ha="center", transform=ax.transAxes)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(target, format="png", dpi=110)
     plt.close(fig)

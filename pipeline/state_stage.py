@@ -6,7 +6,7 @@ No label of fold k's test session reaches any state stored for fold k:
 * training rows in fold j != k get states from ``U(not {j, k})``, trained without j and without k, so the
   heads of fold k train on states of the same kind (made without their own labels) as they are tested on.
 
-All updaters start from one initialisation (one seed) and see data in the same order: a head trains on
+All updaters start from one initialisation (one seed): a head trains on
 states from four updaters and is tested on states from a fifth, so their coordinates must agree. With a
 different seed per updater the states land in unrelated coordinate systems and the heads get worse
 (measured on the sticky-dialogue test corpus: mean CCC 0.43 with the state vs 0.73 without it).

@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project's virtual environment in .venv from requirements.lock.
 # Idempotent: does nothing when .venv already matches the lock file, so every README command can call it.
+# --test also makes sure the test suite's system tool is present: headless Chromium (renders the report).
 set -euo pipefail
+if [[ "${1:-}" == "--test" ]] && ! command -v chromium >/dev/null; then
+    echo "[bootstrap] installing chromium for the report-rendering test" >&2
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+            || echo "[bootstrap] could not install chromium; the report-rendering test will fail" >&2
+    else
+        echo "[bootstrap] not root or no apt-get: install chromium yourself for the report test" >&2
+    fi
+fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 stamp="$venv/.lock-sha256"

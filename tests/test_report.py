@@ -1,0 +1,57 @@
+"""The HTML report is self-contained and renders in headless Chromium with its table and figures."""
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from cache import CacheReader
+from heads.evaluate import evaluate_runs
+from heads.experiment import train_fold
+from heads.features import load_corpus_arrays
+from heads.report import write_report
+from heads.train import TrainConfig
+from heads.variants import parse_variant
+from tests.synth_cache import planted_cache
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    reader = CacheReader(planted_cache(root / "c.h5", n_per_speaker=20))
+    arrays = load_corpus_arrays(reader)
+    runs = []
+    for spec in ("shared", "separate-attn", "separate+layer=weighted"):
+        for fold in (1, 2):
+            run = root / spec / f"fold{fold}"
+            train_fold(arrays, reader.fold_split(fold), parse_variant(spec, TrainConfig(epochs=8)), [0], run)
+            runs.append(run)
+    return write_report(evaluate_runs(runs), root / "report.html", title="test report")
+
+
+def test_the_report_is_one_file_with_table_figures_and_provenance(report):
+    text = report.read_text()
+    assert 'id="results"' in text and text.count("data:image/png;base64,") == 4  # + layer weights
+    assert "separate-attn" in text and "valence branch gives prosody" in text and "Provenance" in text
+    assert not re.search(r'src="(?!data:)', text)  # nothing external to fetch
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (bash scripts/bootstrap.sh --test installs it)")
+def test_the_report_renders_in_headless_chromium(report, tmp_path):
+    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                          report.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert '<table id="results">' in dom and dom.count("<tr>") == 1 + 3
+    assert dom.count("<img") == 4
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
+                    "--window-size=1200,2400", report.as_uri()], capture_output=True, timeout=120)
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[0] == 2400 and np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0).shape[0] > 50
