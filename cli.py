@@ -16,7 +16,8 @@ import typer
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never hang on a network that is not there
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from heads.variants import parse_folds  # noqa: E402
+# Heavy modules (torch, transformers) are imported inside the commands: worker processes started with
+# "spawn" re-import this file, and should not pay for them.
 from pipeline.problems import InputError, report_problems  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -62,7 +63,7 @@ def extract(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     stages: str = typer.Option("speech,prosody,state", help="comma-separated stages to run if the cache lacks them"),
     on_error: str = typer.Option("skip", help="skip: record bad files in the failures table; fail: stop (exit 2)"),
-    batch_seconds: float = typer.Option(120.0, help="padded audio seconds per speech batch"),
+    batch_seconds: float = typer.Option(0.0, help="padded audio seconds per speech batch (0 = auto: 120 on CUDA, 8 on CPU)"),
     window_s: float = typer.Option(30.0, help="longer utterances are embedded in windows of this many seconds"),
     precision: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16"),
     workers: int = typer.Option(0, help="prosody processes (0 = all cores)"),
@@ -225,6 +226,7 @@ def ablate(
     from cache.reader import CacheReader
     from heads.ablation import run_ablation
     from heads.report import write_report
+    from heads.variants import parse_folds
 
     configs = [_train_config(spec, "last", False, False, False, False, epochs, lr, None, None, 1.0, 1.0, 0.0,
                              batch_size) for spec in variants.split(",") if spec.strip()]

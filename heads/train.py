@@ -36,7 +36,8 @@ class TrainConfig:
     loss_weight_arousal: float = 1.0
     mse_weight: float = 0.0  # added MSE term (on the standardised scale)
     grad_clip: float = 1.0
-    patience: int = 10  # epochs without a better validation mean CCC before stopping
+    patience: int = 6  # epochs without a better validation mean CCC before stopping
+    min_delta: float = 1e-3  # smaller validation gains do not count as better
     val_fraction: float = 0.1  # share of training utterances held out as whole speakers
 
 
@@ -100,7 +101,7 @@ def train_head(fold: FoldTensors, config: TrainConfig, seed: int) -> TrainedHead
     generator = torch.Generator().manual_seed(seed)
     sizes = block_sizes(fold, config)
     model = build_head(config.variant, sizes, config.dropout)
-    optimizer = torch.optim.AdamW(parameter_groups(model, config), weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config), weight_decay=config.weight_decay, fused=True)
     train = fold.train
     n = len(train.rows)
     best_ccc, best_epoch, best_state, history = -np.inf, -1, None, []
@@ -122,7 +123,7 @@ def train_head(fold: FoldTensors, config: TrainConfig, seed: int) -> TrainedHead
             total += float(loss.detach()) * len(idx)
         val = validation_ccc(model, fold.validation)
         history.append({"epoch": epoch, "train_loss": total / n, "val_ccc": val})
-        if val > best_ccc:
+        if val > best_ccc + config.min_delta:
             best_ccc, best_epoch, best_state = val, epoch, copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= config.patience:
             break

@@ -12,13 +12,15 @@ import numpy as np
 
 
 def plan_length_buckets(
-    durations_s: np.ndarray, batch_seconds: float, max_batch_size: int, window_s: float
+    durations_s: np.ndarray, batch_seconds: float, max_batch_size: int, window_s: float,
+    max_length_ratio: float = 1.25,
 ) -> list[list[int]]:
     """Group rows into batches of similar length, bounded by padded audio seconds.
 
     ``durations_s``: [N] seconds (NaN when unknown). Rows are sorted longest first; a batch grows while
-    ``len(batch) * longest <= batch_seconds`` and ``len(batch) <= max_batch_size``. Rows longer than
-    ``window_s`` or of unknown length form batches of one (long ones are then processed in windows).
+    ``len(batch) * longest <= batch_seconds``, ``len(batch) <= max_batch_size`` and
+    ``longest / shortest <= max_length_ratio`` (padding is wasted compute). Rows longer than ``window_s``
+    or of unknown length form batches of one (long ones are then processed in windows).
     Returns lists of row indices; every row appears exactly once.
     """
     order = sorted(range(len(durations_s)), key=lambda i: (-_finite_or_inf(durations_s[i]), i))
@@ -31,7 +33,9 @@ def plan_length_buckets(
             batches.append([row])
             continue
         longest_if_added = max(longest, duration)
-        if current and ((len(current) + 1) * longest_if_added > batch_seconds or len(current) >= max_batch_size):
+        too_uneven = duration > 0 and longest_if_added / duration > max_length_ratio
+        if current and ((len(current) + 1) * longest_if_added > batch_seconds or len(current) >= max_batch_size
+                        or too_uneven):
             batches.append(current)
             current, longest_if_added = [], duration
         current.append(row)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -14,7 +14,7 @@ from cache.schema import Failure
 from cache.writer import create_cache
 from pipeline.problems import InputError
 from pipeline.prosody_stage import ProsodyConfig, run_prosody_stage
-from pipeline.speech_stage import SpeechConfig, run_speech_stage
+from pipeline.speech_stage import SpeechConfig, resolve_batch_seconds, run_speech_stage
 from pipeline.state_stage import StateConfig, run_state_stage
 
 STAGES = ("speech", "prosody", "state")
@@ -75,6 +75,8 @@ def extract(
         raise InputError(f"unknown stage(s): {', '.join(unknown)} (available: {', '.join(STAGES)})")
     if on_error not in ("skip", "fail"):
         raise InputError(f"--on-error must be skip or fail, not {on_error}")
+    # Settings that depend on the device are fixed first, so the cache records what was actually used.
+    config = replace(config, speech=resolve_batch_seconds(config.speech, resolve_device(device)))
     if force:
         cache_path.unlink(missing_ok=True)
         shutil.rmtree(f"{cache_path}.parts", ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -15,7 +16,7 @@ from cache.parts import UnitResult
 from cache.schema import Failure
 from pipeline.audio import AudioError, load_audio
 from pipeline.batching import plan_fixed_chunks
-from pipeline.prosody import FEATURE_NAMES, FEATURE_SET_VERSION, prosody_features
+from pipeline.prosody import FEATURE_NAMES, FEATURE_SET_VERSION, prosody_features_many
 from pipeline.provenance import package_versions
 from pipeline.stage_runner import StagePlan, run_stage
 
@@ -30,51 +31,65 @@ class ProsodyConfig:
     min_duration_s: float = 0.05  # Praat's pitch analysis needs a few periods at 75 Hz
 
 
-def prosody_unit(unit: int, rows: list[int], paths: list[str], utt_ids: list[str], config: ProsodyConfig) -> tuple[int, UnitResult]:
-    """Features of one unit of rows (runs in a worker process)."""
+def _decode_unit(rows: list[int], paths: list[str], config: ProsodyConfig) -> list[np.ndarray | str]:
+    """Waveforms of a unit's rows at the stage rate, or the reason a file cannot be used."""
+    audio: list[np.ndarray | str] = []
+    for row in rows:
+        try:
+            wave = load_audio(paths[row], config.sample_rate_hz)
+        except AudioError as err:
+            audio.append(str(err))
+            continue
+        if len(wave) < config.min_duration_s * config.sample_rate_hz:
+            audio.append(f"too short for pitch analysis: {len(wave) / config.sample_rate_hz * 1000:.1f} ms")
+        else:
+            audio.append(wave)
+    return audio
+
+
+def _unit_result(rows: list[int], audio: list[np.ndarray | str], features: list[np.ndarray], paths: list[str],
+                 utt_ids: list[str]) -> UnitResult:
     values = np.full((len(rows), len(FEATURE_NAMES)), np.nan, dtype=np.float32)
     ok = np.zeros(len(rows), dtype=bool)
     failures: list[Failure] = []
-    for k, row in enumerate(rows):
-        try:
-            wave = load_audio(paths[row], config.sample_rate_hz)
-            if len(wave) < config.min_duration_s * config.sample_rate_hz:
-                raise AudioError(f"too short for pitch analysis: {len(wave) / config.sample_rate_hz * 1000:.1f} ms")
-            features = prosody_features(wave, config.sample_rate_hz)
-        except AudioError as err:
-            failures.append(Failure(utt_ids[row], "prosody", paths[row], str(err)))
+    computed = iter(features)
+    for k, (row, item) in enumerate(zip(rows, audio)):
+        if isinstance(item, str):
+            failures.append(Failure(utt_ids[row], "prosody", paths[row], item))
             continue
-        features[~np.isfinite(features)] = np.nan  # inf is never a feature value: undefined
-        values[k] = features.astype(np.float32)
-        ok[k] = True
-    result = UnitResult(rows=np.asarray(rows, dtype=np.int64),
-                        arrays={"values": values, "defined": np.isfinite(values), "ok": ok}, failures=failures)
-    return unit, result
-
-
-def _single_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
+        row_features = next(computed)
+        row_features[~np.isfinite(row_features)] = np.nan  # inf is never a feature value: undefined
+        values[k], ok[k] = row_features, True
+    return UnitResult(rows=np.asarray(rows, dtype=np.int64),
+                      arrays={"values": values, "defined": np.isfinite(values), "ok": ok}, failures=failures)
 
 
 def prosody_units(config: ProsodyConfig, paths: list[str], utt_ids: list[str],
                   pending: list[tuple[int, list[int]]]) -> Iterator[tuple[int, UnitResult]]:
+    """Decode audio here (fast) and run Praat in worker processes (slow), a few units ahead."""
     workers = config.workers or os.cpu_count() or 1
     if workers == 1:
         for unit, rows in pending:
-            yield prosody_unit(unit, rows, paths, utt_ids, config)
+            audio = _decode_unit(rows, paths, config)
+            waves = [a for a in audio if not isinstance(a, str)]
+            yield unit, _unit_result(rows, audio, prosody_features_many(waves, config.sample_rate_hz), paths, utt_ids)
         return
-    # spawn, not fork: the parent may hold torch/OpenMP threads, which fork can deadlock.
+    # spawn, not fork: the parent may hold torch/OpenMP threads, which fork can deadlock. Workers import
+    # only numpy and parselmouth (pipeline.prosody), so they start in a fraction of a second.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_thread) as pool:
-        futures = [pool.submit(prosody_unit, unit, rows, paths, utt_ids, config) for unit, rows in pending]
-        try:
-            for future in futures:
-                yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        in_flight: deque = deque()
+        queue = iter(pending)
+        while True:
+            while len(in_flight) < 2 * workers and (item := next(queue, None)) is not None:
+                unit, rows = item
+                audio = _decode_unit(rows, paths, config)
+                waves = [a for a in audio if not isinstance(a, str)]
+                in_flight.append((unit, rows, audio, pool.submit(prosody_features_many, waves, config.sample_rate_hz)))
+            if not in_flight:
+                return
+            unit, rows, audio, future = in_flight.popleft()
+            yield unit, _unit_result(rows, audio, future.result(), paths, utt_ids)
 
 
 def run_prosody_stage(cache_path: str, manifest: pl.DataFrame, config: ProsodyConfig, on_error: str = "skip") -> list[Failure]:

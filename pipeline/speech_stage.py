@@ -6,7 +6,7 @@ Audio is decoded and resampled in DataLoader workers while the model runs on the
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -29,8 +29,9 @@ class SpeechConfig:
     """Settings of the speech stage (stored with the cache)."""
 
     model: str = "microsoft/wavlm-large"
-    batch_seconds: float = 120.0  # padded audio seconds per batch (bounds memory)
+    batch_seconds: float = 0.0  # padded audio seconds per batch; 0 = auto: 120 on CUDA, 8 on CPU (see below)
     max_batch_size: int = 32
+    max_length_ratio: float = 1.25  # longest / shortest utterance within a batch (padding is wasted work)
     window_s: float = 30.0  # longer utterances are embedded in windows, pooled by frame count
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 | bf16 | fp16
     num_workers: int = 1  # DataLoader processes decoding audio
@@ -54,6 +55,15 @@ class _UnitAudio(Dataset):
             except AudioError as err:
                 audio.append(str(err))
         return unit, rows, audio
+
+
+def resolve_batch_seconds(config: SpeechConfig, device: torch.device) -> SpeechConfig:
+    """Fill in the automatic batch budget. On a CPU, batching pays only for short utterances (fewer
+    framework calls); from ~3 s on, one utterance already keeps the cores busy (benchmarks/bench_extract.py),
+    so the CPU budget is small. A GPU needs large batches to be busy."""
+    if config.batch_seconds > 0:
+        return config
+    return replace(config, batch_seconds=120.0 if device.type == "cuda" else 8.0)
 
 
 def _as_is(item):  # noqa: ANN001, ANN202 - keep numpy waveforms (the default collate makes tensors)
@@ -128,9 +138,11 @@ def run_speech_stage(
 ) -> list[Failure]:
     """Embed every utterance of ``manifest`` into the cache's ``speech`` group (resumable)."""
     torch.manual_seed(0)
+    config = resolve_batch_seconds(config, device)
     embedder = SpeechEmbedder(config.model, device, resolve_precision(config.precision, device))
     durations = manifest["duration_s"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
-    units = plan_length_buckets(durations, config.batch_seconds, config.max_batch_size, config.window_s)
+    units = plan_length_buckets(durations, config.batch_seconds, config.max_batch_size, config.window_s,
+                                config.max_length_ratio)
     info = asdict(embedder.info)
     fingerprint = {"config": asdict(config), "model": info, "device_type": device.type}
     provenance = {**fingerprint, "packages": package_versions(), "units": len(units)}

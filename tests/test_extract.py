@@ -149,3 +149,17 @@ def test_unfinished_parts_from_other_settings_are_refused(tmp_path):
     PartStore(tmp_path / "c.h5", "speech", "settings A")
     with pytest.raises(InputError, match="other settings"):
         PartStore(tmp_path / "c.h5", "speech", "settings B")
+
+
+def test_batches_group_similar_lengths_within_the_padding_budget():
+    from pipeline.batching import plan_length_buckets
+
+    durations = np.array([1.0, 1.1, 5.0, 1.05, 4.8, float("nan"), 40.0, 2.0])
+    batches = plan_length_buckets(durations, batch_seconds=10.0, max_batch_size=8, window_s=30.0, max_length_ratio=1.25)
+    assert sorted(r for b in batches for r in b) == list(range(8))  # every row exactly once
+    assert [6] in batches and [5] in batches  # beyond the window, and unknown length: alone
+    for batch in batches:
+        lengths = durations[batch]
+        if len(batch) > 1:
+            assert lengths.max() * len(batch) <= 10.0 and lengths.max() / lengths.min() <= 1.25
+    assert [4, 2] in batches or [2, 4] in batches  # 5.0 and 4.8 share a batch: 2 x 5.0 <= 10

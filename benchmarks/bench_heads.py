@@ -1,0 +1,99 @@
+"""Head training speed at IEMOCAP scale on this machine's CPU, from a synthetic cache of the real shape.
+
+    .venv/bin/python benchmarks/bench_heads.py [--utterances 10039] [--out /tmp/bench_heads]
+
+Cache: 10,039 utterances in 5 folds of 2 speakers, speech [N, 25, 1024] float16 (wavlm-large shape),
+67 prosody features, 64-d states per fold, with planted structure so training runs its normal course.
+Prints: one fold of train-heads, five folds of one variant, the 3-variant x 5-fold ablation, and loading a
+fold's arrays from the cache vs reading the same bytes from a raw .npy file in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cache import CacheReader, add_stage, create_cache  # noqa: E402
+from heads.ablation import run_ablation  # noqa: E402
+from heads.experiment import train_fold  # noqa: E402
+from heads.features import load_corpus_arrays  # noqa: E402
+from heads.train import TrainConfig  # noqa: E402
+from heads.variants import parse_variant  # noqa: E402
+from pipeline.manifest import normalise_manifest  # noqa: E402
+
+
+def build_cache(path: Path, n: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    speakers = np.arange(n) * 10 // n
+    valence, arousal = rng.standard_normal(n), rng.standard_normal(n)
+    speech = rng.standard_normal((n, 25, 1024), dtype=np.float32).astype(np.float16)
+    speech[:, 12:, :8] += (arousal[:, None, None] * 1.5).astype(np.float16)
+    prosody = rng.standard_normal((n, 67)).astype(np.float32)
+    prosody[:, :4] += valence[:, None]
+    manifest = normalise_manifest(pl.DataFrame({
+        "utt_id": [f"u{i:06d}" for i in range(n)], "path": [f"/bench/u{i:06d}.wav" for i in range(n)],
+        "duration_s": np.full(n, 4.5), "sample_rate": np.full(n, 16000), "speaker": [f"s{s}" for s in speakers],
+        "dialog_id": [f"d{i // 66:04d}" for i in range(n)], "start_s": np.arange(n, dtype=float),
+        "fold": speakers // 2 + 1, "valence": 3 + 0.7 * valence, "arousal": 3 + 0.7 * arousal}))
+    create_cache(path, manifest, {"benchmark": True})
+    ok = np.ones(n, bool)
+    add_stage(path, "speech", {"pooled": speech, "ok": ok}, {"model": {"model_id": "synthetic"}}, [])
+    add_stage(path, "prosody", {"values": prosody, "defined": np.ones_like(prosody, bool), "ok": ok,
+                                "names": np.array([f"p{i}" for i in range(67)], dtype=object)}, {}, [])
+    states = {f"fold_{k}": rng.standard_normal((n, 64)).astype(np.float32) for k in range(1, 6)}
+    add_stage(path, "state", {**states, "ok": ok}, {}, [])
+    np.save(path.with_suffix(".raw_speech.npy"), speech)
+    np.save(path.with_suffix(".raw_prosody.npy"), prosody)
+    np.save(path.with_suffix(".raw_state.npy"), np.stack(list(states.values())))
+
+
+def timed(fn):  # noqa: ANN001, ANN201
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--utterances", type=int, default=10039)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/bench_heads"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache = args.out / "bench.h5"
+    build_seconds, _ = timed(lambda: build_cache(cache, args.utterances))
+    print(f"synthetic cache: {args.utterances} utterances, speech [N, 25, 1024] float16 ({build_seconds:.1f} s to write)")
+
+    # Loading: the cache reader vs np.load of the same bytes, alternated three times, best of each.
+    reader = CacheReader(cache)
+    cache_times, raw_times = [], []
+    for _ in range(3):
+        cache_times.append(timed(lambda: load_corpus_arrays(reader))[0])
+        raw_times.append(timed(lambda: [np.load(cache.with_suffix(s)) for s in
+                                        (".raw_speech.npy", ".raw_prosody.npy", ".raw_state.npy")])[0])
+    arrays = load_corpus_arrays(reader)
+    ratio = min(raw_times) / min(cache_times)
+    print(f"load all arrays: cache {min(cache_times):.2f} s, raw .npy {min(raw_times):.2f} s; "
+          f"speed ratio raw/cache = {ratio:.2f} (target >= 0.5)")
+
+    config = TrainConfig(variant="separate-attn")
+    one_fold, _ = timed(lambda: train_fold(arrays, reader.fold_split(1), config, [0], args.out / "one"))
+    print(f"train-heads, one fold, separate-attn: {one_fold:.1f} s (target <= 10 s)")
+    five, _ = timed(lambda: [train_fold(arrays, reader.fold_split(k), config, [0], args.out / f"five{k}")
+                             for k in range(1, 6)])
+    print(f"five folds, separate-attn: {five:.1f} s (target <= 60 s)")
+    configs = [parse_variant(v, TrainConfig()) for v in ("shared", "separate", "separate-attn")]
+    ablation, (markdown, _) = timed(lambda: run_ablation(cache, configs, [1, 2, 3, 4, 5], [0], args.out / "ablation"))
+    print(f"ablation, 3 variants x 5 folds (cache loaded once, evaluation and plots included): {ablation:.1f} s "
+          f"(target <= 180 s)")
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
