@@ -61,6 +61,9 @@ def best_of(fns: dict, rounds: int) -> dict[str, float]:
 
 
 def main() -> None:
+    from pipeline.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as cli.py does, so the numbers are what users get
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--utterances", type=int, default=40)
     parser.add_argument("--prosody-files", type=int, default=96)

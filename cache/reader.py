@@ -89,6 +89,18 @@ class CacheReader:
                 return dataset.asstr()[()]
             return dataset[index]
 
+    def frames(self, layer: int, row: int) -> np.ndarray:
+        """``[T, D]`` float16 frame sequence of one utterance (cached with ``extract --frame-layers``)."""
+        self._require("speech")
+        with h5py.File(self.path, "r") as file:
+            name = f"frames_layer{layer}"
+            if name not in file["speech"]:
+                stored = sorted(k for k in file["speech"] if k.startswith("frames_layer"))
+                raise InputError(f"{self.path}: no frame sequences of layer {layer} (stored: {stored or 'none'}); "
+                                 "extract with --frame-layers")
+            start, stop = file["speech"]["frame_offsets"][row : row + 2]
+            return file["speech"][name][start:stop]
+
     def dataset_shapes(self, stage: str) -> dict[str, tuple[int, ...]]:
         """``{name: shape}`` of the datasets of one stage."""
         self._require(stage)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from cache.lock import CacheLock
 from cache.reader import CacheReader
 from cache.schema import Failure
 from cache.writer import create_cache
@@ -58,7 +60,7 @@ def _check_existing(cache_path: Path, manifest: pl.DataFrame, stages: list[str],
             todo.append(stage)
             continue
         stored = reader.provenance(stage).get("config")
-        if stored != _stage_config(stage, config):
+        if stored != json.loads(json.dumps(_stage_config(stage, config))):  # compare as stored: tuples are lists
             raise InputError(f"{cache_path}: '{stage}' was extracted with other settings ({stored}); "
                              "refusing to mix them; use another --cache path, or --force to replace it")
     return todo
@@ -77,6 +79,12 @@ def extract(
         raise InputError(f"--on-error must be skip or fail, not {on_error}")
     # Settings that depend on the device are fixed first, so the cache records what was actually used.
     config = replace(config, speech=resolve_batch_seconds(config.speech, resolve_device(device)))
+    with CacheLock(cache_path):
+        return _extract_locked(cache_path, manifest, stages, config, device, on_error, force)
+
+
+def _extract_locked(cache_path: Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig,
+                    device: str, on_error: str, force: bool) -> dict[str, list[Failure]]:
     if force:
         cache_path.unlink(missing_ok=True)
         shutil.rmtree(f"{cache_path}.parts", ignore_errors=True)

@@ -114,12 +114,14 @@ class SpeechEmbedder:
         return [int(n) for n in lengths]
 
     @torch.inference_mode()
-    def embed(self, waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Pooled hidden states of a batch.
+    def embed(self, waves: list[np.ndarray], frame_layers: tuple[int, ...] = ()
+              ) -> tuple[np.ndarray, np.ndarray, dict[int, list[np.ndarray]]]:
+        """Pooled hidden states of a batch, and optionally the frames of some layers.
 
         ``waves``: B mono float32 arrays at ``info.sample_rate_hz``, each >= 400 samples (25 ms).
-        Returns ``(pooled [B, L+1, D] float32, frames [B] int64)``: the mean over each utterance's valid
-        frames of every hidden state, and how many frames that mean covers (for pooling windows).
+        Returns ``(pooled [B, L+1, D] float32, frames [B] int64, sequences)``: the mean over each
+        utterance's valid frames of every hidden state, how many frames that mean covers (for pooling
+        windows), and for each layer in ``frame_layers`` the B valid frame sequences ``[T_b, D]`` float32.
         """
         inputs = self.feature_extractor(
             [w for w in waves], sampling_rate=self.info.sample_rate_hz, padding=True,
@@ -139,4 +141,7 @@ class SpeechEmbedder:
         # Pool layer by layer: stacking [B, L+1, T, D] first would multiply peak memory by L+1.
         pooled = torch.stack([(h.float() * mask).sum(1) for h in out.hidden_states], dim=1)
         pooled = pooled / frames[:, None, None].float()
-        return pooled.cpu().numpy(), frames.cpu().numpy().astype(np.int64)
+        counts = frames.cpu().numpy().astype(np.int64)
+        sequences = {layer: [out.hidden_states[layer][b, :n].float().cpu().numpy() for b, n in enumerate(counts)]
+                     for layer in frame_layers}
+        return pooled.cpu().numpy(), counts, sequences

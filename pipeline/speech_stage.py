@@ -18,8 +18,9 @@ from cache.schema import Failure
 from pipeline.audio import AudioError, load_audio
 from pipeline.batching import plan_length_buckets, window_bounds
 from pipeline.provenance import package_versions
+from pipeline.problems import InputError
 from pipeline.speech_model import SpeechEmbedder
-from pipeline.stage_runner import StagePlan, run_stage
+from pipeline.stage_runner import RAGGED_PREFIX, StagePlan, run_stage
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -33,6 +34,7 @@ class SpeechConfig:
     max_batch_size: int = 32
     max_length_ratio: float = 1.25  # longest / shortest utterance within a batch (padding is wasted work)
     window_s: float = 30.0  # longer utterances are embedded in windows, pooled by frame count
+    frame_layers: tuple[int, ...] = ()  # also store the frame sequences of these hidden states (ragged)
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 | bf16 | fp16
     num_workers: int = 1  # DataLoader processes decoding audio
 
@@ -77,19 +79,24 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def embed_long(embedder: SpeechEmbedder, wave: np.ndarray, window_samples: int, batch_samples: int) -> np.ndarray:
-    """Pooled states of one long waveform: windows embedded in batches, means weighted by frame count."""
+def embed_long(embedder: SpeechEmbedder, wave: np.ndarray, window_samples: int, batch_samples: int,
+               frame_layers: tuple[int, ...] = ()) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Pooled states of one long waveform: windows embedded in batches, means weighted by frame count.
+    Returns ``(pooled [L+1, D], {layer: frames [T, D]})`` with the windows' frames concatenated."""
     bounds = window_bounds(len(wave), window_samples)
     per_batch = max(1, batch_samples // window_samples)
     total = None
     frames_total = 0
+    sequences: dict[int, list[np.ndarray]] = {layer: [] for layer in frame_layers}
     for start in range(0, len(bounds), per_batch):
         chunk = [wave[a:b] for a, b in bounds[start : start + per_batch]]
-        pooled, frames = embedder.embed(chunk)
+        pooled, frames, chunk_sequences = embedder.embed(chunk, frame_layers)
         weighted = (pooled * frames[:, None, None]).sum(0)
         total = weighted if total is None else total + weighted
         frames_total += int(frames.sum())
-    return total / frames_total
+        for layer in frame_layers:
+            sequences[layer].extend(chunk_sequences[layer])
+    return total / frames_total, {layer: np.concatenate(seqs) for layer, seqs in sequences.items()}
 
 
 def speech_units(
@@ -105,9 +112,11 @@ def speech_units(
         collate_fn=_as_is,
     )
     shape = (embedder.info.num_hidden_states, embedder.info.hidden_size)
+    layers = config.frame_layers
     for unit, rows, audio in loader:
         pooled = np.zeros((len(rows), *shape), dtype=np.float32)
         ok = np.zeros(len(rows), dtype=bool)
+        sequences: dict[int, list[np.ndarray | None]] = {layer: [None] * len(rows) for layer in layers}
         failures: list[Failure] = []
         short: list[int] = []
         for k, (row, item) in enumerate(zip(rows, audio)):
@@ -117,20 +126,38 @@ def speech_units(
                 failures.append(Failure(utt_ids[row], "speech", paths[row],
                                         f"too short for the speech model: {len(item) / rate * 1000:.1f} ms < 25 ms"))
             elif len(item) > config.window_s * rate:
-                pooled[k] = embed_long(embedder, item, int(config.window_s * rate), int(config.batch_seconds * rate))
+                pooled[k], long_sequences = embed_long(embedder, item, int(config.window_s * rate),
+                                                       int(config.batch_seconds * rate), layers)
+                for layer in layers:
+                    sequences[layer][k] = long_sequences[layer]
                 ok[k] = True
             else:
                 short.append(k)
         if short:
-            pooled[short], _ = embedder.embed([audio[k] for k in short])
+            pooled[short], _, short_sequences = embedder.embed([audio[k] for k in short], layers)
+            for layer in layers:
+                for k, seq in zip(short, short_sequences[layer]):
+                    sequences[layer][k] = seq
             ok[short] = True
         bad = ~np.isfinite(pooled).all(axis=(1, 2))
         for k in np.flatnonzero(bad & ok):
             failures.append(Failure(utt_ids[rows[k]], "speech", paths[rows[k]], "model output is not finite"))
         ok &= ~bad
         pooled[~ok] = 0.0
-        stored = np.clip(pooled, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
-        yield unit, UnitResult(rows=np.asarray(rows, dtype=np.int64), arrays={"pooled": stored, "ok": ok}, failures=failures)
+        arrays = {"pooled": to_float16(pooled), "ok": ok}
+        if layers:
+            empty = np.zeros((0, shape[1]), np.float32)
+            kept = {layer: [seq if ok[k] and seq is not None else empty for k, seq in enumerate(seqs)]
+                    for layer, seqs in sequences.items()}
+            arrays["frame_counts"] = np.array([len(seq) for seq in kept[layers[0]]], dtype=np.int64)
+            for layer, seqs in kept.items():
+                arrays[f"{RAGGED_PREFIX}frames_layer{layer}"] = to_float16(np.concatenate(seqs))
+        yield unit, UnitResult(rows=np.asarray(rows, dtype=np.int64), arrays=arrays, failures=failures)
+
+
+def to_float16(values: np.ndarray) -> np.ndarray:
+    """Clip to float16's range (no inf in the cache) and convert."""
+    return np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
 
 
 def run_speech_stage(
@@ -140,6 +167,9 @@ def run_speech_stage(
     torch.manual_seed(0)
     config = resolve_batch_seconds(config, device)
     embedder = SpeechEmbedder(config.model, device, resolve_precision(config.precision, device))
+    beyond = [layer for layer in config.frame_layers if not 0 <= layer < embedder.info.num_hidden_states]
+    if beyond:
+        raise InputError(f"--frame-layers {beyond}: the model has hidden states 0..{embedder.info.num_hidden_states - 1}")
     durations = manifest["duration_s"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
     units = plan_length_buckets(durations, config.batch_seconds, config.max_batch_size, config.window_s,
                                 config.max_length_ratio)

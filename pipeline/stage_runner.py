@@ -22,6 +22,7 @@ from pipeline.progress import StageProgress
 
 
 log = logging.getLogger(__name__)
+RAGGED_PREFIX = "ragged_"  # unit arrays of variable-length sequences (see _assemble)
 
 
 class StageFailed(InputError):
@@ -73,13 +74,23 @@ def run_stage(
 
 
 def _assemble(parts: PartStore, num_units: int, num_rows: int) -> tuple[dict[str, np.ndarray], list[Failure]]:
-    """Stitch committed units into full ``[N, ...]`` arrays in manifest row order."""
+    """Stitch committed units into full ``[N, ...]`` arrays in manifest row order.
+
+    Arrays named ``ragged_<name>`` hold the concatenated variable-length sequences of a unit's rows, with
+    their lengths in the unit's ``frame_counts``; they become ``<name>`` [sum of lengths, ...] in row
+    order, with ``frame_offsets`` [N + 1] (row i is ``offsets[i]:offsets[i + 1]``).
+    """
     arrays: dict[str, np.ndarray] = {}
+    ragged: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     failures: list[Failure] = []
     filled = np.zeros(num_rows, dtype=bool)
     for unit in range(num_units):
         result = parts.load(unit)
         for name, values in result.arrays.items():
+            if name.startswith(RAGGED_PREFIX):
+                ragged.setdefault(name[len(RAGGED_PREFIX):], []).append(
+                    (result.rows, result.arrays["frame_counts"], values))
+                continue
             if name not in arrays:
                 arrays[name] = np.zeros((num_rows, *values.shape[1:]), dtype=values.dtype)
             arrays[name][result.rows] = values
@@ -87,4 +98,14 @@ def _assemble(parts: PartStore, num_units: int, num_rows: int) -> tuple[dict[str
         failures.extend(result.failures)
     if not filled.all():
         raise RuntimeError(f"stage parts cover {filled.sum()} of {num_rows} rows")  # a bug, not bad input
+    if ragged:
+        offsets = np.concatenate([[0], np.cumsum(arrays["frame_counts"])]).astype(np.int64)
+        arrays["frame_offsets"] = offsets
+        for name, pieces in ragged.items():
+            out = np.zeros((int(offsets[-1]), *pieces[0][2].shape[1:]), dtype=pieces[0][2].dtype)
+            for rows, counts, values in pieces:
+                starts = np.concatenate([[0], np.cumsum(counts)])
+                for k, row in enumerate(rows):
+                    out[offsets[row] : offsets[row + 1]] = values[starts[k] : starts[k + 1]]
+            arrays[name] = out
     return arrays, failures

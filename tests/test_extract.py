@@ -163,3 +163,24 @@ def test_batches_group_similar_lengths_within_the_padding_budget():
         if len(batch) > 1:
             assert lengths.max() * len(batch) <= 10.0 and lengths.max() / lengths.min() <= 1.25
     assert [4, 2] in batches or [2, 4] in batches  # 5.0 and 4.8 share a batch: 2 x 5.0 <= 10
+
+
+def test_frame_sequences_are_stored_ragged_in_row_order(tmp_path, tiny_wavlm):
+    df, _ = read_generic_manifest(_corpus(tmp_path, n=6, bad={"empty": b""}))
+    config = ExtractConfig(speech=SpeechConfig(model=str(tiny_wavlm), batch_seconds=1.2, frame_layers=(1, 2)))
+    extract(tmp_path / "c.h5", df, ["speech"], config, device="cpu")
+    reader = CacheReader(tmp_path / "c.h5")
+    offsets = reader.read("speech", "frame_offsets")
+    counts = reader.read("speech", "frame_counts")
+    assert offsets[0] == 0 and np.array_equal(np.diff(offsets), counts)
+    pooled, ok = reader.read("speech", "pooled"), reader.read("speech", "ok")
+    for row in range(len(reader)):
+        frames = reader.frames(2, row)
+        if not ok[row]:
+            assert frames.shape[0] == 0  # the empty file has no frames
+            continue
+        expected_frames = round(reader.manifest["duration_s"][row] * 50) - 1  # 20 ms hop, 25 ms window
+        assert frames.shape == (counts[row], 32) and abs(counts[row] - expected_frames) <= 1
+        assert np.abs(frames.astype(np.float32).mean(0) - pooled[row, 2].astype(np.float32)).max() < 5e-3
+    with pytest.raises(InputError, match="no frame sequences of layer 0"):
+        reader.frames(0, 0)

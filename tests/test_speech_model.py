@@ -24,7 +24,7 @@ def _one_at_a_time(embedder, waves):
 @pytest.mark.parametrize("model", ["tiny_wavlm", "tiny_wavlm_group"])
 def test_batched_extraction_equals_one_utterance_at_a_time(model, request):
     embedder = SpeechEmbedder(str(request.getfixturevalue(model)), CPU)
-    batched, frames = embedder.embed(_waves())
+    batched, frames, _ = embedder.embed(_waves())
     assert batched.shape == (5, 3, 32)
     assert np.abs(batched - _one_at_a_time(embedder, _waves())).max() < 1e-4
     assert frames.tolist() == embedder.frame_counts(list(LENGTHS))
@@ -36,7 +36,7 @@ def test_plain_padding_would_leak_into_a_group_norm_model(tiny_wavlm_group):
     single = _one_at_a_time(embedder, _waves())
     embedder.model.feature_extractor.conv_layers[0] = embedder.first_conv.block  # undo the policy
     embedder.first_conv = None
-    naive, _ = embedder.embed(_waves())
+    naive, _, _ = embedder.embed(_waves())
     assert np.abs(naive - single).max() > 1e-3
 
 
@@ -59,7 +59,7 @@ def test_long_audio_is_pooled_over_windows_weighted_by_frames(tiny_wavlm):
     embedder = SpeechEmbedder(str(tiny_wavlm), CPU)
     wave = speechlike(9, 2.5)
     window = 16000  # 1 s windows: [0,1) [1,2) [2,2.5)
-    pooled = embed_long(embedder, wave, window, batch_samples=2 * window)
+    pooled, _ = embed_long(embedder, wave, window, batch_samples=2 * window)
     parts = [wave[:16000], wave[16000:32000], wave[32000:]]
     means = [embedder.embed([p])[0][0] for p in parts]
     frames = embedder.frame_counts([len(p) for p in parts])
@@ -72,3 +72,17 @@ def test_a_model_that_is_not_available_offline_fails_with_one_helpful_line(tmp_p
         SpeechEmbedder("nobody/no-such-wavlm", CPU)
     with pytest.raises(InputError, match="not a loadable speech model folder"):
         SpeechEmbedder(str(tmp_path), CPU)
+
+
+def test_frame_sequences_of_chosen_layers_are_the_valid_frames(tiny_wavlm):
+    embedder = SpeechEmbedder(str(tiny_wavlm), CPU)
+    waves = _waves()[:3]
+    pooled, counts, sequences = embedder.embed(waves, frame_layers=(1, 2))
+    for b, wave in enumerate(waves):
+        inputs = embedder.feature_extractor([wave], sampling_rate=16000, return_tensors="pt")
+        with torch.inference_mode():
+            states = embedder.model(inputs["input_values"], output_hidden_states=True).hidden_states
+        for layer in (1, 2):
+            assert sequences[layer][b].shape == (counts[b], 32)
+            assert np.abs(sequences[layer][b] - states[layer][0].numpy()).max() < 1e-4
+        assert np.abs(sequences[2][b].mean(0) - pooled[b, 2]).max() < 1e-5

@@ -158,3 +158,24 @@ def test_fewer_than_three_folds_cannot_be_cross_fitted():
     with pytest.raises(InputError, match="at least 3 folds"):
         updater_plan([1, 2])
     assert len(updater_plan([1, 2, 3, 4, 5])) == 15
+
+
+def test_extract_writes_states_for_every_fold_of_an_iemocap_shaped_tree(tmp_path, tiny_wavlm):
+    from pipeline.corpora import read_iemocap
+    from pipeline.extract import ExtractConfig, extract
+    from pipeline.prosody_stage import ProsodyConfig
+    from pipeline.speech_stage import SpeechConfig
+    from tests.synth import write_iemocap_tree
+    from tests.test_cli import run_cli
+
+    df, _ = read_iemocap(write_iemocap_tree(tmp_path))
+    config = ExtractConfig(speech=SpeechConfig(model=str(tiny_wavlm)), prosody=ProsodyConfig(workers=1), state=SMALL)
+    extract(tmp_path / "c.h5", df, ["speech", "prosody", "state"], config, device="cpu")
+    reader = CacheReader(tmp_path / "c.h5")
+    assert reader.read("state", "ok").all()
+    for k in range(1, 6):
+        states = reader.read("state", f"fold_{k}")
+        assert states.shape == (25, 16) and (np.abs(states).sum(1) > 0).all()
+    info = run_cli("cache", "info", str(tmp_path / "c.h5"))
+    assert "[state] 25 of 25 rows ok" in info.stdout and "fold_5 (25, 16)" in info.stdout
+    assert "PyTorch reference scan" in info.stdout and "updaters" in info.stdout

@@ -1,0 +1,79 @@
+"""Dialogue-state stage speed at IEMOCAP scale on this machine's CPU.
+
+    .venv/bin/python benchmarks/bench_state.py [--utterances 10039] [--dialogues 151]
+
+A synthetic cache of IEMOCAP's shape: 10,039 utterances in 151 dialogues (5 folds of 2 speakers, both
+speakers interleaved), speech [N, 25, 1024] float16 and 67 prosody features. Runs the whole stage with its
+defaults (15 cross-fitted updaters: d_model 256, 2 Mamba layers, d_state 64) and prints the time of each
+part. The mamba-ssm CUDA kernel is not used on a CPU: this is the PyTorch reference scan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def build_cache(path: Path, n: int, dialogues: int, seed: int = 0) -> None:
+    from cache import add_stage, create_cache
+    from pipeline.manifest import normalise_manifest
+
+    rng = np.random.default_rng(seed)
+    dialog = np.sort(rng.integers(0, dialogues, n))
+    fold = dialog * 5 // dialogues + 1
+    manifest = normalise_manifest(pl.DataFrame({
+        "utt_id": [f"u{i:06d}" for i in range(n)], "path": [f"/bench/u{i:06d}.wav" for i in range(n)],
+        "duration_s": np.full(n, 4.5), "sample_rate": np.full(n, 16000),
+        "speaker": [f"s{f}{'FM'[i % 2]}" for i, f in enumerate(fold)], "dialog_id": [f"d{d:03d}" for d in dialog],
+        "start_s": np.arange(n, dtype=float), "fold": fold,
+        "valence": rng.uniform(1, 5, n), "arousal": rng.uniform(1, 5, n)}))
+    create_cache(path, manifest, {"benchmark": True})
+    ok = np.ones(n, bool)
+    speech = rng.standard_normal((n, 25, 1024), dtype=np.float32).astype(np.float16)
+    add_stage(path, "speech", {"pooled": speech, "ok": ok}, {"model": {"model_id": "synthetic"}}, [])
+    prosody = rng.standard_normal((n, 67)).astype(np.float32)
+    add_stage(path, "prosody", {"values": prosody, "defined": np.ones_like(prosody, bool), "ok": ok,
+                                "names": np.array([f"p{i}" for i in range(67)], dtype=object)}, {}, [])
+
+
+def main() -> None:
+    from pipeline.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as cli.py does, so the numbers are what users get
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--utterances", type=int, default=10039)
+    parser.add_argument("--dialogues", type=int, default=151)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/bench_state"))
+    args = parser.parse_args()
+    import logging
+
+    import torch
+
+    from cache import CacheReader
+    from pipeline.state_stage import StateConfig, run_state_stage
+
+    logging.basicConfig(level=logging.INFO, format="  %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache = args.out / "bench_state.h5"
+    cache.unlink(missing_ok=True)
+    build_cache(cache, args.utterances, args.dialogues)
+    print(f"state stage: {args.utterances} utterances, {args.dialogues} dialogues, 5 folds, "
+          f"{torch.get_num_threads()} threads, CPU")
+    started = time.perf_counter()
+    run_state_stage(str(cache), StateConfig(), torch.device("cpu"))
+    total = time.perf_counter() - started
+    provenance = CacheReader(cache).provenance("state")
+    train = sum(s["seconds"] for s in provenance["updater_summaries"])
+    print(f"whole stage: {total:.1f} s ({train:.1f} s training 15 updaters, {total - train:.1f} s loading, "
+          f"state inference and writing); backend: {provenance['backend']}")
+
+
+if __name__ == "__main__":
+    main()
