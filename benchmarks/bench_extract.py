@@ -66,7 +66,7 @@ def main() -> None:
     keep_freed_memory()  # as cli.py does, so the numbers are what users get
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--utterances", type=int, default=40)
-    parser.add_argument("--prosody-files", type=int, default=96)
+    parser.add_argument("--prosody-files", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-seconds", type=float, default=0.0, help="0 = the stage's CPU default")
     parser.add_argument("--skip-prosody", action="store_true")

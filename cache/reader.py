@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import polars as pl
 
-from cache.schema import MANIFEST_GROUP, OK_DATASET, PROVENANCE_ATTR, SCHEMA_VERSION, STAGES, Failure
+from cache.schema import MANIFEST_GROUP, OK_DATASET, PROVENANCE_ATTR, SCHEMA_VERSION, STAGES
 from cache.writer import read_failures
 from pipeline.manifest import ALL_COLUMNS
 from pipeline.problems import InputError

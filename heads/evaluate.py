@@ -94,11 +94,6 @@ def markdown_table(table: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def metrics_json(summaries: dict[str, dict]) -> dict:
-    """Per label: per fold ``ccc_v, ccc_a, mse_v, mse_a`` (and more), the means, sds and pooled metrics."""
-    return summaries
-
-
 def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str | Path | None = None) -> tuple[str, dict]:
     """Write ``results.md``, ``results.csv``, ``per_fold.csv``, ``metrics.json`` and plots; return the markdown."""
     from heads.plots import plot_attention, plot_per_fold, plot_scatter
@@ -111,7 +106,8 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str
     (out_dir / "results.md").write_text(markdown + "\n")
     table.write_csv(out_dir / "results.csv")
     evaluation.per_fold.write_csv(out_dir / "per_fold.csv")
-    payload = json.dumps(metrics_json(summaries), indent=2, sort_keys=True)
+    # Per label: per fold ccc_v, ccc_a, mse_v, mse_a (and more), the means, sds and pooled metrics.
+    payload = json.dumps(summaries, indent=2, sort_keys=True)
     (out_dir / "metrics.json").write_text(payload)
     if json_path:
         Path(json_path).write_text(payload)

@@ -13,6 +13,7 @@ from heads.features import CorpusArrays, FoldTensors, prepare_fold
 from heads.metrics import regression_metrics
 from heads.runs import PREDICTIONS_FILE, config_record, load_head, run_label, save_head, write_run_json
 from heads.train import TrainConfig, TrainedHead, block_sizes, predict, train_head
+from pipeline.problems import InputError
 from pipeline.provenance import package_versions, utc_now
 
 
@@ -83,9 +84,6 @@ def train_fold(
 
 def predict_saved_run(arrays: CorpusArrays, split: FoldSplit, config: TrainConfig, run_dir: str | Path, seed: int) -> pl.DataFrame:
     """Reload a saved head (safetensors + JSON) and predict its fold's test rows again."""
-    from heads.train import TrainedHead
-    from pipeline.problems import InputError
-
     fold = prepare_fold(arrays, split, config.features)
     sizes = block_sizes(fold, config)
     model, stats = load_head(Path(run_dir) / f"head_seed{seed}.safetensors", config.variant, sizes, config.dropout)

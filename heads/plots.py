@@ -5,7 +5,6 @@ Each function writes to ``target``: a file path or a binary file object (the HTM
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import matplotlib
 
