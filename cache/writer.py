@@ -87,6 +87,21 @@ def _tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def remove_leftover_temp_files(path: str | Path) -> list[Path]:
+    """Delete temporary files a killed writer left beside the cache and in its parts; returns them.
+
+    Only safe while holding the cache's lock: then no live writer owns any of them.
+    """
+    path = Path(path)
+    leftovers = list(path.parent.glob(f".{path.name}.tmp-*"))
+    parts = Path(f"{path}.parts")
+    if parts.is_dir():
+        leftovers += list(parts.glob("*/.unit-*.tmp-*")) + list(parts.glob("*/FINGERPRINT.tmp"))
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return leftovers
+
+
 def create_cache(path: str | Path, manifest: pl.DataFrame, config: dict) -> None:
     """Create a cache holding only the manifest and the extract ``config`` (JSON-serialisable)."""
     path = Path(path)

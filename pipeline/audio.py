@@ -38,6 +38,16 @@ def load_audio(path: str, target_rate_hz: int) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def file_stats(path: str) -> tuple[int, int]:
+    """``(size_bytes, mtime_ns)`` of a file, ``(-1, -1)`` when it is missing: stored per row so that a
+    re-run of ``extract`` can find files that changed since they were processed."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return -1, -1
+    return stat.st_size, stat.st_mtime_ns
+
+
 def resample(wave: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
     """Band-limited sinc resampling (torchaudio's default Hann-windowed kernel). ``[S] -> [S']``."""
     return torchaudio.functional.resample(torch.from_numpy(wave), from_hz, to_hz).numpy()

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import torch
 
 from cache.lock import CacheLock
 from cache.reader import CacheReader
 from cache.schema import Failure
-from cache.writer import create_cache
+from cache.writer import create_cache, remove_leftover_temp_files
+from pipeline.audio import file_stats
 from pipeline.problems import InputError
 from pipeline.prosody_stage import ProsodyConfig, run_prosody_stage
 from pipeline.speech_stage import SpeechConfig, resolve_batch_seconds, run_speech_stage
 from pipeline.state_stage import StateConfig, run_state_stage
 
 STAGES = ("speech", "prosody", "state")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,14 +51,26 @@ def _stage_config(stage: str, config: ExtractConfig) -> dict:
     return settings
 
 
-def _check_existing(cache_path: Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig) -> list[str]:
-    """Stages still to run; raises when the cache was made from another manifest or other settings."""
+def changed_files(reader: CacheReader, stage: str) -> np.ndarray:
+    """Rows whose audio file's size or modification time differs from when ``stage`` processed it."""
+    shapes = reader.dataset_shapes(stage)
+    if "file_size" not in shapes:
+        return np.zeros(0, dtype=np.int64)
+    now = np.array([file_stats(p) for p in reader.manifest["path"].to_list()], dtype=np.int64).reshape(-1, 2)
+    before = np.stack([reader.read(stage, "file_size"), reader.read(stage, "file_mtime_ns")], 1)
+    return np.flatnonzero((now != before).any(1))
+
+
+def _check_existing(cache_path: Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig
+                    ) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Stages still to run, and rows to redo in stages already there (their audio files changed).
+    Raises when the cache was made from another manifest or other settings."""
     reader = CacheReader(cache_path)
     same_rows = reader.manifest.select("utt_id", "path").equals(manifest.select("utt_id", "path"))
     if not same_rows:
         raise InputError(f"{cache_path}: cache was built from another manifest (utterances or paths differ); "
                          "use another --cache path, or --force to replace it")
-    todo = []
+    todo, redo = [], {}
     for stage in stages:
         if stage not in reader.stages:
             todo.append(stage)
@@ -63,7 +79,13 @@ def _check_existing(cache_path: Path, manifest: pl.DataFrame, stages: list[str],
         if stored != json.loads(json.dumps(_stage_config(stage, config))):  # compare as stored: tuples are lists
             raise InputError(f"{cache_path}: '{stage}' was extracted with other settings ({stored}); "
                              "refusing to mix them; use another --cache path, or --force to replace it")
-    return todo
+        if stage in ("speech", "prosody") and len(rows := changed_files(reader, stage)):
+            log.info("%s: %d audio file(s) changed since extraction; re-extracting them", stage, len(rows))
+            todo.append(stage)
+            redo[stage] = rows
+    if redo and "state" in reader.stages and "state" not in todo:
+        todo.append("state")  # states depend on every utterance's features
+    return todo, redo
 
 
 def extract(
@@ -85,19 +107,26 @@ def extract(
 
 def _extract_locked(cache_path: Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig,
                     device: str, on_error: str, force: bool) -> dict[str, list[Failure]]:
+    if leftovers := remove_leftover_temp_files(cache_path):
+        log.info("removed %d temporary file(s) left by an interrupted run", len(leftovers))
     if force:
         cache_path.unlink(missing_ok=True)
         shutil.rmtree(f"{cache_path}.parts", ignore_errors=True)
+    redo: dict[str, np.ndarray] = {}
     if cache_path.exists():
-        todo = _check_existing(cache_path, manifest, stages, config)
+        todo, redo = _check_existing(cache_path, manifest, stages, config)
     else:
         create_cache(cache_path, manifest, asdict(config))
         todo = list(stages)
+    if config.speech.frame_layers and "speech" in redo:
+        redo.pop("speech")  # ragged frame sequences are rebuilt whole rather than patched
     failures: dict[str, list[Failure]] = {}
     if "speech" in todo:
-        failures["speech"] = run_speech_stage(str(cache_path), manifest, config.speech, resolve_device(device), on_error)
+        failures["speech"] = run_speech_stage(str(cache_path), manifest, config.speech, resolve_device(device), on_error,
+                                              only_rows=redo.get("speech"))
     if "prosody" in todo:
-        failures["prosody"] = run_prosody_stage(str(cache_path), manifest, config.prosody, on_error)
+        failures["prosody"] = run_prosody_stage(str(cache_path), manifest, config.prosody, on_error,
+                                                only_rows=redo.get("prosody"))
     if "state" in todo:
         run_state_stage(str(cache_path), config.state, resolve_device(device))
         failures["state"] = []  # rows without speech or prosody get no state (ok = False), nothing new fails

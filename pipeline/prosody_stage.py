@@ -14,7 +14,7 @@ import polars as pl
 
 from cache.parts import UnitResult
 from cache.schema import Failure
-from pipeline.audio import AudioError, load_audio
+from pipeline.audio import AudioError, file_stats, load_audio
 from pipeline.batching import plan_fixed_chunks
 from pipeline.prosody import FEATURE_NAMES, FEATURE_SET_VERSION, prosody_features_many
 from pipeline.provenance import package_versions
@@ -31,8 +31,10 @@ class ProsodyConfig:
     min_duration_s: float = 0.05  # Praat's pitch analysis needs a few periods at 75 Hz
 
 
-def _decode_unit(rows: list[int], paths: list[str], config: ProsodyConfig) -> list[np.ndarray | str]:
-    """Waveforms of a unit's rows at the stage rate, or the reason a file cannot be used."""
+def _decode_unit(rows: list[int], paths: list[str], config: ProsodyConfig) -> tuple[list[np.ndarray | str], np.ndarray]:
+    """Waveforms of a unit's rows at the stage rate (or the reason a file cannot be used), and the files'
+    ``[n, 2]`` size and modification time, taken before decoding."""
+    stats = np.array([file_stats(paths[row]) for row in rows], dtype=np.int64).reshape(-1, 2)
     audio: list[np.ndarray | str] = []
     for row in rows:
         try:
@@ -44,11 +46,11 @@ def _decode_unit(rows: list[int], paths: list[str], config: ProsodyConfig) -> li
             audio.append(f"too short for pitch analysis: {len(wave) / config.sample_rate_hz * 1000:.1f} ms")
         else:
             audio.append(wave)
-    return audio
+    return audio, stats
 
 
 def _unit_result(rows: list[int], audio: list[np.ndarray | str], features: list[np.ndarray], paths: list[str],
-                 utt_ids: list[str]) -> UnitResult:
+                 utt_ids: list[str], stats: np.ndarray) -> UnitResult:
     values = np.full((len(rows), len(FEATURE_NAMES)), np.nan, dtype=np.float32)
     ok = np.zeros(len(rows), dtype=bool)
     failures: list[Failure] = []
@@ -61,7 +63,8 @@ def _unit_result(rows: list[int], audio: list[np.ndarray | str], features: list[
         row_features[~np.isfinite(row_features)] = np.nan  # inf is never a feature value: undefined
         values[k], ok[k] = row_features, True
     return UnitResult(rows=np.asarray(rows, dtype=np.int64),
-                      arrays={"values": values, "defined": np.isfinite(values), "ok": ok}, failures=failures)
+                      arrays={"values": values, "defined": np.isfinite(values), "ok": ok,
+                              "file_size": stats[:, 0], "file_mtime_ns": stats[:, 1]}, failures=failures)
 
 
 def prosody_units(config: ProsodyConfig, paths: list[str], utt_ids: list[str],
@@ -70,9 +73,10 @@ def prosody_units(config: ProsodyConfig, paths: list[str], utt_ids: list[str],
     workers = config.workers or os.cpu_count() or 1
     if workers == 1:
         for unit, rows in pending:
-            audio = _decode_unit(rows, paths, config)
+            audio, stats = _decode_unit(rows, paths, config)
             waves = [a for a in audio if not isinstance(a, str)]
-            yield unit, _unit_result(rows, audio, prosody_features_many(waves, config.sample_rate_hz), paths, utt_ids)
+            features = prosody_features_many(waves, config.sample_rate_hz)
+            yield unit, _unit_result(rows, audio, features, paths, utt_ids, stats)
         return
     # spawn, not fork: the parent may hold torch/OpenMP threads, which fork can deadlock. Workers import
     # only numpy and parselmouth (pipeline.prosody), so they start in a fraction of a second.
@@ -83,23 +87,28 @@ def prosody_units(config: ProsodyConfig, paths: list[str], utt_ids: list[str],
         while True:
             while len(in_flight) < 2 * workers and (item := next(queue, None)) is not None:
                 unit, rows = item
-                audio = _decode_unit(rows, paths, config)
+                audio, stats = _decode_unit(rows, paths, config)
                 waves = [a for a in audio if not isinstance(a, str)]
-                in_flight.append((unit, rows, audio, pool.submit(prosody_features_many, waves, config.sample_rate_hz)))
+                future = pool.submit(prosody_features_many, waves, config.sample_rate_hz)
+                in_flight.append((unit, rows, audio, stats, future))
             if not in_flight:
                 return
-            unit, rows, audio, future = in_flight.popleft()
-            yield unit, _unit_result(rows, audio, future.result(), paths, utt_ids)
+            unit, rows, audio, stats, future = in_flight.popleft()
+            yield unit, _unit_result(rows, audio, future.result(), paths, utt_ids, stats)
 
 
-def run_prosody_stage(cache_path: str, manifest: pl.DataFrame, config: ProsodyConfig, on_error: str = "skip") -> list[Failure]:
-    """Compute the Praat feature set of every utterance into the cache's ``prosody`` group (resumable)."""
-    units = plan_fixed_chunks(manifest.height, config.chunk_size)
+def run_prosody_stage(cache_path: str, manifest: pl.DataFrame, config: ProsodyConfig, on_error: str = "skip",
+                      only_rows: np.ndarray | None = None) -> list[Failure]:
+    """Compute the Praat feature set of every utterance into the cache's ``prosody`` group (resumable);
+    with ``only_rows`` recompute just those rows and keep the others from the cache."""
+    rows = np.arange(manifest.height) if only_rows is None else np.asarray(only_rows)
+    units = [[int(rows[i]) for i in unit] for unit in plan_fixed_chunks(len(rows), config.chunk_size)]
     settings = {k: v for k, v in asdict(config).items() if k != "workers"}  # worker count never changes results
     fingerprint = {"feature_set_version": FEATURE_SET_VERSION, "config": settings, "names": list(FEATURE_NAMES)}
     provenance = {**fingerprint, "packages": package_versions(), "workers": config.workers}
     paths, utt_ids = manifest["path"].to_list(), manifest["utt_id"].to_list()
     compute = lambda pending: prosody_units(config, paths, utt_ids, pending)  # noqa: E731
-    plan = StagePlan("prosody", units, fingerprint, constants={"names": np.array(FEATURE_NAMES, dtype=object)})
+    plan = StagePlan("prosody", units, fingerprint, constants={"names": np.array(FEATURE_NAMES, dtype=object)},
+                     update_rows=only_rows)
     failures = run_stage(cache_path, manifest, plan, compute, provenance, on_error)
     return failures

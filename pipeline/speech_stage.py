@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cache.parts import UnitResult
 from cache.schema import Failure
-from pipeline.audio import AudioError, load_audio
+from pipeline.audio import AudioError, file_stats, load_audio
 from pipeline.batching import plan_length_buckets, window_bounds
 from pipeline.provenance import package_versions
 from pipeline.problems import InputError
@@ -48,15 +48,16 @@ class _UnitAudio(Dataset):
     def __len__(self) -> int:
         return len(self.pending)
 
-    def __getitem__(self, k: int) -> tuple[int, list[int], list[np.ndarray | str]]:
+    def __getitem__(self, k: int) -> tuple[int, list[int], list[np.ndarray | str], np.ndarray]:
         unit, rows = self.pending[k]
         audio: list[np.ndarray | str] = []
+        stats = np.array([file_stats(self.paths[row]) for row in rows], dtype=np.int64).reshape(-1, 2)
         for row in rows:
             try:
                 audio.append(load_audio(self.paths[row], self.rate_hz))
             except AudioError as err:
                 audio.append(str(err))
-        return unit, rows, audio
+        return unit, rows, audio, stats
 
 
 def resolve_batch_seconds(config: SpeechConfig, device: torch.device) -> SpeechConfig:
@@ -113,7 +114,7 @@ def speech_units(
     )
     shape = (embedder.info.num_hidden_states, embedder.info.hidden_size)
     layers = config.frame_layers
-    for unit, rows, audio in loader:
+    for unit, rows, audio, stats in loader:
         pooled = np.zeros((len(rows), *shape), dtype=np.float32)
         ok = np.zeros(len(rows), dtype=bool)
         sequences: dict[int, list[np.ndarray | None]] = {layer: [None] * len(rows) for layer in layers}
@@ -144,7 +145,7 @@ def speech_units(
             failures.append(Failure(utt_ids[rows[k]], "speech", paths[rows[k]], "model output is not finite"))
         ok &= ~bad
         pooled[~ok] = 0.0
-        arrays = {"pooled": to_float16(pooled), "ok": ok}
+        arrays = {"pooled": to_float16(pooled), "ok": ok, "file_size": stats[:, 0], "file_mtime_ns": stats[:, 1]}
         if layers:
             empty = np.zeros((0, shape[1]), np.float32)
             kept = {layer: [seq if ok[k] and seq is not None else empty for k, seq in enumerate(seqs)]
@@ -161,9 +162,11 @@ def to_float16(values: np.ndarray) -> np.ndarray:
 
 
 def run_speech_stage(
-    cache_path: str, manifest: pl.DataFrame, config: SpeechConfig, device: torch.device, on_error: str = "skip"
+    cache_path: str, manifest: pl.DataFrame, config: SpeechConfig, device: torch.device, on_error: str = "skip",
+    only_rows: np.ndarray | None = None,
 ) -> list[Failure]:
-    """Embed every utterance of ``manifest`` into the cache's ``speech`` group (resumable)."""
+    """Embed every utterance of ``manifest`` into the cache's ``speech`` group (resumable); with ``only_rows``
+    recompute just those rows (files that changed) and keep the others from the cache."""
     torch.manual_seed(0)
     config = resolve_batch_seconds(config, device)
     embedder = SpeechEmbedder(config.model, device, resolve_precision(config.precision, device))
@@ -171,12 +174,13 @@ def run_speech_stage(
     if beyond:
         raise InputError(f"--frame-layers {beyond}: the model has hidden states 0..{embedder.info.num_hidden_states - 1}")
     durations = manifest["duration_s"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
-    units = plan_length_buckets(durations, config.batch_seconds, config.max_batch_size, config.window_s,
-                                config.max_length_ratio)
+    rows = np.arange(manifest.height) if only_rows is None else np.asarray(only_rows)
+    units = [[int(rows[i]) for i in unit] for unit in plan_length_buckets(
+        durations[rows], config.batch_seconds, config.max_batch_size, config.window_s, config.max_length_ratio)]
     info = asdict(embedder.info)
     fingerprint = {"config": asdict(config), "model": info, "device_type": device.type}
     provenance = {**fingerprint, "packages": package_versions(), "units": len(units)}
-    plan = StagePlan("speech", units, fingerprint)
+    plan = StagePlan("speech", units, fingerprint, update_rows=only_rows)
     paths, utt_ids = manifest["path"].to_list(), manifest["utt_id"].to_list()
     compute = lambda pending: speech_units(embedder, config, paths, utt_ids, pending)  # noqa: E731
     return run_stage(cache_path, manifest, plan, compute, provenance, on_error)

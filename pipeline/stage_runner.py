@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from cache.parts import PartStore, UnitResult
+from cache.reader import CacheReader
 from cache.schema import Failure
 from cache.writer import add_stage, utc_now
 from pipeline.problems import InputError
@@ -35,6 +36,7 @@ class StagePlan:
     units: list[list[int]]  # rows of each unit, in a fixed order (see pipeline.batching)
     fingerprint: dict  # everything that changes the stage's output (config, model checksum, versions)
     constants: dict[str, np.ndarray] = field(default_factory=dict)  # not per row, e.g. feature names
+    update_rows: np.ndarray | None = None  # recompute only these rows; the others stay as the cache has them
 
 
 def fingerprint_text(fingerprint: dict) -> str:
@@ -53,7 +55,10 @@ def run_stage(
 
     ``compute`` receives ``[(unit_index, rows), ...]`` and yields ``(unit_index, result)`` in any order.
     """
-    parts = PartStore(cache_path, plan.name, fingerprint_text(plan.fingerprint))
+    fingerprint = dict(plan.fingerprint)
+    if plan.update_rows is not None:  # an update's parts must never mix with a full run's
+        fingerprint["update_rows"] = np.asarray(plan.update_rows).tolist()
+    parts = PartStore(cache_path, plan.name, fingerprint_text(fingerprint))
     done = parts.committed_units()
     pending = [(i, rows) for i, rows in enumerate(plan.units) if i not in done]
     if done:
@@ -67,13 +72,28 @@ def run_stage(
             if on_error == "fail" and result.failures:
                 first = result.failures[0]
                 raise StageFailed(f"{first.path}: {first.reason} (stage {plan.name}, --on-error fail)")
-    arrays, failures = _assemble(parts, len(plan.units), manifest.height)
+    base = _kept_rows(cache_path, plan) if plan.update_rows is not None else None
+    arrays, failures = _assemble(parts, len(plan.units), manifest.height, base)
     add_stage(cache_path, plan.name, {**arrays, **plan.constants}, {**provenance, "created_utc": utc_now()}, failures)
     parts.remove()
     return failures
 
 
-def _assemble(parts: PartStore, num_units: int, num_rows: int) -> tuple[dict[str, np.ndarray], list[Failure]]:
+def _kept_rows(cache_path: str, plan: StagePlan) -> tuple[dict[str, np.ndarray], list[Failure], np.ndarray]:
+    """The cache's current per-row arrays and failures of a stage, and which rows an update keeps."""
+    reader = CacheReader(cache_path)
+    names = [n for n, shape in reader.dataset_shapes(plan.name).items()
+             if shape[:1] == (len(reader),) and n not in plan.constants]
+    keep = np.ones(len(reader), dtype=bool)
+    keep[np.asarray(plan.update_rows, dtype=np.int64)] = False
+    updated = set(reader.manifest["utt_id"].to_numpy()[~keep].tolist())
+    failures = [f for f in reader.failures if f.stage == plan.name and f.utt_id not in updated]
+    return {n: reader.read(plan.name, n) for n in names}, failures, keep
+
+
+def _assemble(parts: PartStore, num_units: int, num_rows: int,
+              base: tuple[dict[str, np.ndarray], list[Failure], np.ndarray] | None = None
+              ) -> tuple[dict[str, np.ndarray], list[Failure]]:
     """Stitch committed units into full ``[N, ...]`` arrays in manifest row order.
 
     Arrays named ``ragged_<name>`` hold the concatenated variable-length sequences of a unit's rows, with
@@ -84,6 +104,10 @@ def _assemble(parts: PartStore, num_units: int, num_rows: int) -> tuple[dict[str
     ragged: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     failures: list[Failure] = []
     filled = np.zeros(num_rows, dtype=bool)
+    if base is not None:  # an update: start from the rows the cache keeps
+        kept_arrays, failures, filled = base
+        arrays = {name: values.copy() for name, values in kept_arrays.items()}
+        failures = list(failures)
     for unit in range(num_units):
         result = parts.load(unit)
         for name, values in result.arrays.items():

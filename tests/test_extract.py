@@ -184,3 +184,32 @@ def test_frame_sequences_are_stored_ragged_in_row_order(tmp_path, tiny_wavlm):
         assert np.abs(frames.astype(np.float32).mean(0) - pooled[row, 2].astype(np.float32)).max() < 5e-3
     with pytest.raises(InputError, match="no frame sequences of layer 0"):
         reader.frames(0, 0)
+
+
+def test_an_audio_file_that_changed_is_re_extracted_and_nothing_else(tmp_path, tiny_wavlm, monkeypatch):
+    import pipeline.speech_stage as speech_stage
+
+    df, _ = read_generic_manifest(_corpus(tmp_path, n=8))
+    extract(tmp_path / "c.h5", df, ["speech", "prosody"], _config(tiny_wavlm), device="cpu")
+    before = _arrays(tmp_path / "c.h5")
+    write_wav(tmp_path / "u03.wav", speechlike(99, 0.9))  # new content, new size and time
+    df, _ = read_generic_manifest(tmp_path / "m.csv")  # as a user's re-run would: the manifest is re-read
+    real_units = speech_stage.speech_units
+    computed: list[int] = []
+
+    def counting(*args):
+        for unit, result in real_units(*args):
+            computed.extend(result.rows.tolist())
+            yield unit, result
+
+    monkeypatch.setattr(speech_stage, "speech_units", counting)
+    failures = extract(tmp_path / "c.h5", df, ["speech", "prosody"], _config(tiny_wavlm), device="cpu")
+    assert set(failures) == {"speech", "prosody"} and computed == [3]
+    after = _arrays(tmp_path / "c.h5")
+    row = 3
+    for name in ("speech/pooled", "prosody/values"):
+        others = np.delete(np.arange(8), row)
+        assert after[name][others].tobytes() == before[name][others].tobytes()
+        assert not np.array_equal(after[name][row], before[name][row])
+    assert after["speech/file_size"][row] != before["speech/file_size"][row]
+    assert extract(tmp_path / "c.h5", df, ["speech", "prosody"], _config(tiny_wavlm), device="cpu") == {}
