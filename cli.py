@@ -75,8 +75,10 @@ def extract(
     learn_ema: bool = typer.Option(False, help="learn a (clipped to [0.6, 0.95])"),
     strict: bool = typer.Option(False, help="fail on manifest problems instead of skipping utterances"),
     force: bool = typer.Option(False, help="replace an existing cache made with other settings"),
+    shard: Optional[str] = typer.Option(None, help="i/n: compute shard i of n (job arrays), then `cache merge`; "
+                                                   "under torchrun each rank takes its shard by itself"),
 ) -> None:
-    """Run the extraction stages the cache does not hold yet (resumable)."""
+    """Run the extraction stages the cache does not hold yet (resumable; sharded under torchrun or --shard)."""
     from pipeline.corpora import build_manifest
     from pipeline.extract import ExtractConfig, extract as run_extract
     from pipeline.prosody_stage import ProsodyConfig
@@ -95,12 +97,41 @@ def extract(
                           epochs=state_epochs),
     )
     wanted = [s.strip() for s in stages.split(",") if s.strip()]
-    failures = run_extract(cache, df, wanted, config, device=device, on_error=on_error, force=force)
+    from pipeline.sharding import parse_shard, torchrun_shard
+
+    rank_shard = torchrun_shard()
+    if (shard or rank_shard) and force:
+        raise InputError("--force cannot be combined with sharding: delete the cache and its .parts folder first")
+    if rank_shard is not None:
+        from pipeline.distributed import extract_on_all_ranks
+
+        if shard:
+            raise InputError("--shard is for job arrays; under torchrun every rank takes its shard by itself")
+        failures = extract_on_all_ranks(cache, df, wanted, config, rank_shard, device, on_error)
+        if rank_shard.index != 0:
+            _echo_shard(f"{rank_shard}", failures)
+            return
+    elif shard:
+        one = parse_shard(shard)
+        _echo_shard(str(one), run_extract(cache, df, wanted, config, device=device, on_error=on_error, shard=one))
+        typer.echo(f"when every shard is done: python cli.py cache merge {cache}")
+        return
+    else:
+        failures = run_extract(cache, df, wanted, config, device=device, on_error=on_error, force=force)
+    _echo_extracted(cache, df.height, wanted, failures)
+
+
+def _echo_shard(shard: str, failures: dict) -> None:
+    for stage, stage_failures in failures.items():
+        typer.echo(f"{stage}: shard {shard} committed" + (f", {len(stage_failures)} failed" if stage_failures else ""))
+
+
+def _echo_extracted(cache: Path, rows: int, wanted: list[str], failures: dict) -> None:
     for stage, stage_failures in failures.items():
         if stage == "state":
             typer.echo("state: dialogue states for every fold (cross-fitted)")
             continue
-        typer.echo(f"{stage}: {df.height - len(stage_failures)} of {df.height} utterances"
+        typer.echo(f"{stage}: {rows - len(stage_failures)} of {rows} utterances"
                    + (f", {len(stage_failures)} failed (see `cache info`)" if stage_failures else ""))
     if not failures:
         typer.echo(f"{cache}: already holds {', '.join(wanted)}; nothing to do")
@@ -297,6 +328,19 @@ def cache_info(cache: Path = typer.Argument(..., help="an HDF5 feature cache")) 
         typer.echo(f"failures ({len(reader.failures)}):")
         for f in reader.failures[:50]:
             typer.echo(f"  [{f.stage}] {f.utt_id} {f.path}: {f.reason}")
+
+
+@cache_app.command("merge")
+def cache_merge(
+    cache: Path = typer.Argument(..., help="the cache every `extract --shard i/n` wrote into"),
+    device: str = typer.Option("auto", help="device of the state stage: auto | cpu | cuda"),
+) -> None:
+    """Publish the shards of `extract --shard i/n` into the cache, then run the state stage."""
+    from cache import CacheReader
+    from pipeline.extract import merge_shards
+
+    failures = merge_shards(cache, device)
+    _echo_extracted(cache, len(CacheReader(cache)), list(failures), failures)
 
 
 def main() -> None:

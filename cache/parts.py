@@ -30,18 +30,21 @@ class UnitResult:
 class PartStore:
     """The committed units of one stage of one cache."""
 
-    def __init__(self, cache_path: str | Path, stage: str, fingerprint: str):
-        """``fingerprint`` identifies the stage config; parts made under another config are discarded."""
+    def __init__(self, cache_path: str | Path, stage: str, fingerprint: str, discard_other: bool = False):
+        """``fingerprint`` identifies the stage config. Parts made under another one are refused (an
+        unfinished run must be finished with its own settings) or, with ``discard_other``, deleted."""
         self.dir = Path(f"{cache_path}.parts") / stage
-        self.dir.mkdir(parents=True, exist_ok=True)
         stamp = self.dir / "FINGERPRINT"
+        if discard_other and stamp.is_file() and stamp.read_text() != fingerprint:
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
         if stamp.is_file() and stamp.read_text() != fingerprint:
             raise InputError(
                 f"{self.dir}: unfinished '{stage}' work was made with other settings (model or config); "
                 "re-run with the original settings to finish it, or pass --force to start a new cache"
             )
         if not stamp.is_file():
-            tmp = self.dir / "FINGERPRINT.tmp"
+            tmp = self.dir / f"FINGERPRINT.tmp-{os.getpid()}"  # shards may create it at the same moment
             tmp.write_text(fingerprint)
             os.replace(tmp, stamp)
 
@@ -67,6 +70,17 @@ class PartStore:
             failures = [Failure(*row) for row in zip(*(data[f"fail_{k}"].tolist()
                                                        for k in ("utt_id", "stage", "path", "reason")))]
             return UnitResult(rows=data["rows"], arrays=arrays, failures=failures)
+
+    @staticmethod
+    def remove_finished(cache_path: str | Path, stages: list[str]) -> None:
+        """Delete parts of ``stages`` the cache already holds whole (a kill can land between publishing
+        a stage and deleting its parts)."""
+        for stage in stages:
+            shutil.rmtree(Path(f"{cache_path}.parts") / stage, ignore_errors=True)
+        try:
+            Path(f"{cache_path}.parts").rmdir()
+        except OSError:
+            pass
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -8,6 +8,7 @@ with an atomic ``os.replace``. A cache is therefore never half-written; work in 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +26,7 @@ from cache.schema import (
     Failure,
 )
 
+log = logging.getLogger(__name__)
 _STR = h5py.string_dtype("utf-8")
 _CHUNK_BYTES = 4 << 20  # ~4 MiB row chunks: large sequential reads, small enough to slice a fold
 
@@ -96,7 +98,7 @@ def remove_leftover_temp_files(path: str | Path) -> list[Path]:
     leftovers = list(path.parent.glob(f".{path.name}.tmp-*"))
     parts = Path(f"{path}.parts")
     if parts.is_dir():
-        leftovers += list(parts.glob("*/.unit-*.tmp-*")) + list(parts.glob("*/FINGERPRINT.tmp"))
+        leftovers += list(parts.glob("*/.unit-*.tmp-*")) + list(parts.glob("*/FINGERPRINT.tmp*"))
     for leftover in leftovers:
         leftover.unlink(missing_ok=True)
     return leftovers
@@ -129,6 +131,7 @@ def add_stage(
     """
     path = Path(path)
     tmp = _tmp_path(path)
+    log.info("%s: writing stage into %s", stage, path)
     try:
         with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
             for key, value in src.attrs.items():

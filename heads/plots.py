@@ -5,7 +5,6 @@ Each function writes to ``target``: a file path or a binary file object (the HTM
 
 from __future__ import annotations
 
-
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display

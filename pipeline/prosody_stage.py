@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-import multiprocessing
-import os
 
 import numpy as np
 import polars as pl
@@ -18,7 +18,7 @@ from pipeline.audio import AudioError, file_stats, load_audio
 from pipeline.batching import plan_fixed_chunks
 from pipeline.prosody import FEATURE_NAMES, FEATURE_SET_VERSION, prosody_features_many
 from pipeline.provenance import package_versions
-from pipeline.stage_runner import StagePlan, run_stage
+from pipeline.stage_runner import StagePlan, StageWork, run_stage
 
 
 @dataclass(frozen=True)
@@ -98,17 +98,19 @@ def prosody_units(config: ProsodyConfig, paths: list[str], utt_ids: list[str],
 
 
 def run_prosody_stage(cache_path: str, manifest: pl.DataFrame, config: ProsodyConfig, on_error: str = "skip",
-                      only_rows: np.ndarray | None = None) -> list[Failure]:
+                      only_rows: np.ndarray | None = None, work: StageWork = StageWork()) -> list[Failure]:
     """Compute the Praat feature set of every utterance into the cache's ``prosody`` group (resumable);
-    with ``only_rows`` recompute just those rows and keep the others from the cache."""
+    with ``only_rows`` recompute just those rows and keep the others from the cache; with ``work.shard``
+    compute one shard's chunks only."""
     rows = np.arange(manifest.height) if only_rows is None else np.asarray(only_rows)
     units = [[int(rows[i]) for i in unit] for unit in plan_fixed_chunks(len(rows), config.chunk_size)]
+    durations = manifest["duration_s"].cast(pl.Float64).fill_null(0.0).to_numpy()
     settings = {k: v for k, v in asdict(config).items() if k != "workers"}  # worker count never changes results
     fingerprint = {"feature_set_version": FEATURE_SET_VERSION, "config": settings, "names": list(FEATURE_NAMES)}
     provenance = {**fingerprint, "packages": package_versions(), "workers": config.workers}
     paths, utt_ids = manifest["path"].to_list(), manifest["utt_id"].to_list()
     compute = lambda pending: prosody_units(config, paths, utt_ids, pending)  # noqa: E731
     plan = StagePlan("prosody", units, fingerprint, constants={"names": np.array(FEATURE_NAMES, dtype=object)},
-                     update_rows=only_rows)
-    failures = run_stage(cache_path, manifest, plan, compute, provenance, on_error)
+                     update_rows=only_rows, unit_seconds=[float(np.nan_to_num(durations[u]).sum()) for u in units])
+    failures = run_stage(cache_path, manifest, plan, compute, provenance, on_error, work)
     return failures

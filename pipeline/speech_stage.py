@@ -17,10 +17,10 @@ from cache.parts import UnitResult
 from cache.schema import Failure
 from pipeline.audio import AudioError, file_stats, load_audio
 from pipeline.batching import plan_length_buckets, window_bounds
-from pipeline.provenance import package_versions
 from pipeline.problems import InputError
+from pipeline.provenance import package_versions
 from pipeline.speech_model import SpeechEmbedder
-from pipeline.stage_runner import RAGGED_PREFIX, StagePlan, run_stage
+from pipeline.stage_runner import RAGGED_PREFIX, StagePlan, StageWork, run_stage
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -163,10 +163,11 @@ def to_float16(values: np.ndarray) -> np.ndarray:
 
 def run_speech_stage(
     cache_path: str, manifest: pl.DataFrame, config: SpeechConfig, device: torch.device, on_error: str = "skip",
-    only_rows: np.ndarray | None = None,
+    only_rows: np.ndarray | None = None, work: StageWork = StageWork(),
 ) -> list[Failure]:
     """Embed every utterance of ``manifest`` into the cache's ``speech`` group (resumable); with ``only_rows``
-    recompute just those rows (files that changed) and keep the others from the cache."""
+    recompute just those rows (files that changed) and keep the others from the cache; with ``work.shard``
+    compute one shard's batches only (see ``pipeline.sharding``)."""
     torch.manual_seed(0)
     config = resolve_batch_seconds(config, device)
     embedder = SpeechEmbedder(config.model, device, resolve_precision(config.precision, device))
@@ -180,7 +181,8 @@ def run_speech_stage(
     info = asdict(embedder.info)
     fingerprint = {"config": asdict(config), "model": info, "device_type": device.type}
     provenance = {**fingerprint, "packages": package_versions(), "units": len(units)}
-    plan = StagePlan("speech", units, fingerprint, update_rows=only_rows)
+    padded_seconds = [len(unit) * float(np.nan_to_num(durations[unit]).max(initial=0.0)) for unit in units]
+    plan = StagePlan("speech", units, fingerprint, update_rows=only_rows, unit_seconds=padded_seconds)
     paths, utt_ids = manifest["path"].to_list(), manifest["utt_id"].to_list()
     compute = lambda pending: speech_units(embedder, config, paths, utt_ids, pending)  # noqa: E731
-    return run_stage(cache_path, manifest, plan, compute, provenance, on_error)
+    return run_stage(cache_path, manifest, plan, compute, provenance, on_error, work)

@@ -20,7 +20,7 @@ from cache.schema import Failure
 from cache.writer import add_stage, utc_now
 from pipeline.problems import InputError
 from pipeline.progress import StageProgress
-
+from pipeline.sharding import Shard, assign_units
 
 log = logging.getLogger(__name__)
 RAGGED_PREFIX = "ragged_"  # unit arrays of variable-length sequences (see _assemble)
@@ -37,10 +37,31 @@ class StagePlan:
     fingerprint: dict  # everything that changes the stage's output (config, model checksum, versions)
     constants: dict[str, np.ndarray] = field(default_factory=dict)  # not per row, e.g. feature names
     update_rows: np.ndarray | None = None  # recompute only these rows; the others stay as the cache has them
+    unit_seconds: list[float] | None = None  # audio seconds each unit computes, to balance shards
+
+
+@dataclass(frozen=True)
+class StageWork:
+    """What this process does with a plan: all of it, or one shard's units (and then no publishing).
+
+    ``compute_missing=False`` only assembles units other processes committed (``cache merge``).
+    """
+
+    shard: Shard | None = None
+    compute_missing: bool = True
+    shard_count: int = 0  # how many shards did the work, to name the unfinished ones
+
+
+class ShardsUnfinished(InputError):
+    """``cache merge`` found units no shard has committed yet."""
 
 
 def fingerprint_text(fingerprint: dict) -> str:
     return json.dumps(fingerprint, sort_keys=True, default=str)
+
+
+def _unit_seconds(plan: StagePlan) -> list[float]:
+    return plan.unit_seconds or [float(len(rows)) for rows in plan.units]
 
 
 def run_stage(
@@ -50,28 +71,51 @@ def run_stage(
     compute: Callable[[list[tuple[int, list[int]]]], Iterator[tuple[int, UnitResult]]],
     provenance: dict,
     on_error: str = "skip",
+    work: StageWork = StageWork(),
 ) -> list[Failure]:
     """Compute every unit not yet committed, then write the stage into the cache. Returns its failures.
 
     ``compute`` receives ``[(unit_index, rows), ...]`` and yields ``(unit_index, result)`` in any order.
+    With ``work.shard`` only that shard's units are computed and the stage is not published; the
+    failures returned are those of the units this call computed.
     """
-    fingerprint = dict(plan.fingerprint)
-    if plan.update_rows is not None:  # an update's parts must never mix with a full run's
-        fingerprint["update_rows"] = np.asarray(plan.update_rows).tolist()
-    parts = PartStore(cache_path, plan.name, fingerprint_text(fingerprint))
+    if plan.update_rows is None:
+        parts = PartStore(cache_path, plan.name, fingerprint_text(plan.fingerprint))
+    else:  # an update keeps its parts apart from a full run's; one for other rows is stale (files changed again)
+        fingerprint = fingerprint_text({**plan.fingerprint, "update_rows": np.asarray(plan.update_rows).tolist()})
+        parts = PartStore(cache_path, f"{plan.name}.update", fingerprint, discard_other=True)
     done = parts.committed_units()
     pending = [(i, rows) for i, rows in enumerate(plan.units) if i not in done]
-    if done:
+    if work.shard is not None:
+        owner = assign_units(_unit_seconds(plan), work.shard.count)
+        mine = owner == work.shard.index
+        done = {i for i in done if mine[i]}
+        pending = [(i, rows) for i, rows in pending if mine[i]]
+        log.info("%s: shard %s holds %d of %d units, %d already committed", plan.name, work.shard,
+                 int(mine.sum()), len(plan.units), len(done))
+    elif done:
         log.info("%s: resuming, %d of %d units already committed", plan.name, len(done), len(plan.units))
+    if pending and not work.compute_missing:
+        unfinished = "every `extract --shard i/n`"
+        if work.shard_count:
+            owner = assign_units(_unit_seconds(plan), work.shard_count)
+            shards = sorted({int(owner[i]) for i, _ in pending})
+            unfinished = ", ".join(f"`extract --shard {k}/{work.shard_count}`" for k in shards)
+        raise ShardsUnfinished(f"{plan.name}: {len(pending)} of {len(plan.units)} units are not committed yet; "
+                               f"finish {unfinished} first (each resumes where it stopped)")
+    shard_failures: list[Failure] = []
     durations = manifest["duration_s"].fill_null(0.0).to_numpy()
     with StageProgress(plan.name, manifest.height) as progress:
         progress.advance(sum(len(plan.units[i]) for i in done if i < len(plan.units)), 0.0)
         for unit, result in compute(pending):
             parts.commit(unit, result)
+            shard_failures += result.failures
             progress.advance(len(result.rows), float(durations[result.rows].sum()))
             if on_error == "fail" and result.failures:
                 first = result.failures[0]
                 raise StageFailed(f"{first.path}: {first.reason} (stage {plan.name}, --on-error fail)")
+    if work.shard is not None:
+        return shard_failures  # publishing waits until every shard is done
     base = _kept_rows(cache_path, plan) if plan.update_rows is not None else None
     arrays, failures = _assemble(parts, len(plan.units), manifest.height, base)
     add_stage(cache_path, plan.name, {**arrays, **plan.constants}, {**provenance, "created_utc": utc_now()}, failures)

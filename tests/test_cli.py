@@ -14,7 +14,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True, cwd=REPO)
 
 
-@pytest.mark.parametrize("command", [["manifest"], ["extract"], ["cache", "info"]])
+@pytest.mark.parametrize("command", [["manifest"], ["extract"], ["cache", "info"], ["cache", "merge"]])
 def test_every_command_has_help(command):
     result = run_cli(*command, "--help")
     assert result.returncode == 0 and "Usage" in result.stdout
@@ -57,3 +57,20 @@ def test_extract_then_cache_info_lists_stages_provenance_and_failures(tmp_path, 
 def test_the_shared_emodb_manifest_has_535_rows(tmp_path):
     result = run_cli("manifest", "--corpus", "emodb", "--root", str(EMODB), "--out", str(tmp_path / "m.csv"))
     assert result.returncode == 0 and "535 utterances, 10 speakers, 5 folds" in result.stdout
+
+
+def test_a_job_array_extracts_with_shard_and_publishes_with_cache_merge(tmp_path, tiny_wavlm):
+    from pipeline.corpora.synthetic import write_synthetic_corpus
+
+    manifest = write_synthetic_corpus(tmp_path / "corpus", dialogs_per_fold=1, turns=4)
+    cache = tmp_path / "c.h5"
+    args = ["extract", "--corpus", "manifest", "--manifest", str(manifest), "--speech-model", str(tiny_wavlm),
+            "--cache", str(cache), "--device", "cpu", "--workers", "1", "--loader-workers", "0", "--state-epochs", "1"]
+    first = run_cli(*args, "--shard", "0/2")
+    assert first.returncode == 0 and "cache merge" in first.stdout and not cache.exists()
+    early = run_cli("cache", "merge", str(cache))
+    assert early.returncode == 2 and "--shard 1/2" in early.stderr
+    assert run_cli(*args, "--shard", "1/2").returncode == 0
+    merged = run_cli("cache", "merge", str(cache), "--device", "cpu")
+    assert merged.returncode == 0 and "speech: 20 of 20 utterances" in merged.stdout
+    assert "[state] 20 of 20 rows ok" in run_cli("cache", "info", str(cache)).stdout
