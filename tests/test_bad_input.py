@@ -13,6 +13,7 @@ from pipeline.corpora import read_generic_manifest
 from pipeline.extract import ExtractConfig, extract
 from pipeline.prosody_stage import ProsodyConfig
 from pipeline.speech_stage import SpeechConfig
+from pipeline.state_stage import StateConfig
 from tests.synth import harmonic_tone, speechlike
 
 SKIP = "skipped"
@@ -71,8 +72,9 @@ def extracted(tmp_path_factory, tiny_wavlm):
     df, problems = read_generic_manifest(root / "m.csv")
     assert problems == []
     (root / "deleted_after_manifest.wav").unlink()
-    config = ExtractConfig(speech=SpeechConfig(model=str(tiny_wavlm), window_s=30.0), prosody=ProsodyConfig(workers=2))
-    extract(root / "c.h5", df, ["speech", "prosody"], config, device="cpu")
+    config = ExtractConfig(speech=SpeechConfig(model=str(tiny_wavlm), window_s=30.0), prosody=ProsodyConfig(workers=2),
+                           state=StateConfig(epochs=2))
+    extract(root / "c.h5", df, ["speech", "prosody", "state"], config, device="cpu")
     return CacheReader(root / "c.h5")
 
 
@@ -99,8 +101,9 @@ def test_processed_audio_is_measured_right(extracted):
     assert values["voiced_fraction"][names.index("silence")] == 0.0
 
 
-def test_no_nan_or_inf_reaches_a_stored_speech_array_or_a_head_input(extracted):
+def test_no_nan_or_inf_reaches_a_stored_speech_or_state_array_or_a_head_input(extracted):
     assert np.isfinite(extracted.read("speech", "pooled")).all()
+    assert all(np.isfinite(extracted.read("state", f"fold_{k}")).all() for k in range(1, 6))
     arrays = load_corpus_arrays(extracted)
     for fold in range(1, 6):
         tensors = prepare_fold(arrays, extracted.fold_split(fold, val_fraction=0.2), FeatureConfig())
