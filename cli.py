@@ -80,7 +80,8 @@ def extract(
 ) -> None:
     """Run the extraction stages the cache does not hold yet (resumable; sharded under torchrun or --shard)."""
     from pipeline.corpora import build_manifest
-    from pipeline.extract import ExtractConfig, extract as run_extract
+    from pipeline.extract import ExtractConfig
+    from pipeline.extract import extract as run_extract
     from pipeline.prosody_stage import ProsodyConfig
     from pipeline.speech_stage import SpeechConfig
     from pipeline.state_model import StateModelConfig

@@ -18,6 +18,7 @@ committed on its own: an interrupted stage resumes with the updaters still missi
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -228,6 +229,9 @@ def _merge(out: dict[int, np.ndarray], arrays: dict[str, np.ndarray]) -> None:
             out[fold][rows] = arrays[f"fold{fold}_states"]
 
 
+SUMMARY_KEY = "updater_summary"
+
+
 def run_state_stage(cache_path: str, config: StateConfig, device: torch.device) -> None:
     """Compute and store ``/state/fold_<k>`` for every fold (resumable per updater)."""
     reader = CacheReader(cache_path)
@@ -240,17 +244,19 @@ def run_state_stage(cache_path: str, config: StateConfig, device: torch.device) 
     done = parts.committed_units()
     if done:
         log.info("state: resuming, %d of %d updaters already committed", len(done), len(plan))
-    summaries = []
     for unit, excluded in enumerate(plan):
         if unit in done:
             continue
         arrays, summary = compute_updater_unit(inputs, excluded, config, device)
-        summaries.append(summary)
         log.info("state: updater without fold(s) %s trained in %.1f s", excluded, summary["seconds"])
+        arrays[SUMMARY_KEY] = np.array(json.dumps(summary, default=str))  # kept for provenance across resumes
         parts.commit(unit, UnitResult(rows=np.zeros(0, np.int64), arrays=arrays, failures=[]))
     out = {k: np.zeros((len(inputs.z), config.model.d_state), np.float32) for k in folds}
+    summaries = []
     for unit in range(len(plan)):
-        _merge(out, parts.load(unit).arrays)
+        arrays = parts.load(unit).arrays
+        summaries.append(json.loads(str(arrays.pop(SUMMARY_KEY))))
+        _merge(out, arrays)
     provenance = {**fingerprint, "folds": folds, "updaters": [list(e) for e in plan], "updater_summaries": summaries,
                   "backend": "mamba-ssm CUDA kernel" if kernel_available(device) else "PyTorch reference scan",
                   "device_type": device.type, "packages": package_versions(), "created_utc": utc_now()}

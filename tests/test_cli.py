@@ -74,3 +74,20 @@ def test_a_job_array_extracts_with_shard_and_publishes_with_cache_merge(tmp_path
     merged = run_cli("cache", "merge", str(cache), "--device", "cpu")
     assert merged.returncode == 0 and "speech: 20 of 20 utterances" in merged.stdout
     assert "[state] 20 of 20 rows ok" in run_cli("cache", "info", str(cache)).stdout
+
+
+def test_on_error_fail_exits_2_naming_the_bad_file(tmp_path, tiny_wavlm):
+    from tests.synth import speechlike, write_wav
+
+    lines = ["utt_id,path,speaker,fold,valence,arousal"]
+    for i in range(4):
+        write_wav(tmp_path / f"u{i}.wav", speechlike(i, 0.5))
+        lines.append(f"u{i},u{i}.wav,s{i},{i + 1},3,3")
+    (tmp_path / "zz.wav").write_bytes(b"RIFF1234WAVEnot audio")
+    lines.append("zz,zz.wav,s0,1,3,3")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    result = run_cli("extract", "--corpus", "manifest", "--manifest", str(tmp_path / "m.csv"), "--cache",
+                     str(tmp_path / "c.h5"), "--speech-model", str(tiny_wavlm), "--device", "cpu", "--stages", "speech",
+                     "--on-error", "fail", "--batch-seconds", "0.5", "--loader-workers", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'zz.wav'}: cannot decode")
