@@ -159,7 +159,9 @@ def _extract_shard(cache_path: Path, manifest: pl.DataFrame, stages: list[str], 
                    device: str, on_error: str, shard: Shard) -> dict[str, list[Failure]]:
     todo = [s for s in ("speech", "prosody") if s in stages]
     if cache_path.exists():
-        todo = [s for s in _check_existing(cache_path, manifest, stages, config)[0] if s in todo]
+        _check_existing(cache_path, manifest, stages, config)  # refuses another manifest or other settings
+        # stages the cache holds are not sharded again; changed files there are redone by the merge
+        todo = [s for s in todo if s not in CacheReader(cache_path).stages]
     _describe_sharded_run(cache_path, manifest, stages, config, on_error, shard)
     work = StageWork(shard=shard)
     failures: dict[str, list[Failure]] = {}

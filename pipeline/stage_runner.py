@@ -60,10 +60,6 @@ def fingerprint_text(fingerprint: dict) -> str:
     return json.dumps(fingerprint, sort_keys=True, default=str)
 
 
-def _unit_seconds(plan: StagePlan) -> list[float]:
-    return plan.unit_seconds or [float(len(rows)) for rows in plan.units]
-
-
 def run_stage(
     cache_path: str,
     manifest: pl.DataFrame,
@@ -86,8 +82,10 @@ def run_stage(
         parts = PartStore(cache_path, f"{plan.name}.update", fingerprint, discard_other=True)
     done = parts.committed_units()
     pending = [(i, rows) for i, rows in enumerate(plan.units) if i not in done]
+    shard_count = work.shard.count if work.shard is not None else work.shard_count
+    owner = assign_units(plan.unit_seconds or [float(len(rows)) for rows in plan.units], shard_count) \
+        if shard_count else None
     if work.shard is not None:
-        owner = assign_units(_unit_seconds(plan), work.shard.count)
         mine = owner == work.shard.index
         done = {i for i in done if mine[i]}
         pending = [(i, rows) for i, rows in pending if mine[i]]
@@ -97,10 +95,9 @@ def run_stage(
         log.info("%s: resuming, %d of %d units already committed", plan.name, len(done), len(plan.units))
     if pending and not work.compute_missing:
         unfinished = "every `extract --shard i/n`"
-        if work.shard_count:
-            owner = assign_units(_unit_seconds(plan), work.shard_count)
+        if owner is not None:
             shards = sorted({int(owner[i]) for i, _ in pending})
-            unfinished = ", ".join(f"`extract --shard {k}/{work.shard_count}`" for k in shards)
+            unfinished = ", ".join(f"`extract --shard {k}/{shard_count}`" for k in shards)
         raise ShardsUnfinished(f"{plan.name}: {len(pending)} of {len(plan.units)} units are not committed yet; "
                                f"finish {unfinished} first (each resumes where it stopped)")
     shard_failures: list[Failure] = []
@@ -148,10 +145,8 @@ def _assemble(parts: PartStore, num_units: int, num_rows: int,
     ragged: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     failures: list[Failure] = []
     filled = np.zeros(num_rows, dtype=bool)
-    if base is not None:  # an update: start from the rows the cache keeps
-        kept_arrays, failures, filled = base
-        arrays = {name: values.copy() for name, values in kept_arrays.items()}
-        failures = list(failures)
+    if base is not None:  # an update: start from the rows the cache keeps (fresh arrays, read for this)
+        arrays, failures, filled = base
     for unit in range(num_units):
         result = parts.load(unit)
         for name, values in result.arrays.items():

@@ -227,8 +227,9 @@ def run_campaign(manifest: Path, model: Path, workdir: Path, kills: int, seed: i
 
 def _compare_round(cache: Path, clean: dict[str, np.ndarray], clean_ids: list[str], report: CampaignReport) -> None:
     resumed = cache_arrays(cache)
-    ids = CacheReader(cache).manifest["utt_id"].to_list()
-    ok = CacheReader(cache).ok(CacheReader(cache).stages)
+    reader = CacheReader(cache)
+    ids = reader.manifest["utt_id"].to_list()
+    ok = reader.ok(reader.stages)
     report.utterances_lost += len(set(clean_ids) - {i for i, good in zip(ids, ok) if good})
     report.duplicate_ids += len(ids) - len(set(ids))
     report.arrays_compared += len(clean)

@@ -14,6 +14,7 @@ from pipeline.problems import InputError
 from pipeline.prosody_stage import ProsodyConfig
 from pipeline.speech_stage import SpeechConfig
 from pipeline.stage_runner import StageFailed
+from scripts.kill_campaign import cache_arrays
 from tests.synth import speechlike, write_wav
 
 
@@ -32,12 +33,6 @@ def _corpus(root: Path, n: int = 12, bad: dict[str, bytes] | None = None) -> Pat
 def _config(model: Path, **speech) -> ExtractConfig:
     return ExtractConfig(speech=SpeechConfig(model=str(model), batch_seconds=1.2, **speech),
                          prosody=ProsodyConfig(workers=1, chunk_size=4))
-
-
-def _arrays(path: Path) -> dict[str, np.ndarray]:
-    reader = CacheReader(path)
-    arrays = {f"{s}/{n}": reader.read(s, n) for s in reader.stages for n in reader.dataset_shapes(s)}
-    return {k: v.astype(str) if v.dtype == object else v for k, v in arrays.items()}  # compare text, not pointers
 
 
 def test_extract_writes_both_stages_for_every_utterance(tmp_path, tiny_wavlm):
@@ -84,7 +79,7 @@ def test_an_interrupted_stage_resumes_only_missing_units_with_identical_results(
     computed.clear()
     extract(tmp_path / "c.h5", df, ["speech"], _config(tiny_wavlm), device="cpu")
     assert not set(computed) & set(first_run) and len(first_run) == 3
-    clean, resumed = _arrays(tmp_path / "clean.h5"), _arrays(tmp_path / "c.h5")
+    clean, resumed = cache_arrays(tmp_path / "clean.h5"), cache_arrays(tmp_path / "c.h5")
     assert all(clean[k].tobytes() == resumed[k].tobytes() for k in clean)
 
 
@@ -162,7 +157,7 @@ def test_an_audio_file_that_changed_is_re_extracted_and_nothing_else(tmp_path, t
 
     df, _ = read_generic_manifest(_corpus(tmp_path, n=8))
     extract(tmp_path / "c.h5", df, ["speech", "prosody"], _config(tiny_wavlm), device="cpu")
-    before = _arrays(tmp_path / "c.h5")
+    before = cache_arrays(tmp_path / "c.h5")
     write_wav(tmp_path / "u03.wav", speechlike(99, 0.9))  # new content, new size and time
     df, _ = read_generic_manifest(tmp_path / "m.csv")  # as a user's re-run would: the manifest is re-read
     real_units = speech_stage.speech_units
@@ -176,7 +171,7 @@ def test_an_audio_file_that_changed_is_re_extracted_and_nothing_else(tmp_path, t
     monkeypatch.setattr(speech_stage, "speech_units", counting)
     failures = extract(tmp_path / "c.h5", df, ["speech", "prosody"], _config(tiny_wavlm), device="cpu")
     assert set(failures) == {"speech", "prosody"} and computed == [3]
-    after = _arrays(tmp_path / "c.h5")
+    after = cache_arrays(tmp_path / "c.h5")
     row = 3
     for name in ("speech/pooled", "prosody/values"):
         others = np.delete(np.arange(8), row)
