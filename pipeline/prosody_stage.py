@@ -16,7 +16,7 @@ from cache.parts import UnitResult
 from cache.schema import Failure
 from pipeline.audio import AudioError, file_stats, load_audio
 from pipeline.batching import plan_fixed_chunks
-from pipeline.prosody import FEATURE_NAMES, FEATURE_SET_VERSION, prosody_features_many
+from pipeline.prosody import FEATURE_NAMES, FEATURE_SET_VERSION, prosody_features, prosody_features_many
 from pipeline.provenance import package_versions
 from pipeline.stage_runner import StagePlan, StageWork, run_stage
 
@@ -80,21 +80,24 @@ def prosody_units(config: ProsodyConfig, paths: list[str], utt_ids: list[str],
         return
     # spawn, not fork: the parent may hold torch/OpenMP threads, which fork can deadlock. Workers import
     # only numpy and parselmouth (pipeline.prosody), so they start in a fraction of a second.
+    # One task per file, not per unit: with units of 16 files the last unit kept one core busy for a
+    # second while the other sat idle, which cost 0.1-0.2x of the 2-core scaling.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         in_flight: deque = deque()
         queue = iter(pending)
         while True:
-            while len(in_flight) < 2 * workers and (item := next(queue, None)) is not None:
+            while sum(len(f[-1]) for f in in_flight) < 4 * workers and (item := next(queue, None)) is not None:
                 unit, rows = item
                 audio, stats = _decode_unit(rows, paths, config)
-                waves = [a for a in audio if not isinstance(a, str)]
-                future = pool.submit(prosody_features_many, waves, config.sample_rate_hz)
-                in_flight.append((unit, rows, audio, stats, future))
+                futures = [pool.submit(prosody_features, a, config.sample_rate_hz)
+                           for a in audio if not isinstance(a, str)]
+                in_flight.append((unit, rows, audio, stats, futures))
             if not in_flight:
                 return
-            unit, rows, audio, stats, future = in_flight.popleft()
-            yield unit, _unit_result(rows, audio, future.result(), paths, utt_ids, stats)
+            unit, rows, audio, stats, futures = in_flight.popleft()
+            features = [f.result() for f in futures]
+            yield unit, _unit_result(rows, audio, features, paths, utt_ids, stats)
 
 
 def run_prosody_stage(cache_path: str, manifest: pl.DataFrame, config: ProsodyConfig, on_error: str = "skip",

@@ -36,20 +36,33 @@ def test_the_attention_design_matches_the_research_note():
 
 
 def test_attention_weights_scale_the_blocks_as_specified():
+    """The model computes block by block; the research note's formula concatenates first. Same numbers."""
     torch.manual_seed(0)
     model = build_head("separate-attn", BlockSizes(speech=4, speech_layers=1, prosody_raw=3, prosody=2, state=2), 0.0)
-    model.eval()
-    speech, prosody, state = torch.randn(5, 4), torch.randn(5, 3), torch.randn(5, 2)
-    seen = {}
-    model.valence[0].register_forward_hook(lambda m, i, o: seen.__setitem__("v", i[0]))
-    model.arousal[0].register_forward_hook(lambda m, i, o: seen.__setitem__("a", i[0]))
-    _, attention = model(speech, prosody, state)
+    model = model.double().eval()
+    speech, prosody, state = (torch.randn(5, d, dtype=torch.float64) for d in (4, 3, 2))
+    prediction, attention = model(speech, prosody, state)
     p = model.inputs.prosody_proj(prosody)
-    wv, wa = attention["valence"], attention["arousal"]
-    assert torch.allclose(wv.sum(1), torch.ones(5)) and torch.allclose(wa.sum(1), torch.ones(5))
-    expected_v = torch.cat([speech * wv[:, 1:], p * wv[:, :1], state * wv[:, 1:]], 1)
-    expected_a = torch.cat([speech * wa[:, :1], p * wa[:, 1:], state * wa[:, 1:]], 1)
-    assert torch.allclose(seen["v"], expected_v) and torch.allclose(seen["a"], expected_a)
+    x = torch.cat([speech, p, state], 1)
+    wv, wa = model.valence_attention(x), model.arousal_attention(x)
+    assert torch.allclose(attention["valence"], wv) and torch.allclose(attention["arousal"], wa)
+    assert torch.allclose(wv.sum(1), torch.ones(5, dtype=torch.float64))
+    valence = model.valence(torch.cat([speech * wv[:, 1:], p * wv[:, :1], state * wv[:, 1:]], 1))
+    arousal = model.arousal(torch.cat([speech * wa[:, :1], p * wa[:, 1:], state * wa[:, 1:]], 1))
+    assert torch.allclose(prediction, torch.cat([valence, arousal], 1), atol=1e-12)
+
+
+def test_the_shared_and_separate_heads_are_mlps_over_the_concatenated_blocks():
+    torch.manual_seed(0)
+    sizes = BlockSizes(speech=4, speech_layers=1, prosody_raw=3, prosody=2, state=2)
+    speech, prosody, state = (torch.randn(5, d, dtype=torch.float64) for d in (4, 3, 2))
+    shared = build_head("shared", sizes, 0.0).double().eval()
+    x = torch.cat([speech, shared.inputs.prosody_proj(prosody), state], 1)
+    assert torch.allclose(shared(speech, prosody, state)[0], shared.head(x), atol=1e-12)
+    separate = build_head("separate", sizes, 0.0).double().eval()
+    x = torch.cat([speech, separate.inputs.prosody_proj(prosody), state], 1)
+    expected = torch.cat([separate.valence(x), separate.arousal(x)], 1)
+    assert torch.allclose(separate(speech, prosody, state)[0], expected, atol=1e-12)
 
 
 @pytest.mark.parametrize("variant", ["shared", "separate", "separate-attn"])

@@ -85,3 +85,28 @@ def test_a_long_pause_is_counted():
 
 def test_semitones_are_relative_to_27_5_hz():
     assert hz_to_semitones(np.array([27.5, 55.0, 110.0])).tolist() == pytest.approx([0.0, 12.0, 24.0])
+
+
+def test_the_worker_pool_returns_every_files_features_in_row_order(tmp_path):
+    """Two workers (one task per file) give what one process gives, row by row, with a bad file in place."""
+    import soundfile
+
+    from pipeline.prosody_stage import ProsodyConfig, prosody_units
+
+    paths = []
+    for i, f0 in enumerate([100.0, 140.0, 180.0, 220.0, 260.0, 300.0, 340.0]):
+        paths.append(str(tmp_path / f"u{i}.wav"))
+        soundfile.write(paths[-1], harmonic_tone(f0, seconds=0.5), RATE)
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    paths.insert(3, str(tmp_path / "bad.wav"))
+    ids = [f"u{i}" for i in range(len(paths))]
+    units = [(0, [0, 1, 2]), (1, [3, 4, 5]), (2, [6, 7])]
+    one = dict(prosody_units(ProsodyConfig(workers=1), paths, ids, units))
+    pooled = dict(prosody_units(ProsodyConfig(workers=2), paths, ids, units))
+    f0_mean = FEATURE_NAMES.index("f0_mean_hz")
+    for unit, rows in units:
+        assert np.array_equal(pooled[unit].rows, rows)
+        assert np.array_equal(pooled[unit].arrays["values"], one[unit].arrays["values"], equal_nan=True)
+    assert [f.utt_id for f in pooled[1].failures] == ["u3"] and not pooled[1].arrays["ok"][0]
+    means = np.concatenate([pooled[u].arrays["values"][:, f0_mean] for u, _ in units])
+    assert np.isnan(means[3]) and np.all(np.diff(np.delete(means, 3)) > 0)  # rising pitch: order kept
