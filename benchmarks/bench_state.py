@@ -6,6 +6,10 @@ A synthetic cache of IEMOCAP's shape: 10,039 utterances in 151 dialogues (5 fold
 speakers interleaved), speech [N, 25, 1024] float16 and 67 prosody features. Runs the whole stage with its
 defaults (15 cross-fitted updaters: d_model 256, 2 Mamba layers, d_state 64) and prints the time of each
 part. The mamba-ssm CUDA kernel is not used on a CPU: this is the PyTorch reference scan.
+
+First it times one training step of one updater (the stage runs 15 updaters x 20 epochs x 3 steps), once
+as it is and once with the selective scan replaced by its skip term ``D * x``: no real model, only the
+lower bound that any faster scan could reach on this machine.
 """
 
 from __future__ import annotations
@@ -43,6 +47,45 @@ def build_cache(path: Path, n: int, dialogues: int, seed: int = 0) -> None:
                                 "names": np.array([f"p{i}" for i in range(67)], dtype=object)}, {}, [])
 
 
+def time_training_step(d_input: int, repeats: int = 10) -> dict[str, float]:
+    """Seconds per updater training step (32 crops x 32 utterances) with the real scan and without it."""
+    import torch
+
+    import pipeline.mamba as mamba
+    from heads.metrics import ccc_loss
+    from pipeline.state_model import DialogueStateUpdater, StateModelConfig
+    from pipeline.state_stage import StateConfig
+
+    config = StateConfig()
+    torch.manual_seed(0)
+    model = DialogueStateUpdater(d_input, StateModelConfig())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    z, y = torch.randn(config.batch_size, config.window, d_input), torch.randn(config.batch_size * config.window, 2)
+
+    def step() -> None:
+        _, aux = model(z)
+        loss = ccc_loss(aux.reshape(-1, 2), y).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    real = mamba.selective_scan_reference
+    variants = {"with the scan": real,
+                "scan removed": lambda x, dt, A, B, C, D: x * D + 0 * (dt.sum() + A.sum() + B.sum() + C.sum())}
+    seconds = {}
+    try:
+        for name, scan in variants.items():
+            mamba.selective_scan_reference = scan
+            step()
+            started = time.perf_counter()
+            for _ in range(repeats):
+                step()
+            seconds[name] = (time.perf_counter() - started) / repeats
+    finally:
+        mamba.selective_scan_reference = real
+    return seconds
+
+
 def main() -> None:
     from pipeline.allocator import keep_freed_memory
 
@@ -73,6 +116,12 @@ def main() -> None:
     train = sum(s["seconds"] for s in provenance["updater_summaries"])
     print(f"whole stage: {total:.1f} s ({train:.1f} s training 15 updaters, {total - train:.1f} s loading, "
           f"state inference and writing); backend: {provenance['backend']}")
+    config = StateConfig()
+    steps = sum(-(-s["train_sequences"] // config.batch_size) * config.epochs for s in provenance["updater_summaries"])
+    seconds = time_training_step(1024 + 67)
+    print(f"one updater training step: {seconds['with the scan'] * 1e3:.0f} ms; with the scan removed "
+          f"{seconds['scan removed'] * 1e3:.0f} ms, so the stage's {steps} training steps take at least "
+          f"{steps * seconds['scan removed']:.0f} s on this CPU however fast the scan")
 
 
 if __name__ == "__main__":

@@ -124,10 +124,13 @@ def add_stage(
     datasets: dict[str, np.ndarray],
     provenance: dict,
     failures: list[Failure],
+    manifest: pl.DataFrame | None = None,
 ) -> None:
     """Write (or replace) one stage's group and its failures; the rest of the cache is copied unchanged.
 
     ``datasets`` maps names to arrays with N rows (``ok`` among them); ``provenance`` is stored as JSON.
+    ``manifest`` (same rows, in the same order) replaces the stored one in the same atomic write: used when
+    changed audio files were re-extracted, so their ``duration_s`` and ``sample_rate`` are current.
     """
     path = Path(path)
     tmp = _tmp_path(path)
@@ -136,9 +139,12 @@ def add_stage(
         with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
             for key, value in src.attrs.items():
                 dst.attrs[key] = value
+            replaced = {stage, FAILURES_GROUP} | ({MANIFEST_GROUP} if manifest is not None else set())
             for name in src:
-                if name not in (stage, FAILURES_GROUP):
+                if name not in replaced:
                     src.copy(src[name], dst, name=name)
+            if manifest is not None:
+                write_manifest_group(dst.create_group(MANIFEST_GROUP), manifest)
             group = dst.create_group(stage)
             for name, array in datasets.items():
                 write_rows(group, name, array)

@@ -115,7 +115,8 @@ def run_stage(
         return shard_failures  # publishing waits until every shard is done
     base = _kept_rows(cache_path, plan) if plan.update_rows is not None else None
     arrays, failures = _assemble(parts, len(plan.units), manifest.height, base)
-    add_stage(cache_path, plan.name, {**arrays, **plan.constants}, {**provenance, "created_utc": utc_now()}, failures)
+    add_stage(cache_path, plan.name, {**arrays, **plan.constants}, {**provenance, "created_utc": utc_now()}, failures,
+              manifest=manifest if plan.update_rows is not None else None)  # re-read files: current durations
     parts.remove()
     return failures
 

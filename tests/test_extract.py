@@ -178,4 +178,5 @@ def test_an_audio_file_that_changed_is_re_extracted_and_nothing_else(tmp_path, t
         assert after[name][others].tobytes() == before[name][others].tobytes()
         assert not np.array_equal(after[name][row], before[name][row])
     assert after["speech/file_size"][row] != before["speech/file_size"][row]
+    assert CacheReader(tmp_path / "c.h5").manifest["duration_s"][row] == pytest.approx(0.9, abs=1e-3)
     assert extract(tmp_path / "c.h5", df, ["speech", "prosody"], _config(tiny_wavlm), device="cpu") == {}
