@@ -205,7 +205,7 @@ def train_heads(
     started = time.perf_counter()
     reader = CacheReader(cache)
     split = reader.fold_split(fold, val_fraction=config.val_fraction)
-    preds = train_fold(load_corpus_arrays(reader), split, config, _seed_list(seeds), out, str(cache))
+    preds = train_fold(load_corpus_arrays(reader, config.features.layer), split, config, _seed_list(seeds), out, str(cache))
     m = dimension_metrics(preds)
     typer.echo(f"{out}: fold {fold}, {config.variant}, {seeds} seed(s), {time.perf_counter() - started:.1f} s; "
                f"test CCC-V {m['ccc_v']:.3f} CCC-A {m['ccc_a']:.3f} MSE-V {m['mse_v']:.3f} MSE-A {m['mse_a']:.3f}")

@@ -4,13 +4,14 @@
 
 Cache: 10,039 utterances in 5 folds of 2 speakers, speech [N, 25, 1024] float16 (wavlm-large shape),
 67 prosody features, 64-d states per fold, with planted structure so training runs its normal course.
-Prints: one fold of train-heads, five folds of one variant, the 3-variant x 5-fold ablation, and loading a
+Prints: one fold of train-heads (in this process, and as the `cli.py train-heads` command), five folds of one variant, the 3-variant x 5-fold ablation, and loading a
 fold's arrays from the cache vs reading the same bytes from a raw .npy file in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -88,6 +89,11 @@ def main() -> None:
     config = TrainConfig(variant="separate-attn")
     one_fold, _ = timed(lambda: train_fold(arrays, reader.fold_split(1), config, [0], args.out / "one"))
     print(f"train-heads, one fold, separate-attn: {one_fold:.1f} s (target <= 10 s)")
+    command = [sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py"), "train-heads", "--cache", str(cache),
+               "--fold", "1", "--out", str(args.out / "cli_run")]
+    cli_seconds, _ = timed(lambda: subprocess.run(command, check=True, capture_output=True))
+    print(f"  the same as a command (new process: imports, reading the cache, training, writing the run): "
+          f"{cli_seconds:.1f} s")
     five, _ = timed(lambda: [train_fold(arrays, reader.fold_split(k), config, [0], args.out / f"five{k}")
                              for k in range(1, 6)])
     print(f"five folds, separate-attn: {five:.1f} s (target <= 60 s)")

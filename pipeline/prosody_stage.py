@@ -87,7 +87,7 @@ def prosody_units(config: ProsodyConfig, paths: list[str], utt_ids: list[str],
         in_flight: deque = deque()
         queue = iter(pending)
         while True:
-            while sum(len(f[-1]) for f in in_flight) < 4 * workers and (item := next(queue, None)) is not None:
+            while len(in_flight) < 2 * workers and (item := next(queue, None)) is not None:  # no idle worker between units
                 unit, rows = item
                 audio, stats = _decode_unit(rows, paths, config)
                 futures = [pool.submit(prosody_features, a, config.sample_rate_hz)

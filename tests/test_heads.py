@@ -132,3 +132,17 @@ def test_unknown_variants_and_switches_are_clear_errors():
         parse_variant("double", TrainConfig())
     with pytest.raises(InputError, match="unknown switch"):
         parse_variant("shared+no-idea", TrainConfig())
+
+
+@pytest.mark.parametrize("layer", ["last", "1", "-2"])
+def test_reading_only_the_chosen_layer_gives_the_same_fold_tensors(planted, layer):
+    from heads.features import prepare_fold
+
+    reader, every_layer = planted
+    one_layer = load_corpus_arrays(reader, layer)
+    assert one_layer.speech.shape[1] == 1 and every_layer.speech.shape[1] > 2
+    config = FeatureConfig(layer=layer)
+    full, single = (prepare_fold(a, reader.fold_split(1), config) for a in (every_layer, one_layer))
+    assert torch.equal(full.train.speech, single.train.speech) and torch.equal(full.test.speech, single.test.speech)
+    with pytest.raises(InputError, match="needs every hidden state"):
+        prepare_fold(one_layer, reader.fold_split(1), FeatureConfig(layer="weighted"))
