@@ -48,6 +48,20 @@ def file_stats(path: str) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
+def load_rows(paths: list[str], rows: list[int], target_rate_hz: int) -> tuple[list[np.ndarray | str], np.ndarray]:
+    """Decode ``paths[row]`` for each row: the waveform (as ``load_audio``) or the reason it cannot be used,
+    and the files' ``[n, 2]`` ``file_stats``, taken before decoding so a file changed meanwhile is caught
+    on the next run."""
+    stats = np.array([file_stats(paths[row]) for row in rows], dtype=np.int64).reshape(-1, 2)
+    audio: list[np.ndarray | str] = []
+    for row in rows:
+        try:
+            audio.append(load_audio(paths[row], target_rate_hz))
+        except AudioError as err:
+            audio.append(str(err))
+    return audio, stats
+
+
 def resample(wave: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
     """Band-limited sinc resampling (torchaudio's default Hann-windowed kernel). ``[S] -> [S']``."""
     return torchaudio.functional.resample(torch.from_numpy(wave), from_hz, to_hz).numpy()

@@ -14,7 +14,7 @@ import polars as pl
 
 from cache.parts import UnitResult
 from cache.schema import Failure
-from pipeline.audio import AudioError, file_stats, load_audio
+from pipeline.audio import load_rows
 from pipeline.batching import plan_fixed_chunks
 from pipeline.prosody import FEATURE_NAMES, FEATURE_SET_VERSION, prosody_features, prosody_features_many
 from pipeline.provenance import package_versions
@@ -32,21 +32,11 @@ class ProsodyConfig:
 
 
 def _decode_unit(rows: list[int], paths: list[str], config: ProsodyConfig) -> tuple[list[np.ndarray | str], np.ndarray]:
-    """Waveforms of a unit's rows at the stage rate (or the reason a file cannot be used), and the files'
-    ``[n, 2]`` size and modification time, taken before decoding."""
-    stats = np.array([file_stats(paths[row]) for row in rows], dtype=np.int64).reshape(-1, 2)
-    audio: list[np.ndarray | str] = []
-    for row in rows:
-        try:
-            wave = load_audio(paths[row], config.sample_rate_hz)
-        except AudioError as err:
-            audio.append(str(err))
-            continue
-        if len(wave) < config.min_duration_s * config.sample_rate_hz:
-            audio.append(f"too short for pitch analysis: {len(wave) / config.sample_rate_hz * 1000:.1f} ms")
-        else:
-            audio.append(wave)
-    return audio, stats
+    """``load_rows`` at the stage rate, with files too short for pitch analysis turned into failure reasons."""
+    audio, stats = load_rows(paths, rows, config.sample_rate_hz)
+    too_short = config.min_duration_s * config.sample_rate_hz
+    return [f"too short for pitch analysis: {len(a) / config.sample_rate_hz * 1000:.1f} ms"
+            if not isinstance(a, str) and len(a) < too_short else a for a in audio], stats
 
 
 def _unit_result(rows: list[int], audio: list[np.ndarray | str], features: list[np.ndarray], paths: list[str],

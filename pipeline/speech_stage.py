@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cache.parts import UnitResult
 from cache.schema import Failure
-from pipeline.audio import AudioError, file_stats, load_audio
+from pipeline.audio import load_rows
 from pipeline.batching import plan_length_buckets, window_bounds
 from pipeline.problems import InputError
 from pipeline.provenance import package_versions
@@ -50,14 +50,7 @@ class _UnitAudio(Dataset):
 
     def __getitem__(self, k: int) -> tuple[int, list[int], list[np.ndarray | str], np.ndarray]:
         unit, rows = self.pending[k]
-        audio: list[np.ndarray | str] = []
-        stats = np.array([file_stats(self.paths[row]) for row in rows], dtype=np.int64).reshape(-1, 2)
-        for row in rows:
-            try:
-                audio.append(load_audio(self.paths[row], self.rate_hz))
-            except AudioError as err:
-                audio.append(str(err))
-        return unit, rows, audio, stats
+        return unit, rows, *load_rows(self.paths, rows, self.rate_hz)
 
 
 def resolve_batch_seconds(config: SpeechConfig, device: torch.device) -> SpeechConfig:
