@@ -33,6 +33,7 @@ class PartStore:
     def __init__(self, cache_path: str | Path, stage: str, fingerprint: str, discard_other: bool = False):
         """``fingerprint`` identifies the stage config. Parts made under another one are refused (an
         unfinished run must be finished with its own settings) or, with ``discard_other``, deleted."""
+        self.cache_path = cache_path
         self.dir = Path(f"{cache_path}.parts") / stage
         stamp = self.dir / "FINGERPRINT"
         if discard_other and stamp.is_file() and stamp.read_text() != fingerprint:
@@ -77,14 +78,16 @@ class PartStore:
         a stage and deleting its parts)."""
         for stage in stages:
             shutil.rmtree(Path(f"{cache_path}.parts") / stage, ignore_errors=True)
-        try:
-            Path(f"{cache_path}.parts").rmdir()
-        except OSError:
-            pass
+        remove_empty_parts_dir(cache_path)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
-        try:
-            self.dir.parent.rmdir()  # only when no other stage has parts
-        except OSError:
-            pass
+        remove_empty_parts_dir(self.cache_path)
+
+
+def remove_empty_parts_dir(cache_path: str | Path) -> None:
+    """Delete ``<cache>.parts`` once no stage (and no sharded run description) is left in it."""
+    try:
+        Path(f"{cache_path}.parts").rmdir()
+    except OSError:  # not empty, or already gone
+        pass

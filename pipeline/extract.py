@@ -14,7 +14,7 @@ import polars as pl
 import torch
 
 from cache.lock import CacheLock
-from cache.parts import PartStore
+from cache.parts import PartStore, remove_empty_parts_dir
 from cache.reader import CacheReader
 from cache.schema import Failure
 from cache.writer import create_cache, remove_leftover_temp_files
@@ -215,5 +215,5 @@ def _extract_locked(cache_path: Path, manifest: pl.DataFrame, stages: list[str],
         run_state_stage(str(cache_path), config.state, resolve_device(device))
         failures["state"] = []  # rows without speech or prosody get no state (ok = False), nothing new fails
     shutil.rmtree(Path(f"{cache_path}.parts") / RUN_DIR, ignore_errors=True)  # a sharded run is complete
-    PartStore.remove_finished(cache_path, [])
+    remove_empty_parts_dir(cache_path)
     return failures
