@@ -86,7 +86,7 @@ def main() -> None:
     import torch
 
     from pipeline.audio import load_audio
-    from pipeline.batching import plan_length_buckets
+    from pipeline.batching import plan_fixed_chunks, plan_length_buckets
     from pipeline.prosody_stage import ProsodyConfig, prosody_units
     from pipeline.random_wavlm import save_random_wavlm
     from pipeline.speech_model import SpeechEmbedder
@@ -127,7 +127,7 @@ def main() -> None:
         return
     files = [str(p) for p in paths[: args.prosody_files]]
     ids = [p.stem for p in paths[: args.prosody_files]]
-    units = [(k, list(range(s, min(s + 16, len(files))))) for k, s in enumerate(range(0, len(files), 16))]
+    units = list(enumerate(plan_fixed_chunks(len(files), ProsodyConfig().chunk_size)))
     cores = os.cpu_count() or 1
 
     def prosody(workers: int):

@@ -255,11 +255,6 @@ def prosody_features(wave: np.ndarray, rate_hz: int) -> np.ndarray:
     return np.array([features[name] for name in FEATURE_NAMES], dtype=np.float64)
 
 
-def prosody_features_many(waves: list[np.ndarray], rate_hz: int) -> list[np.ndarray]:
-    """``prosody_features`` of several utterances (one task of the stage's process pool)."""
-    return [prosody_features(wave, rate_hz) for wave in waves]
-
-
 def _digital_silence(duration_s: float) -> np.ndarray:
     """All-zero input: no pitch, level or spectrum is defined; only the timing facts are."""
     features = dict.fromkeys(FEATURE_NAMES, NAN)

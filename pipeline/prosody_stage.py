@@ -16,7 +16,7 @@ from cache.parts import UnitResult
 from cache.schema import Failure
 from pipeline.audio import load_rows
 from pipeline.batching import plan_fixed_chunks
-from pipeline.prosody import FEATURE_NAMES, FEATURE_SET_VERSION, prosody_features, prosody_features_many
+from pipeline.prosody import FEATURE_NAMES, FEATURE_SET_VERSION, prosody_features
 from pipeline.provenance import package_versions
 from pipeline.stage_runner import StagePlan, StageWork, run_stage
 
@@ -64,8 +64,7 @@ def prosody_units(config: ProsodyConfig, paths: list[str], utt_ids: list[str],
     if workers == 1:
         for unit, rows in pending:
             audio, stats = _decode_unit(rows, paths, config)
-            waves = [a for a in audio if not isinstance(a, str)]
-            features = prosody_features_many(waves, config.sample_rate_hz)
+            features = [prosody_features(a, config.sample_rate_hz) for a in audio if not isinstance(a, str)]
             yield unit, _unit_result(rows, audio, features, paths, utt_ids, stats)
         return
     # spawn, not fork: the parent may hold torch/OpenMP threads, which fork can deadlock. Workers import
