@@ -160,7 +160,8 @@ def train_updater(inputs: StateInputs, excluded: tuple[int, ...], config: StateC
                 continue
             yb, _ = _pad(y, crops)
             _, aux = model(zb.to(device))
-            loss = ccc_loss(aux[mask.to(device)], yb.to(device)[mask.to(device)]).mean()
+            mask = mask.to(device)
+            loss = ccc_loss(aux[mask], yb.to(device)[mask]).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
