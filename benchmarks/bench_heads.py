@@ -4,8 +4,10 @@
 
 Cache: 10,039 utterances in 5 folds of 2 speakers, speech [N, 25, 1024] float16 (wavlm-large shape),
 67 prosody features, 64-d states per fold, with planted structure so training runs its normal course.
-Prints: one fold of train-heads (in this process, and as the `cli.py train-heads` command), five folds of one variant, the 3-variant x 5-fold ablation, and loading a
-fold's arrays from the cache vs reading the same bytes from a raw .npy file in the same run.
+Prints: one fold of train-heads (as the `cli.py train-heads` command, and in this process), five folds of one
+variant, the 3-variant x 5-fold ablation, and loading a fold's arrays from the cache vs reading the same bytes
+from a raw .npy file in the same run. Early stopping decides how many epochs a fold trains (it varies with the
+fold and the seed), so the epochs and the time per epoch are printed beside each time.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from cache import CacheReader, add_stage, create_cache  # noqa: E402
 from heads.ablation import run_ablation  # noqa: E402
 from heads.experiment import train_fold  # noqa: E402
 from heads.features import load_corpus_arrays  # noqa: E402
+from heads.runs import read_run  # noqa: E402
 from heads.train import TrainConfig  # noqa: E402
 from heads.variants import parse_variant  # noqa: E402
 from pipeline.manifest import normalise_manifest  # noqa: E402
@@ -53,6 +56,14 @@ def build_cache(path: Path, n: int, seed: int = 0) -> None:
     np.save(path.with_suffix(".raw_speech.npy"), speech)
     np.save(path.with_suffix(".raw_prosody.npy"), prosody)
     np.save(path.with_suffix(".raw_state.npy"), np.stack(list(states.values())))
+
+
+def epochs_summary(runs: list[Path]) -> str:
+    """Early stopping decides how many epochs a fold trains, so print them with the time per epoch."""
+    seeds = [record for run in runs for record in read_run(run)[0]["metrics_per_seed"].values()]
+    epochs = [s["epochs_trained"] for s in seeds]
+    per_epoch = sum(s["train_seconds"] for s in seeds) / sum(epochs)
+    return f"epochs trained {epochs}, {per_epoch:.2f} s per epoch (saving and predicting included)"
 
 
 def timed(fn):  # noqa: ANN001, ANN201
@@ -87,16 +98,17 @@ def main() -> None:
           f"speed ratio raw/cache = {ratio:.2f} (target >= 0.5)")
 
     config = TrainConfig(variant="separate-attn")
-    one_fold, _ = timed(lambda: train_fold(arrays, reader.fold_split(1), config, [0], args.out / "one"))
-    print(f"train-heads, one fold, separate-attn: {one_fold:.1f} s (target <= 10 s)")
     command = [sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py"), "train-heads", "--cache", str(cache),
                "--fold", "1", "--out", str(args.out / "cli_run")]
     cli_seconds, _ = timed(lambda: subprocess.run(command, check=True, capture_output=True))
-    print(f"  the same as a command (new process: imports, reading the cache, training, writing the run): "
-          f"{cli_seconds:.1f} s")
+    print(f"train-heads, one fold, separate-attn, as a command (new process: imports, reading the cache, training, "
+          f"writing the run): {cli_seconds:.1f} s (target <= 10 s); {epochs_summary([args.out / 'cli_run'])}")
+    one_fold, _ = timed(lambda: train_fold(arrays, reader.fold_split(1), config, [0], args.out / "one"))
+    print(f"  the same fold in this process: {one_fold:.1f} s")
     five, _ = timed(lambda: [train_fold(arrays, reader.fold_split(k), config, [0], args.out / f"five{k}")
                              for k in range(1, 6)])
-    print(f"five folds, separate-attn: {five:.1f} s (target <= 60 s)")
+    print(f"five folds, separate-attn: {five:.1f} s (target <= 60 s); "
+          f"{epochs_summary([args.out / f'five{k}' for k in range(1, 6)])}")
     configs = [parse_variant(v, TrainConfig()) for v in ("shared", "separate", "separate-attn")]
     ablation, (markdown, _) = timed(lambda: run_ablation(cache, configs, [1, 2, 3, 4, 5], [0], args.out / "ablation"))
     print(f"ablation, 3 variants x 5 folds (cache loaded once, evaluation and plots included): {ablation:.1f} s "

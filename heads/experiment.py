@@ -66,7 +66,7 @@ def train_fold(
         layer_weights = head.model.inputs.layer_weights()
         per_seed[str(seed)] = {
             **dimension_metrics(frame), "best_epoch": head.best_epoch, "best_val_ccc": head.best_val_ccc,
-            "train_seconds": time.perf_counter() - started,
+            "epochs_trained": len(head.history), "train_seconds": time.perf_counter() - started,
             "layer_weights": layer_weights.tolist() if layer_weights is not None else None,
         }
     predictions = pl.concat(frames)

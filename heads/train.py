@@ -15,6 +15,7 @@ import torch
 from heads.features import FeatureConfig, FoldTensors, SplitTensors
 from heads.metrics import ccc_loss
 from heads.models import BlockSizes, build_head
+from heads.optim import AdamW
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def train_head(fold: FoldTensors, config: TrainConfig, seed: int) -> TrainedHead
     generator = torch.Generator().manual_seed(seed)
     sizes = block_sizes(fold, config)
     model = build_head(config.variant, sizes, config.dropout)
-    optimizer = torch.optim.AdamW(parameter_groups(model, config), weight_decay=config.weight_decay, fused=True)
+    optimizer = AdamW(parameter_groups(model, config))  # torch's fused AdamW update, see heads/optim.py
     train = fold.train
     n = len(train.rows)
     best_ccc, best_epoch, best_state, history = -np.inf, -1, None, []
@@ -116,7 +117,7 @@ def train_head(fold: FoldTensors, config: TrainConfig, seed: int) -> TrainedHead
             idx = order[start : start + config.batch_size]
             pred, _ = model(train.speech[idx], train.prosody[idx], train.state[idx])
             loss = loss_fn(pred, train.targets[idx], config)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
