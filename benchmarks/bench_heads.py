@@ -1,6 +1,6 @@
 """Head training speed at IEMOCAP scale on this machine's CPU, from a synthetic cache of the real shape.
 
-    .venv/bin/python benchmarks/bench_heads.py [--utterances 10039] [--out /tmp/bench_heads]
+    .venv/bin/python benchmarks/bench_heads.py [--utterances 10039] [--out /tmp/bench_heads] [--spread-seeds N]
 
 Cache: 10,039 utterances in 5 folds of 2 speakers, speech [N, 25, 1024] float16 (wavlm-large shape),
 67 prosody features, 64-d states per fold, with planted structure so training runs its normal course.
@@ -79,6 +79,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--utterances", type=int, default=10039)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_heads"))
+    parser.add_argument("--spread-seeds", type=int, default=0,
+                        help="also train folds 1-5 with seeds 1..N and print the spread of epochs and fold times")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "bench.h5"
@@ -109,6 +111,16 @@ def main() -> None:
                              for k in range(1, 6)])
     print(f"five folds, separate-attn: {five:.1f} s (target <= 60 s); "
           f"{epochs_summary([args.out / f'five{k}' for k in range(1, 6)])}")
+    if args.spread_seeds:
+        seeds = list(range(1, args.spread_seeds + 1))
+        for k in range(1, 6):
+            train_fold(arrays, reader.fold_split(k), config, seeds, args.out / f"spread{k}")
+        records = [r for k in range(1, 6) for run in (args.out / f"five{k}", args.out / f"spread{k}")
+                   for r in read_run(run)[0]["metrics_per_seed"].values()]
+        epochs, seconds = [r["epochs_trained"] for r in records], [r["train_seconds"] for r in records]
+        print(f"spread over folds 1-5 x seeds 0-{seeds[-1]} ({len(records)} runs, in this process): epochs "
+              f"{min(epochs)}-{max(epochs)} (mean {np.mean(epochs):.1f}), one fold {min(seconds):.1f}-{max(seconds):.1f} s "
+              f"(mean {np.mean(seconds):.1f})")
     configs = [parse_variant(v, TrainConfig()) for v in ("shared", "separate", "separate-attn")]
     ablation, (markdown, _) = timed(lambda: run_ablation(cache, configs, [1, 2, 3, 4, 5], [0], args.out / "ablation"))
     print(f"ablation, 3 variants x 5 folds (cache loaded once, evaluation and plots included): {ablation:.1f} s "
