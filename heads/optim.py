@@ -22,10 +22,11 @@ class AdamW:
     def __init__(self, groups: list[dict], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.param_groups = [{**group, "params": list(group["params"])} for group in groups]
         self.betas, self.eps = betas, eps
-        # Per parameter: first and second moment [same shape], step count (a float32 scalar tensor, as the
-        # fused kernel wants).
+        # Per parameter: first and second moment [same shape], step count (a float32 scalar tensor on the
+        # parameter's device, as the fused kernel wants).
         self.state = {
-            param: (torch.zeros_like(param), torch.zeros_like(param), torch.zeros((), dtype=torch.float32))
+            param: (torch.zeros_like(param), torch.zeros_like(param),
+                    torch.zeros((), dtype=torch.float32, device=param.device))
             for group in self.param_groups for param in group["params"]
         }
 

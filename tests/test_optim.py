@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -62,5 +63,6 @@ def test_training_a_head_does_not_import_torch_dynamo():
     code = ("import sys, torch\nfrom heads.optim import AdamW\n"
             "p = torch.nn.Parameter(torch.ones(3)); o = AdamW([{'params': [p], 'lr': 0.1, 'weight_decay': 0.0}])\n"
             "p.sum().backward(); o.step()\nprint('torch._dynamo' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False"
