@@ -89,16 +89,22 @@ def _tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def remove_leftover_temp_files(path: str | Path) -> list[Path]:
-    """Delete temporary files a killed writer left beside the cache and in its parts; returns them.
-
-    Only safe while holding the cache's lock: then no live writer owns any of them.
-    """
+def leftover_temp_files(path: str | Path) -> list[Path]:
+    """Temporary files of writers beside the cache and in its parts (a killed writer leaves its own)."""
     path = Path(path)
     leftovers = list(path.parent.glob(f".{path.name}.tmp-*"))
     parts = Path(f"{path}.parts")
     if parts.is_dir():
         leftovers += list(parts.glob("*/.unit-*.tmp-*")) + list(parts.glob("*/FINGERPRINT.tmp*"))
+    return leftovers
+
+
+def remove_leftover_temp_files(path: str | Path) -> list[Path]:
+    """Delete ``leftover_temp_files``; returns them.
+
+    Only safe while holding the cache's lock: then no live writer owns any of them.
+    """
+    leftovers = leftover_temp_files(path)
     for leftover in leftovers:
         leftover.unlink(missing_ok=True)
     return leftovers

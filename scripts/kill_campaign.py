@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cache import CacheReader  # noqa: E402
+from cache.writer import leftover_temp_files  # noqa: E402
 
 # phase -> where the kill lands. Each is reached by waiting for a sign of that phase, then a random delay.
 PHASES = {
@@ -136,10 +137,6 @@ def _reachable(phase: str, cache: Path) -> bool:
     return len(stages) < 3 or phase == "startup"
 
 
-def _temp_files(cache: Path) -> list[Path]:
-    return [*cache.parent.glob(f".{cache.name}.tmp-*"), *Path(f"{cache}.parts").glob("*/.unit-*.tmp-*")]
-
-
 def _check_committed(cache: Path, clean: dict[str, np.ndarray]) -> bool:
     """After a kill: no cache yet, or a cache that opens and whose every stage equals the clean run's."""
     if not cache.exists():
@@ -204,7 +201,8 @@ def run_campaign(manifest: Path, model: Path, workdir: Path, kills: int, seed: i
             proc.wait()
             lines = log.read_text(errors="replace").strip().splitlines()
             report.kills.append(Kill(report.rounds, phase, delay, landed, lines[-1] if lines else "",
-                                     _check_committed(cache, clean), _stages_in(cache), len(_temp_files(cache))))
+                                     _check_committed(cache, clean), _stages_in(cache),
+                                     len(leftover_temp_files(cache))))
             if not landed:
                 if proc.returncode != 0:
                     raise RuntimeError(f"launch ended with status {proc.returncode} before the kill: see {log}")
@@ -236,7 +234,7 @@ def _compare_round(cache: Path, clean: dict[str, np.ndarray], clean_ids: list[st
     report.array_names = sorted(clean)
     report.arrays_differing += [f"{cache.name}:{k}" for k in differing(clean, resumed)]
     report.arrays_differing += [f"{cache.name}:{k} (extra)" for k in resumed if k not in clean]
-    leftovers = _temp_files(cache) + [p for p in (Path(f"{cache}.parts"), Path(f"{cache}.lock")) if p.exists()]
+    leftovers = leftover_temp_files(cache) + [p for p in (Path(f"{cache}.parts"), Path(f"{cache}.lock")) if p.exists()]
     report.leftover_files += [str(p) for p in leftovers]
 
 
