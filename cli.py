@@ -1,4 +1,5 @@
-"""Command line of the speech-emotion feature cache: thin wiring over ``pipeline``, ``cache`` and ``heads``.
+"""Command line of the speech-emotion feature cache: thin wiring over ``pipeline``, ``cache`` and ``heads``
+(and ``demo``, the built-in end-to-end run).
 
 Run ``python cli.py --help``. User mistakes print one line and exit with status 2.
 """
@@ -18,7 +19,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 # Heavy modules (torch, transformers) are imported inside the commands: worker processes started with
 # "spawn" re-import this file, and should not pay for them.
-from pipeline.problems import InputError, report_problems  # noqa: E402
+from core.errors import InputError, report_problems  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Extract speech, prosody and dialogue-state features once; train valence/arousal heads in seconds.")
@@ -43,7 +44,7 @@ def manifest(
 ) -> None:
     """Write the normalised utterance table of a corpus."""
     from pipeline.corpora import build_manifest
-    from pipeline.manifest import write_manifest
+    from pipeline.corpora.manifest import write_manifest
 
     df, problems = build_manifest(corpus, root, manifest_file)
     report_problems(problems, strict, what=f"corpus {corpus}")
@@ -81,11 +82,11 @@ def extract(
     """Run the extraction stages the cache does not hold yet (resumable; sharded under torchrun or --shard)."""
     from pipeline.corpora import build_manifest
     from pipeline.extract import ExtractConfig
-    from pipeline.extract import extract as run_extract
-    from pipeline.prosody_stage import ProsodyConfig
-    from pipeline.speech_stage import SpeechConfig
-    from pipeline.state_model import StateModelConfig
-    from pipeline.state_stage import StateConfig
+    from pipeline.launch import launch_extract
+    from pipeline.models.state_model import StateModelConfig
+    from pipeline.stages.prosody import ProsodyConfig
+    from pipeline.stages.speech import SpeechConfig
+    from pipeline.stages.state import StateConfig
 
     df, problems = build_manifest(corpus, root, manifest_file)
     report_problems(problems, strict, what=f"corpus {corpus}")
@@ -98,28 +99,13 @@ def extract(
                           epochs=state_epochs),
     )
     wanted = [s.strip() for s in stages.split(",") if s.strip()]
-    from pipeline.sharding import parse_shard, torchrun_shard
-
-    rank_shard = torchrun_shard()
-    if (shard or rank_shard) and force:
-        raise InputError("--force cannot be combined with sharding: delete the cache and its .parts folder first")
-    if rank_shard is not None:
-        from pipeline.distributed import extract_on_all_ranks
-
-        if shard:
-            raise InputError("--shard is for job arrays; under torchrun every rank takes its shard by itself")
-        failures = extract_on_all_ranks(cache, df, wanted, config, rank_shard, device, on_error)
-        if rank_shard.index != 0:
-            _echo_shard(f"{rank_shard}", failures)
-            return
-    elif shard:
-        one = parse_shard(shard)
-        _echo_shard(str(one), run_extract(cache, df, wanted, config, device=device, on_error=on_error, shard=one))
-        typer.echo(f"when every shard is done: python cli.py cache merge {cache}")
+    launched = launch_extract(cache, df, wanted, config, device, on_error, force, shard)
+    if not launched.published:
+        _echo_shard(str(launched.shard), launched.failures)
+        if not launched.torchrun:
+            typer.echo(f"when every shard is done: python cli.py cache merge {cache}")
         return
-    else:
-        failures = run_extract(cache, df, wanted, config, device=device, on_error=on_error, force=force)
-    _echo_extracted(cache, df.height, wanted, failures)
+    _echo_extracted(cache, df.height, wanted, launched.failures)
 
 
 def _echo_shard(shard: str, failures: dict) -> None:
@@ -197,15 +183,15 @@ def train_heads(
     import time
 
     from cache.reader import CacheReader
-    from heads.experiment import dimension_metrics, train_fold
+    from core.metrics import dimension_metrics
+    from heads.experiment import train_fold
     from heads.features import load_corpus_arrays
 
     config = _train_config(variant, layer, no_speech, no_prosody, no_state, speaker_norm, epochs, lr, lr_valence,
                            lr_arousal, loss_weight_valence, loss_weight_arousal, mse_weight, batch_size)
     started = time.perf_counter()
-    reader = CacheReader(cache)
-    split = reader.fold_split(fold, val_fraction=config.val_fraction)
-    preds = train_fold(load_corpus_arrays(reader, config.features.layer), split, config, _seed_list(seeds), out, str(cache))
+    arrays = load_corpus_arrays(CacheReader(cache), config.features.layer)
+    preds = train_fold(arrays, fold, config, _seed_list(seeds), out)
     m = dimension_metrics(preds)
     typer.echo(f"{out}: fold {fold}, {config.variant}, {seeds} seed(s), {time.perf_counter() - started:.1f} s; "
                f"test CCC-V {m['ccc_v']:.3f} CCC-A {m['ccc_a']:.3f} MSE-V {m['mse_v']:.3f} MSE-A {m['mse_a']:.3f}")
@@ -219,8 +205,9 @@ def eval_runs(
 ) -> None:
     """CCC, Pearson, MSE, RMSE per fold, across folds and pooled; tables and plots."""
     from heads.evaluate import evaluate_runs, write_evaluation
+    from heads.runs import expand_runs
 
-    markdown, summaries = write_evaluation(evaluate_runs(_expand_runs(runs)), out, json_path)
+    markdown, summaries = write_evaluation(evaluate_runs(expand_runs(runs)), out, json_path)
     typer.echo(markdown)
     for label, s in summaries.items():
         if s["attention_mean"]:
@@ -228,20 +215,6 @@ def eval_runs(
             typer.echo(f"{label}: mean attention, valence->prosody {a['attn_valence_prosody']:.2f}, "
                        f"arousal->speech {a['attn_arousal_speech']:.2f}")
     typer.echo(f"tables, metrics.json and plots in {out}/")
-
-
-def _expand_runs(runs: list[Path]) -> list[Path]:
-    """A folder holding run folders (e.g. an ablate output) stands for all runs inside it."""
-    expanded = []
-    for run in runs:
-        if (run / "run.json").is_file():
-            expanded.append(run)
-        else:
-            found = sorted(p.parent for p in run.glob("**/run.json"))
-            if not found:
-                raise InputError(f"{run}: no head runs found (run.json)")
-            expanded.extend(found)
-    return expanded
 
 
 @app.command()
@@ -260,10 +233,11 @@ def ablate(
     from cache.reader import CacheReader
     from heads.ablation import run_ablation
     from heads.report import write_report
-    from heads.variants import parse_folds
+    from heads.train import TrainConfig
+    from heads.variants import parse_folds, parse_variant
 
-    configs = [_train_config(spec, "last", False, False, False, False, epochs, lr, None, None, 1.0, 1.0, 0.0,
-                             batch_size) for spec in variants.split(",") if spec.strip()]
+    base = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size)
+    configs = [parse_variant(spec, base) for spec in variants.split(",") if spec.strip()]
     fold_list = parse_folds(folds, sorted(set(CacheReader(cache).manifest["fold"].to_list())))
     started = time.perf_counter()
     markdown, evaluation = run_ablation(cache, configs, fold_list, _seed_list(seeds), out)
@@ -282,8 +256,9 @@ def report(
     """One self-contained HTML report: table, per-fold bars, scatter, attention, layer weights, provenance."""
     from heads.evaluate import evaluate_runs
     from heads.report import write_report
+    from heads.runs import expand_runs
 
-    typer.echo(f"report: {write_report(evaluate_runs(_expand_runs(runs)), out, title=title)}")
+    typer.echo(f"report: {write_report(evaluate_runs(expand_runs(runs)), out, title=title)}")
 
 
 @app.command()
@@ -293,7 +268,7 @@ def demo(
     seeds: int = typer.Option(1, help="seeds per variant and fold"),
 ) -> None:
     """The whole pipeline on a built-in corpus: manifest -> extract -> ablate (3 variants x 5 folds) -> report."""
-    from pipeline.demo import run_demo
+    from demo import run_demo
 
     run_demo(out, corpus, seeds)
 
@@ -338,7 +313,7 @@ def cache_merge(
 ) -> None:
     """Publish the shards of `extract --shard i/n` into the cache, then run the state stage."""
     from cache import CacheReader
-    from pipeline.extract import merge_shards
+    from pipeline.launch import merge_shards
 
     failures = merge_shards(cache, device)
     _echo_extracted(cache, len(CacheReader(cache)), list(failures), failures)
@@ -347,7 +322,7 @@ def cache_merge(
 def main() -> None:
     import logging
 
-    from pipeline.allocator import keep_freed_memory
+    from pipeline.runtime.allocator import keep_freed_memory
 
     keep_freed_memory()  # 2x faster CPU training of the state updaters; see pipeline/allocator.py
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def corpus(n: int, out: Path, seed: int = 0) -> list[Path]:
-    from pipeline.audio import load_audio
-    from pipeline.demo import SHARED_EMODB
+    from demo import SHARED_EMODB
+    from pipeline.features.audio import load_audio
 
     rng = np.random.default_rng(seed)
     paths = []
@@ -72,7 +72,7 @@ def best_of(fns: dict, rounds: int, cpu: dict | None = None) -> dict[str, float]
 
 
 def main() -> None:
-    from pipeline.allocator import keep_freed_memory
+    from pipeline.runtime.allocator import keep_freed_memory
 
     keep_freed_memory()  # as cli.py does, so the numbers are what users get
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,12 +85,12 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from pipeline.audio import load_audio
-    from pipeline.batching import plan_fixed_chunks, plan_length_buckets
-    from pipeline.prosody_stage import ProsodyConfig, prosody_units
-    from pipeline.random_wavlm import save_random_wavlm
-    from pipeline.speech_model import SpeechEmbedder
-    from pipeline.speech_stage import SpeechConfig, resolve_batch_seconds
+    from pipeline.features.audio import load_audio
+    from pipeline.models.speech_model import SpeechEmbedder
+    from pipeline.stages.batching import plan_fixed_chunks, plan_length_buckets
+    from pipeline.stages.prosody import ProsodyConfig, prosody_units
+    from pipeline.stages.speech import SpeechConfig, resolve_batch_seconds
+    from testing.random_wavlm import save_random_wavlm
 
     work = Path(tempfile.mkdtemp(prefix="bench_extract_"))
     (work / "audio").mkdir()

@@ -30,7 +30,7 @@ from heads.features import load_corpus_arrays  # noqa: E402
 from heads.runs import read_run  # noqa: E402
 from heads.train import TrainConfig  # noqa: E402
 from heads.variants import parse_variant  # noqa: E402
-from pipeline.manifest import normalise_manifest  # noqa: E402
+from pipeline.corpora.manifest import normalise_manifest  # noqa: E402
 
 
 def build_cache(path: Path, n: int, seed: int = 0) -> None:
@@ -73,7 +73,7 @@ def timed(fn):  # noqa: ANN001, ANN201
 
 
 def main() -> None:
-    from pipeline.allocator import keep_freed_memory
+    from pipeline.runtime.allocator import keep_freed_memory
 
     keep_freed_memory()  # as cli.py does, so the numbers are what users get
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,16 +105,16 @@ def main() -> None:
     cli_seconds, _ = timed(lambda: subprocess.run(command, check=True, capture_output=True))
     print(f"train-heads, one fold, separate-attn, as a command (new process: imports, reading the cache, training, "
           f"writing the run): {cli_seconds:.1f} s (target <= 10 s); {epochs_summary([args.out / 'cli_run'])}")
-    one_fold, _ = timed(lambda: train_fold(arrays, reader.fold_split(1), config, [0], args.out / "one"))
+    one_fold, _ = timed(lambda: train_fold(arrays, 1, config, [0], args.out / "one"))
     print(f"  the same fold in this process: {one_fold:.1f} s")
-    five, _ = timed(lambda: [train_fold(arrays, reader.fold_split(k), config, [0], args.out / f"five{k}")
+    five, _ = timed(lambda: [train_fold(arrays, k, config, [0], args.out / f"five{k}")
                              for k in range(1, 6)])
     print(f"five folds, separate-attn: {five:.1f} s (target <= 60 s); "
           f"{epochs_summary([args.out / f'five{k}' for k in range(1, 6)])}")
     if args.spread_seeds:
         seeds = list(range(1, args.spread_seeds + 1))
         for k in range(1, 6):
-            train_fold(arrays, reader.fold_split(k), config, seeds, args.out / f"spread{k}")
+            train_fold(arrays, k, config, seeds, args.out / f"spread{k}")
         records = [r for k in range(1, 6) for run in (args.out / f"five{k}", args.out / f"spread{k}")
                    for r in read_run(run)[0]["metrics_per_seed"].values()]
         epochs, seconds = [r["epochs_trained"] for r in records], [r["train_seconds"] for r in records]

@@ -19,8 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.batching import plan_length_buckets  # noqa: E402
-from pipeline.sharding import assign_units  # noqa: E402
+from pipeline.runtime.sharding import assign_units  # noqa: E402
+from pipeline.stages.batching import plan_length_buckets  # noqa: E402
 
 EMODB = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "emodb"
 

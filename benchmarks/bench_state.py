@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def build_cache(path: Path, n: int, dialogues: int, seed: int = 0) -> None:
     from cache import add_stage, create_cache
-    from pipeline.manifest import normalise_manifest
+    from pipeline.corpora.manifest import normalise_manifest
 
     rng = np.random.default_rng(seed)
     dialog = np.sort(rng.integers(0, dialogues, n))
@@ -51,10 +51,10 @@ def time_training_step(d_input: int, repeats: int = 10) -> dict[str, float]:
     """Seconds per updater training step (32 crops x 32 utterances) with the real scan and without it."""
     import torch
 
-    import pipeline.mamba as mamba
-    from heads.metrics import ccc_loss
-    from pipeline.state_model import DialogueStateUpdater, StateModelConfig
-    from pipeline.state_stage import StateConfig
+    import pipeline.models.mamba as mamba
+    from core.metrics import ccc_loss
+    from pipeline.models.state_model import DialogueStateUpdater, StateModelConfig
+    from pipeline.stages.state import StateConfig
 
     config = StateConfig()
     torch.manual_seed(0)
@@ -87,7 +87,7 @@ def time_training_step(d_input: int, repeats: int = 10) -> dict[str, float]:
 
 
 def main() -> None:
-    from pipeline.allocator import keep_freed_memory
+    from pipeline.runtime.allocator import keep_freed_memory
 
     keep_freed_memory()  # as cli.py does, so the numbers are what users get
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,7 +100,7 @@ def main() -> None:
     import torch
 
     from cache import CacheReader
-    from pipeline.state_stage import StateConfig, run_state_stage
+    from pipeline.stages.state import StateConfig, run_state_stage
 
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
-"""The one HDF5 feature cache: its schema (``schema``), atomic writer (``writer``), resumable work parts
-(``parts``) and fold reader (``reader``)."""
+"""The one HDF5 feature cache: its schema (``schema``), paths on disk (``paths``), atomic writer
+(``writer``), resumable work parts (``parts``), writer lock (``lock``) and reader (``reader``)."""
 
-from cache.reader import CacheReader, FoldSplit
+from cache.paths import CachePaths
+from cache.reader import CacheReader
 from cache.schema import SCHEMA_VERSION, Failure
 from cache.writer import add_stage, create_cache
 
-__all__ = ["SCHEMA_VERSION", "CacheReader", "Failure", "FoldSplit", "add_stage", "create_cache"]
+__all__ = ["SCHEMA_VERSION", "CachePaths", "CacheReader", "Failure", "add_stage", "create_cache"]

@@ -11,8 +11,9 @@ import os
 import socket
 from pathlib import Path
 
-from cache.writer import utc_now
-from pipeline.problems import InputError
+from cache.paths import CachePaths, temp_for
+from core.errors import InputError
+from core.provenance import utc_now
 
 
 def _alive(pid: int) -> bool:
@@ -26,11 +27,13 @@ def _alive(pid: int) -> bool:
 
 
 class CacheLock:
-    """``with CacheLock(cache_path): ...`` holds ``<cache>.lock`` or raises ``InputError`` at once."""
+    """``with CacheLock(cache_path): ...`` holds ``<cache>.lock`` (or, with ``shard_tag``, the lock of one
+    job-array shard) or raises ``InputError`` at once."""
 
-    def __init__(self, cache_path: str | Path):
-        self.cache = Path(cache_path)
-        self.path = Path(f"{cache_path}.lock")
+    def __init__(self, cache_path: str | Path, shard_tag: str | None = None):
+        paths = CachePaths(cache_path)
+        self.cache = paths.file
+        self.path = paths.shard_lock(shard_tag) if shard_tag else paths.lock
         self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now()}
 
     def _read_owner(self) -> dict | None:
@@ -41,7 +44,7 @@ class CacheLock:
 
     def __enter__(self) -> "CacheLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        tmp = temp_for(self.path)
         tmp.write_text(json.dumps(self.owner))
         try:
             for _ in range(2):

@@ -1,30 +1,35 @@
-"""Work in progress of one stage: batches committed as small ``.npz`` part files by atomic rename.
+"""Work in progress of one stage: units committed as small ``.npz`` part files by atomic rename.
 
-A stage plans its work as numbered units (batches) over the manifest rows. Each finished unit is written
-to ``<cache>.parts/<stage>/unit-<k>.npz`` via a temporary file and ``os.replace``, so a kill loses at most
-the unit being computed and never leaves a half-written part. Re-running the stage skips committed units.
+A stage plans its work as numbered units (batches of rows, or one model each) over the manifest. Each
+finished unit is written to ``<cache>.parts/<stage>/unit-<k>.npz`` via a temporary file and
+``os.replace``, so a kill loses at most the unit being computed and never leaves a half-written part.
+Re-running the stage skips committed units.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from cache.schema import Failure
-from pipeline.problems import InputError
+from cache.paths import CachePaths, temp_for
+from cache.schema import FAILURE_FIELDS, Failure
+from core.errors import InputError
 
 
 @dataclass
 class UnitResult:
-    """What one unit produced. ``rows`` index the manifest; ``arrays`` have one entry per row."""
+    """What one unit produced. ``rows`` index the manifest; ``arrays`` have one entry per row (for row
+    units; a stage with its own assembly may store any arrays); ``summary`` is JSON facts for provenance."""
 
     rows: np.ndarray  # [n] int64
     arrays: dict[str, np.ndarray]
     failures: list[Failure]
+    summary: dict = field(default_factory=dict)
 
 
 class PartStore:
@@ -33,8 +38,8 @@ class PartStore:
     def __init__(self, cache_path: str | Path, stage: str, fingerprint: str, discard_other: bool = False):
         """``fingerprint`` identifies the stage config. Parts made under another one are refused (an
         unfinished run must be finished with its own settings) or, with ``discard_other``, deleted."""
-        self.cache_path = cache_path
-        self.dir = Path(f"{cache_path}.parts") / stage
+        self.paths = CachePaths(cache_path)
+        self.dir = self.paths.stage_parts(stage)
         stamp = self.dir / "FINGERPRINT"
         if discard_other and stamp.is_file() and stamp.read_text() != fingerprint:
             shutil.rmtree(self.dir)
@@ -45,7 +50,7 @@ class PartStore:
                 "re-run with the original settings to finish it, or pass --force to start a new cache"
             )
         if not stamp.is_file():
-            tmp = self.dir / f"FINGERPRINT.tmp-{os.getpid()}"  # shards may create it at the same moment
+            tmp = temp_for(stamp)  # shards may create it at the same moment
             tmp.write_text(fingerprint)
             os.replace(tmp, stamp)
 
@@ -56,38 +61,21 @@ class PartStore:
         return {int(p.stem.split("-")[1]) for p in self.dir.glob("unit-*.npz")}
 
     def commit(self, unit: int, result: UnitResult) -> None:
-        tmp = self.dir / f".unit-{unit:06d}.tmp-{os.getpid()}.npz"
-        fields = {f"fail_{k}": np.array([getattr(f, k) for f in result.failures], dtype=str)
-                  for k in ("utt_id", "stage", "path", "reason")}
+        path = self._unit_path(unit)
+        tmp = temp_for(path)
+        fields = {f"fail_{k}": np.array([getattr(f, k) for f in result.failures], dtype=str) for k in FAILURE_FIELDS}
         with open(tmp, "wb") as handle:
-            np.savez(handle, rows=result.rows, **{f"array_{k}": v for k, v in result.arrays.items()}, **fields)
+            np.savez(handle, rows=result.rows, summary=np.array(json.dumps(result.summary, default=str)),
+                     **{f"array_{k}": v for k, v in result.arrays.items()}, **fields)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, self._unit_path(unit))
+        os.replace(tmp, path)
 
     def load(self, unit: int) -> UnitResult:
         with np.load(self._unit_path(unit), allow_pickle=False) as data:
             arrays = {k[len("array_"):]: data[k] for k in data.files if k.startswith("array_")}
-            failures = [Failure(*row) for row in zip(*(data[f"fail_{k}"].tolist()
-                                                       for k in ("utt_id", "stage", "path", "reason")))]
-            return UnitResult(rows=data["rows"], arrays=arrays, failures=failures)
-
-    @staticmethod
-    def remove_finished(cache_path: str | Path, stages: list[str]) -> None:
-        """Delete parts of ``stages`` the cache already holds whole (a kill can land between publishing
-        a stage and deleting its parts)."""
-        for stage in stages:
-            shutil.rmtree(Path(f"{cache_path}.parts") / stage, ignore_errors=True)
-        remove_empty_parts_dir(cache_path)
+            failures = [Failure(*row) for row in zip(*(data[f"fail_{k}"].tolist() for k in FAILURE_FIELDS))]
+            return UnitResult(rows=data["rows"], arrays=arrays, failures=failures, summary=json.loads(str(data["summary"])))
 
     def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-        remove_empty_parts_dir(self.cache_path)
-
-
-def remove_empty_parts_dir(cache_path: str | Path) -> None:
-    """Delete ``<cache>.parts`` once no stage (and no sharded run description) is left in it."""
-    try:
-        Path(f"{cache_path}.parts").rmdir()
-    except OSError:  # not empty, or already gone
-        pass
+        self.paths.remove_stage_parts(self.dir.name)

@@ -1,4 +1,4 @@
-"""Read the HDF5 cache: manifest, provenance, failures, and feature arrays split by fold.
+"""Read the HDF5 cache: manifest, provenance, failures and feature arrays.
 
 Each dataset is read with one contiguous slice and indexed in memory; no per-row HDF5 access.
 """
@@ -6,7 +6,6 @@ Each dataset is read with one contiguous slice and indexed in memory; no per-row
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -15,38 +14,8 @@ import polars as pl
 
 from cache.schema import MANIFEST_GROUP, OK_DATASET, PROVENANCE_ATTR, SCHEMA_VERSION, STAGES
 from cache.writer import read_failures
-from pipeline.manifest import ALL_COLUMNS
-from pipeline.problems import InputError
-
-
-@dataclass(frozen=True)
-class FoldSplit:
-    """Row indices (into the cache) of one fold's train / validation / test utterances, disjoint."""
-
-    fold: int
-    train: np.ndarray  # [n_train] int64
-    validation: np.ndarray  # [n_val] int64
-    test: np.ndarray  # [n_test] int64
-
-
-def speaker_disjoint_validation(
-    speakers: np.ndarray, train_rows: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Move whole speakers from ``train_rows`` to validation until it holds >= ``fraction`` of them.
-
-    At least one speaker is held out and at least one kept. Returns ``(train, validation)`` rows.
-    """
-    train_speakers = np.unique(speakers[train_rows])
-    if len(train_speakers) < 2:
-        raise InputError("speaker-disjoint validation needs at least 2 speakers in the training folds")
-    order = np.random.default_rng(seed).permutation(train_speakers)
-    held: list[str] = []
-    for speaker in order[:-1]:
-        held.append(speaker)
-        if np.isin(speakers[train_rows], held).mean() >= fraction:
-            break
-    is_val = np.isin(speakers[train_rows], held)
-    return train_rows[~is_val], train_rows[is_val]
+from core.columns import ALL_COLUMNS
+from core.errors import InputError
 
 
 class CacheReader:
@@ -113,24 +82,6 @@ class CacheReader:
         for stage in stages:
             mask &= self.read(stage, OK_DATASET)
         return mask
-
-    def fold_split(
-        self, fold: int, stages: list[str] | None = None, val_fraction: float = 0.1, seed: int = 0
-    ) -> FoldSplit:
-        """Leave-fold-out split: test = ``fold``; validation = whole speakers held out of the other folds.
-
-        Rows that failed any of ``stages`` (default: all stages present) are left out of all three.
-        """
-        folds = self.manifest["fold"].to_numpy()
-        if fold not in set(folds.tolist()):
-            raise InputError(f"{self.path}: no fold {fold} (folds: {sorted(set(folds.tolist()))})")
-        usable = self.ok(self.stages if stages is None else stages)
-        rows = np.arange(len(self))
-        test = rows[(folds == fold) & usable]
-        train_all = rows[(folds != fold) & usable]
-        speakers = self.manifest["speaker"].to_numpy()
-        train, validation = speaker_disjoint_validation(speakers, train_all, val_fraction, seed)
-        return FoldSplit(fold=fold, train=train, validation=validation, test=test)
 
     def _require(self, stage: str) -> None:
         if stage not in self.stages:

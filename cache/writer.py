@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
 import numpy as np
 import polars as pl
 
+from cache.paths import temp_for
 from cache.schema import (
     FAILURE_FIELDS,
     FAILURES_GROUP,
@@ -25,14 +25,11 @@ from cache.schema import (
     SCHEMA_VERSION,
     Failure,
 )
+from core.provenance import utc_now
 
 log = logging.getLogger(__name__)
 _STR = h5py.string_dtype("utf-8")
 _CHUNK_BYTES = 4 << 20  # ~4 MiB row chunks: large sequential reads, small enough to slice a fold
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def write_rows(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Dataset:
@@ -85,36 +82,11 @@ def _replace_atomically(tmp: Path, path: Path) -> None:
         os.close(dir_fd)
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def leftover_temp_files(path: str | Path) -> list[Path]:
-    """Temporary files of writers beside the cache and in its parts (a killed writer leaves its own)."""
-    path = Path(path)
-    leftovers = list(path.parent.glob(f".{path.name}.tmp-*"))
-    parts = Path(f"{path}.parts")
-    if parts.is_dir():
-        leftovers += list(parts.glob("*/.unit-*.tmp-*")) + list(parts.glob("*/FINGERPRINT.tmp*"))
-    return leftovers
-
-
-def remove_leftover_temp_files(path: str | Path) -> list[Path]:
-    """Delete ``leftover_temp_files``; returns them.
-
-    Only safe while holding the cache's lock: then no live writer owns any of them.
-    """
-    leftovers = leftover_temp_files(path)
-    for leftover in leftovers:
-        leftover.unlink(missing_ok=True)
-    return leftovers
-
-
 def create_cache(path: str | Path, manifest: pl.DataFrame, config: dict) -> None:
     """Create a cache holding only the manifest and the extract ``config`` (JSON-serialisable)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
+    tmp = temp_for(path)
     with h5py.File(tmp, "w") as file:
         file.attrs["schema_version"] = SCHEMA_VERSION
         file.attrs["created_utc"] = utc_now()
@@ -139,7 +111,7 @@ def add_stage(
     changed audio files were re-extracted, so their ``duration_s`` and ``sample_rate`` are current.
     """
     path = Path(path)
-    tmp = _tmp_path(path)
+    tmp = temp_for(path)
     log.info("%s: writing stage into %s", stage, path)
     try:
         with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:

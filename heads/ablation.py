@@ -10,8 +10,8 @@ from cache.reader import CacheReader
 from heads.evaluate import Evaluation, evaluate_runs, write_evaluation
 from heads.experiment import train_fold
 from heads.features import load_corpus_arrays
-from heads.runs import run_label
 from heads.train import TrainConfig
+from heads.variants import run_label
 
 log = logging.getLogger(__name__)
 
@@ -20,15 +20,13 @@ def run_ablation(cache: str | Path, configs: list[TrainConfig], folds: list[int]
                  out: str | Path) -> tuple[str, Evaluation]:
     """Train every config on every fold; write runs to ``out/<label>/fold<k>`` and tables/plots to ``out``."""
     out = Path(out)
-    reader = CacheReader(cache)
-    arrays = load_corpus_arrays(reader)
+    arrays = load_corpus_arrays(CacheReader(cache))
     run_dirs = []
     started = time.perf_counter()
     for fold in folds:
-        split = reader.fold_split(fold)
         for config in configs:
             run_dir = out / run_label(config) / f"fold{fold}"
-            train_fold(arrays, split, config, seeds, run_dir, str(cache))
+            train_fold(arrays, fold, config, seeds, run_dir)
             run_dirs.append(run_dir)
             log.info("  trained %s fold %d (%.0f s)", run_label(config), fold, time.perf_counter() - started)
     evaluation = evaluate_runs(run_dirs)

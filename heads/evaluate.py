@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from heads.experiment import dimension_metrics
+from core.errors import InputError
+from core.metrics import dimension_metrics
 from heads.runs import read_run
-from pipeline.problems import InputError
 
 ATTENTION_COLUMNS = ("attn_valence_prosody", "attn_valence_other", "attn_arousal_speech", "attn_arousal_other")
 TABLE_COLUMNS = ("CCC-V", "CCC-A", "CCC-Avg", "MSE-V", "MSE-A")

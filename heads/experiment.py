@@ -7,20 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
-from cache.reader import FoldSplit
-from heads.features import CorpusArrays, FoldTensors, prepare_fold
-from heads.metrics import regression_metrics
-from heads.runs import PREDICTIONS_FILE, config_record, load_head, run_label, save_head, write_run_json
-from heads.train import TrainConfig, TrainedHead, block_sizes, predict, train_head
-from pipeline.problems import InputError
-from pipeline.provenance import package_versions, utc_now
+from core.metrics import dimension_metrics
+from core.provenance import package_versions, utc_now
+from heads.features import CorpusArrays, FoldTensors, prepare_fold, split_rows
+from heads.runs import PREDICTIONS_FILE, config_record, save_head, write_run_json
+from heads.train import TrainConfig, block_sizes, predict, train_head
+from heads.variants import run_label
 
 
-def predictions_frame(arrays: CorpusArrays, fold: FoldTensors, head: TrainedHead, seed: int) -> pl.DataFrame:
+def predictions_frame(arrays: CorpusArrays, fold: FoldTensors, model: torch.nn.Module, seed: int) -> pl.DataFrame:
     """Test-row predictions on the corpus scale, with the attention weights when the head has them."""
     test = fold.test
-    pred, attention = predict(head.model, test)
+    pred, attention = predict(model, test)
     pred = pred.numpy() * fold.target_std + fold.target_mean
     columns = {
         "utt_id": arrays.utt_ids[test.rows], "speaker": arrays.speakers[test.rows],
@@ -38,30 +38,20 @@ def predictions_frame(arrays: CorpusArrays, fold: FoldTensors, head: TrainedHead
     return pl.DataFrame(columns)
 
 
-def dimension_metrics(predictions: pl.DataFrame) -> dict[str, float]:
-    """``ccc_v, ccc_a, pearson_v, ..., rmse_a`` of one set of predictions."""
-    out = {}
-    for dim, short in (("valence", "v"), ("arousal", "a")):
-        for name, value in regression_metrics(predictions[f"{dim}_pred"].to_numpy(),
-                                              predictions[f"{dim}_true"].to_numpy()).items():
-            out[f"{name}_{short}"] = value
-    return out
-
-
-def train_fold(
-    arrays: CorpusArrays, split: FoldSplit, config: TrainConfig, seeds: list[int], out_dir: str | Path,
-    cache_path: str = "",
-) -> pl.DataFrame:
-    """Train ``config`` on ``split`` once per seed; write the run to ``out_dir``; return the test predictions."""
+def train_fold(arrays: CorpusArrays, test_fold: int, config: TrainConfig, seeds: list[int], out_dir: str | Path
+               ) -> pl.DataFrame:
+    """Train ``config`` with ``test_fold`` held out, once per seed; write the run to ``out_dir``; return the
+    test predictions. The split is the protocol's (``heads.features.split_rows``) with ``config.val_fraction``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    split = split_rows(arrays, test_fold, config.val_fraction)
     fold = prepare_fold(arrays, split, config.features)
     frames, per_seed = [], {}
     for seed in seeds:
         started = time.perf_counter()
         head = train_head(fold, config, seed)
         save_head(out_dir / f"head_seed{seed}.safetensors", head.model, fold.stats)
-        frame = predictions_frame(arrays, fold, head, seed)
+        frame = predictions_frame(arrays, fold, head.model, seed)
         frames.append(frame)
         layer_weights = head.model.inputs.layer_weights()
         per_seed[str(seed)] = {
@@ -76,20 +66,7 @@ def train_fold(
         "fold": split.fold, "seeds": seeds, "sizes": block_sizes(fold, config).__dict__,
         "split_sizes": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
         "validation_speakers": sorted(set(arrays.speakers[split.validation].tolist())),
-        "cache": str(cache_path), "cache_provenance": arrays.provenance, "packages": package_versions(),
+        "cache": arrays.source, "cache_provenance": arrays.provenance, "packages": package_versions(),
         "created_utc": utc_now(), "metrics_per_seed": per_seed,
     })
     return predictions
-
-
-def predict_saved_run(arrays: CorpusArrays, split: FoldSplit, config: TrainConfig, run_dir: str | Path, seed: int) -> pl.DataFrame:
-    """Reload a saved head (safetensors + JSON) and predict its fold's test rows again."""
-    fold = prepare_fold(arrays, split, config.features)
-    sizes = block_sizes(fold, config)
-    model, stats = load_head(Path(run_dir) / f"head_seed{seed}.safetensors", config.variant, sizes, config.dropout)
-    for key, value in fold.stats.items():
-        if key not in stats or stats[key].shape != value.shape or not np.allclose(stats[key], value):
-            raise InputError(f"{run_dir}: head was trained on other features than this cache gives ({key} differs)")
-    return predictions_frame(arrays, fold, TrainedHead(model, sizes, -1, float("nan"), []), seed)
-
-

@@ -1,6 +1,7 @@
 """Cached arrays -> standardised fold tensors for the heads. Statistics come from training rows only.
 
-* speech: the chosen layer (``last``, an index, or all layers for a learned mix), z-scored per dimension;
+* speech: the chosen layer (``pipeline.features.layers``: last, N, mean, or all layers for a learned mix),
+  z-scored per dimension;
 * prosody: NaN (undefined) replaced by the training mean, z-scored, clipped to +-10;
 * state: the fold's own dialogue states (``/state/fold_<k>``), z-scored;
 * targets: valence, arousal z-scored by the training mean/sd (metrics are reported on the original scale).
@@ -17,17 +18,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from cache.reader import CacheReader, FoldSplit
-from pipeline.problems import InputError
-
-CLIP = 10.0
+from cache.reader import CacheReader
+from core.errors import InputError
+from core.protocol import FoldSplit, fold_split
+from core.standardise import zscore
+from pipeline.features.layers import check_layer_choice, layer_index, reads_every_layer, select_layer
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
     """Which cached blocks a head sees and how they are normalised."""
 
-    layer: str = "last"  # "last" | "weighted" | an integer index into the L+1 hidden states
+    layer: str = "last"  # last | mean | weighted | N: an index into the L+1 hidden states
     use_speech: bool = True
     use_prosody: bool = True
     use_state: bool = True  # only when the cache holds states
@@ -45,24 +47,27 @@ class CorpusArrays:
     utt_ids: np.ndarray
     speakers: np.ndarray
     folds: np.ndarray
+    usable: np.ndarray  # [N] bool: every stage the cache holds processed the row
     prosody_names: list[str] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
     speech_layers: tuple[int, ...] = ()  # which of the cache's L+1 hidden states ``speech`` holds
     num_hidden_states: int = 0  # L+1 in the cache
+    source: str = ""  # the cache file, for messages and run records
 
 
-def layer_index(layer: str, num_hidden_states: int) -> int:
-    """``last`` or an integer (negative counts from the end) -> 0..L."""
-    index = num_hidden_states - 1 if layer == "last" else int(layer)
-    if not -num_hidden_states <= index < num_hidden_states:
-        raise InputError(f"--layer {layer}: the cache has hidden states 0..{num_hidden_states - 1}")
-    return index % num_hidden_states
+def split_rows(arrays: CorpusArrays, fold: int, val_fraction: float) -> FoldSplit:
+    """The protocol's split of ``fold`` (``core.protocol.fold_split``) over the rows every stage processed."""
+    try:
+        return fold_split(arrays.folds, arrays.speakers, arrays.usable, fold, val_fraction)
+    except InputError as err:
+        raise InputError(f"{arrays.source}: {err}") from None
 
 
 def load_corpus_arrays(reader: CacheReader, layer: str | None = None) -> CorpusArrays:
     """Everything the heads read. With ``layer`` (``last`` or an index) only that hidden state of the
     speech block is read: 1/(L+1) of its bytes (20 MB instead of 0.5 GB for IEMOCAP with wavlm-large).
-    Without it (or ``weighted``) all hidden states are read, for runs that choose or mix layers later."""
+    Without it (or with ``mean``/``weighted``) all hidden states are read, for runs that choose or mix
+    layers later."""
     m = reader.manifest
     states = {}
     if "state" in reader.stages:
@@ -72,7 +77,7 @@ def load_corpus_arrays(reader: CacheReader, layer: str | None = None) -> CorpusA
     speech, held, total = None, (), 0
     if "speech" in reader.stages:
         total = reader.dataset_shapes("speech")["pooled"][1]
-        if layer is None or layer == "weighted":
+        if layer is None or reads_every_layer(check_layer_choice(layer)):
             speech, held = reader.read("speech", "pooled"), tuple(range(total))
         else:
             index = layer_index(layer, total)
@@ -83,8 +88,9 @@ def load_corpus_arrays(reader: CacheReader, layer: str | None = None) -> CorpusA
         states=states,
         targets=m.select("valence", "arousal").to_numpy().astype(np.float64),
         utt_ids=m["utt_id"].to_numpy(), speakers=m["speaker"].to_numpy(), folds=m["fold"].to_numpy(),
+        usable=reader.ok(reader.stages),
         prosody_names=list(reader.read("prosody", "names")) if "prosody" in reader.stages else [],
-        provenance={s: reader.provenance(s) for s in reader.stages},
+        provenance={s: reader.provenance(s) for s in reader.stages}, source=str(reader.path),
     )
 
 
@@ -111,29 +117,21 @@ class FoldTensors:
     stats: dict[str, np.ndarray]  # normalisation statistics, saved with the head
 
 
-def _zscore(x: np.ndarray, train: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    mean = np.nanmean(train, axis=axis)
-    std = np.nanstd(train, axis=axis)
-    mean = np.where(np.isfinite(mean), mean, 0.0)
-    std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
-    return np.clip((x - mean) / std, -CLIP, CLIP), mean, std
-
-
 def _per_speaker(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
     for speaker in np.unique(speakers):
         rows = speakers == speaker
-        out[rows], _, _ = _zscore(x[rows], x[rows])
+        out[rows], _, _ = zscore(x[rows], x[rows])
     return out
 
 
 def select_speech(arrays: CorpusArrays, layer: str) -> np.ndarray:
-    """The speech block as float32: ``[N, D]`` (one layer) or ``[N, L+1, D]`` (``weighted``)."""
+    """The speech block as float32: ``[N, D]`` (one layer, or ``mean``) or ``[N, L+1, D]`` (``weighted``)."""
     every = tuple(range(arrays.num_hidden_states))
-    if layer == "weighted":
+    if reads_every_layer(check_layer_choice(layer)):
         if arrays.speech_layers != every:
-            raise InputError("--layer weighted needs every hidden state; these arrays were loaded with one layer")
-        return arrays.speech.astype(np.float32)
+            raise InputError(f"--layer {layer} needs every hidden state; these arrays were loaded with one layer")
+        return arrays.speech.astype(np.float32) if layer == "weighted" else select_layer(arrays.speech, layer)
     index = layer_index(layer, arrays.num_hidden_states)
     if index not in arrays.speech_layers:
         raise InputError(f"--layer {layer}: these arrays were loaded with hidden state(s) {arrays.speech_layers}")
@@ -157,7 +155,7 @@ def prepare_fold(arrays: CorpusArrays, split: FoldSplit, config: FeatureConfig) 
             if name == "prosody":  # impute first: a speaker may lack a feature entirely
                 values = np.where(np.isnan(values), np.nanmean(values[train], 0), values)
             values = _per_speaker(values, arrays.speakers)
-        z, stats[f"{name}_mean"], stats[f"{name}_std"] = _zscore(values, values[train])
+        z, stats[f"{name}_mean"], stats[f"{name}_std"] = zscore(values, values[train])
         return np.nan_to_num(z, nan=0.0).astype(np.float32)  # NaN (undefined) -> the training mean
 
     speech = block(select_speech(arrays, config.layer), "speech") if use_speech else np.zeros((n, 0), np.float32)

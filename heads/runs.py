@@ -22,19 +22,12 @@ import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
 
-from heads.features import FeatureConfig
+from core.errors import InputError
 from heads.models import BlockSizes, build_head
 from heads.train import TrainConfig
-from pipeline.problems import InputError
 
 RUN_FILE = "run.json"
 PREDICTIONS_FILE = "predictions.csv"
-
-
-def config_from_dict(data: dict) -> TrainConfig:
-    data = dict(data)
-    data["features"] = FeatureConfig(**data["features"])
-    return TrainConfig(**data)
 
 
 def save_head(path: Path, model: torch.nn.Module, stats: dict[str, np.ndarray]) -> None:
@@ -70,6 +63,20 @@ def write_run_json(run_dir: Path, record: dict) -> None:
     (run_dir / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
 
 
+def expand_runs(runs: list[Path]) -> list[Path]:
+    """Run folders; a folder holding run folders (e.g. an ablate output) stands for all runs inside it."""
+    expanded = []
+    for run in runs:
+        if (run / RUN_FILE).is_file():
+            expanded.append(run)
+        else:
+            found = sorted(p.parent for p in run.glob(f"**/{RUN_FILE}"))
+            if not found:
+                raise InputError(f"{run}: no head runs found ({RUN_FILE})")
+            expanded.extend(found)
+    return expanded
+
+
 def read_run(run_dir: str | Path) -> tuple[dict, pl.DataFrame]:
     """``(run.json as dict, predictions)`` of a run folder."""
     run_dir = Path(run_dir)
@@ -78,17 +85,6 @@ def read_run(run_dir: str | Path) -> tuple[dict, pl.DataFrame]:
     record = json.loads((run_dir / RUN_FILE).read_text())
     predictions = pl.read_csv(run_dir / PREDICTIONS_FILE)
     return record, predictions
-
-
-def run_label(config: TrainConfig) -> str:
-    """Short name of a variant and its switches, e.g. ``separate-attn+no-state+layer=weighted``."""
-    f = config.features
-    parts = [config.variant]
-    parts += [s for s, on in (("no-speech", not f.use_speech), ("no-prosody", not f.use_prosody),
-                              ("no-state", not f.use_state), ("speaker-norm", f.per_speaker_norm)) if on]
-    if f.layer != "last":
-        parts.append(f"layer={f.layer}")
-    return "+".join(parts)
 
 
 def config_record(config: TrainConfig) -> dict:

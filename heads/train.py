@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from core.metrics import ccc_loss
 from heads.features import FeatureConfig, FoldTensors, SplitTensors
-from heads.metrics import ccc_loss
 from heads.models import BlockSizes, build_head
 from heads.optim import AdamW
 

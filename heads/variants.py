@@ -1,19 +1,21 @@
-"""Head configurations named by short specs (``separate-attn+no-state+layer=weighted``) and fold ranges."""
+"""Head configurations named by short specs (``separate-attn+no-state+layer=weighted``) and back
+(``parse_variant`` and ``run_label`` are inverses), and fold ranges."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from core.errors import InputError
 from heads.models import VARIANTS
 from heads.train import TrainConfig
-from pipeline.problems import InputError
+from pipeline.features.layers import check_layer_choice
 
 SWITCHES = ("no-speech", "no-prosody", "no-state", "speaker-norm")
 
 
 def parse_variant(spec: str, base: TrainConfig) -> TrainConfig:
     """``variant[+switch...]`` -> a TrainConfig derived from ``base``. Switches: no-speech, no-prosody,
-    no-state, speaker-norm, layer=last|N|weighted."""
+    no-state, speaker-norm, layer=last|mean|weighted|N."""
     name, *switches = spec.strip().split("+")
     if name not in VARIANTS:
         raise InputError(f"unknown head variant '{name}' in '{spec}' (choose from {', '.join(VARIANTS)})")
@@ -28,10 +30,21 @@ def parse_variant(spec: str, base: TrainConfig) -> TrainConfig:
         elif switch == "speaker-norm":
             features = replace(features, per_speaker_norm=True)
         elif switch.startswith("layer="):
-            features = replace(features, layer=switch.split("=", 1)[1])
+            features = replace(features, layer=check_layer_choice(switch.split("=", 1)[1]))
         else:
             raise InputError(f"unknown switch '{switch}' in '{spec}' ({', '.join(SWITCHES)}, layer=...)")
     return replace(base, variant=name, features=features)
+
+
+def run_label(config: TrainConfig) -> str:
+    """Short name of a variant and its switches, e.g. ``separate-attn+no-state+layer=weighted``."""
+    f = config.features
+    parts = [config.variant]
+    parts += [s for s, on in (("no-speech", not f.use_speech), ("no-prosody", not f.use_prosody),
+                              ("no-state", not f.use_state), ("speaker-norm", f.per_speaker_norm)) if on]
+    if f.layer != "last":
+        parts.append(f"layer={f.layer}")
+    return "+".join(parts)
 
 
 def parse_folds(text: str, available: list[int]) -> list[int]:

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cache import CacheReader  # noqa: E402
-from cache.writer import leftover_temp_files  # noqa: E402
+from cache.paths import CachePaths  # noqa: E402
 
 # phase -> where the kill lands. Each is reached by waiting for a sign of that phase, then a random delay.
 PHASES = {
@@ -94,7 +94,7 @@ def differing(a: dict[str, np.ndarray], b: dict[str, np.ndarray], stages: list[s
 
 
 def _units(cache: Path, stage: str) -> int:
-    return len(list((Path(f"{cache}.parts") / stage).glob("unit-*.npz")))
+    return len(list(CachePaths(cache).stage_parts(stage).glob("unit-*.npz")))
 
 
 def _stages_in(cache: Path) -> list[str]:
@@ -202,7 +202,7 @@ def run_campaign(manifest: Path, model: Path, workdir: Path, kills: int, seed: i
             lines = log.read_text(errors="replace").strip().splitlines()
             report.kills.append(Kill(report.rounds, phase, delay, landed, lines[-1] if lines else "",
                                      _check_committed(cache, clean), _stages_in(cache),
-                                     len(leftover_temp_files(cache))))
+                                     len(CachePaths(cache).leftover_temp_files())))
             if not landed:
                 if proc.returncode != 0:
                     raise RuntimeError(f"launch ended with status {proc.returncode} before the kill: see {log}")
@@ -234,7 +234,8 @@ def _compare_round(cache: Path, clean: dict[str, np.ndarray], clean_ids: list[st
     report.array_names = sorted(clean)
     report.arrays_differing += [f"{cache.name}:{k}" for k in differing(clean, resumed)]
     report.arrays_differing += [f"{cache.name}:{k} (extra)" for k in resumed if k not in clean]
-    leftovers = leftover_temp_files(cache) + [p for p in (Path(f"{cache}.parts"), Path(f"{cache}.lock")) if p.exists()]
+    paths = CachePaths(cache)
+    leftovers = paths.leftover_temp_files() + [p for p in (paths.parts, paths.lock) if p.exists()]
     report.leftover_files += [str(p) for p in leftovers]
 
 
@@ -247,7 +248,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.corpora.synthetic import write_synthetic_corpus
-    from pipeline.random_wavlm import save_random_wavlm
+    from testing.random_wavlm import save_random_wavlm
 
     manifest = write_synthetic_corpus(args.workdir / "corpus", dialogs_per_fold=args.dialogs_per_fold, turns=8)
     model = save_random_wavlm(args.workdir / "tiny_wavlm", "tiny")

@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline.random_wavlm import save_random_wavlm  # noqa: E402
+from testing.random_wavlm import save_random_wavlm  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EMODB = REPO.parent / "shared" / "corpora" / "emodb"

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 
 from cache import add_stage, create_cache
-from pipeline.manifest import normalise_manifest
+from pipeline.corpora.manifest import normalise_manifest
 
 
 def planted_cache(path: Path, n_per_speaker: int = 60, seed: int = 0, layers: int = 3, dim: int = 16,

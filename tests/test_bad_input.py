@@ -8,12 +8,12 @@ import pytest
 import soundfile
 
 from cache import CacheReader
-from heads.features import FeatureConfig, load_corpus_arrays, prepare_fold
+from heads.features import FeatureConfig, load_corpus_arrays, prepare_fold, split_rows
 from pipeline.corpora import read_generic_manifest
 from pipeline.extract import ExtractConfig, extract
-from pipeline.prosody_stage import ProsodyConfig
-from pipeline.speech_stage import SpeechConfig
-from pipeline.state_stage import StateConfig
+from pipeline.stages.prosody import ProsodyConfig
+from pipeline.stages.speech import SpeechConfig
+from pipeline.stages.state import StateConfig
 from tests.synth import harmonic_tone, speechlike
 
 SKIP = "skipped"
@@ -106,7 +106,7 @@ def test_no_nan_or_inf_reaches_a_stored_speech_or_state_array_or_a_head_input(ex
     assert all(np.isfinite(extracted.read("state", f"fold_{k}")).all() for k in range(1, 6))
     arrays = load_corpus_arrays(extracted)
     for fold in range(1, 6):
-        tensors = prepare_fold(arrays, extracted.fold_split(fold, val_fraction=0.2), FeatureConfig())
+        tensors = prepare_fold(arrays, split_rows(arrays, fold, val_fraction=0.2), FeatureConfig())
         for split in (tensors.train, tensors.validation, tensors.test):
             for block in (split.speech, split.prosody, split.targets):
                 assert block.isfinite().all()

@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 
 from cache import CacheReader, Failure, add_stage, create_cache
-from pipeline.manifest import normalise_manifest
-from pipeline.problems import InputError
+from core.errors import InputError
+from pipeline.corpora.manifest import normalise_manifest
 
 
 def _manifest(n_speakers: int = 10, per_speaker: int = 6) -> pl.DataFrame:
@@ -65,39 +65,9 @@ def test_replacing_a_stage_keeps_other_stages_and_their_failures(cache_path):
     assert not list(cache_path.parent.glob(".c.h5.tmp-*"))
 
 
-def test_fold_split_never_mixes_the_test_fold_into_train_or_validation(cache_path):
-    n = len(CacheReader(cache_path))
-    add_stage(cache_path, "speech", {"ok": np.ones(n, bool)}, {}, [])
-    reader = CacheReader(cache_path)
-    folds = reader.manifest["fold"].to_numpy()
-    speakers = reader.manifest["speaker"].to_numpy()
-    for fold in range(1, 6):
-        split = reader.fold_split(fold)
-        assert set(folds[split.test]) == {fold}
-        assert fold not in set(folds[split.train]) | set(folds[split.validation])
-        assert len(set(split.train) | set(split.validation) | set(split.test)) == n
-        assert not set(speakers[split.train]) & set(speakers[split.validation])  # speaker-disjoint
-        assert len(split.validation) >= 0.1 * (len(split.train) + len(split.validation))
-
-
-def test_rows_a_stage_failed_are_left_out_of_every_split(cache_path):
-    n = len(CacheReader(cache_path))
-    ok = np.ones(n, bool)
-    ok[[0, 7, 30]] = False
-    add_stage(cache_path, "speech", {"ok": ok}, {}, [])
-    reader = CacheReader(cache_path)
-    for fold in range(1, 6):
-        split = reader.fold_split(fold)
-        used = np.concatenate([split.train, split.validation, split.test])
-        assert not set(used.tolist()) & {0, 7, 30}
-
-
-def test_unknown_fold_and_missing_stage_are_clear_errors(cache_path):
-    reader = CacheReader(cache_path)
-    with pytest.raises(InputError, match="no fold 9"):
-        reader.fold_split(9)
+def test_a_missing_stage_is_a_clear_error(cache_path):
     with pytest.raises(InputError, match="no 'speech' stage"):
-        reader.read("speech", "pooled")
+        CacheReader(cache_path).read("speech", "pooled")
 
 
 def test_a_damaged_file_is_explained_not_a_crash(tmp_path):

@@ -8,12 +8,12 @@ import pytest
 
 from cache import CacheReader
 from cache.parts import PartStore
+from core.errors import InputError
 from pipeline.corpora import read_generic_manifest
 from pipeline.extract import ExtractConfig, extract
-from pipeline.problems import InputError
-from pipeline.prosody_stage import ProsodyConfig
-from pipeline.speech_stage import SpeechConfig
-from pipeline.stage_runner import StageFailed
+from pipeline.stages.prosody import ProsodyConfig
+from pipeline.stages.runner import StageFailed
+from pipeline.stages.speech import SpeechConfig
 from scripts.kill_campaign import cache_arrays
 from tests.synth import speechlike, write_wav
 
@@ -49,7 +49,7 @@ def test_extract_writes_both_stages_for_every_utterance(tmp_path, tiny_wavlm):
 
 
 def test_an_interrupted_stage_resumes_only_missing_units_with_identical_results(tmp_path, tiny_wavlm, monkeypatch):
-    import pipeline.speech_stage as speech_stage
+    import pipeline.stages.speech as speech_stage
 
     df, _ = read_generic_manifest(_corpus(tmp_path))
     extract(tmp_path / "clean.h5", df, ["speech"], _config(tiny_wavlm), device="cpu")
@@ -118,7 +118,7 @@ def test_unfinished_parts_from_other_settings_are_refused(tmp_path):
 
 
 def test_batches_group_similar_lengths_within_the_padding_budget():
-    from pipeline.batching import plan_length_buckets
+    from pipeline.stages.batching import plan_length_buckets
 
     durations = np.array([1.0, 1.1, 5.0, 1.05, 4.8, float("nan"), 40.0, 2.0])
     batches = plan_length_buckets(durations, batch_seconds=10.0, max_batch_size=8, window_s=30.0, max_length_ratio=1.25)
@@ -153,7 +153,7 @@ def test_frame_sequences_are_stored_ragged_in_row_order(tmp_path, tiny_wavlm):
 
 
 def test_an_audio_file_that_changed_is_re_extracted_and_nothing_else(tmp_path, tiny_wavlm, monkeypatch):
-    import pipeline.speech_stage as speech_stage
+    import pipeline.stages.speech as speech_stage
 
     df, _ = read_generic_manifest(_corpus(tmp_path, n=8))
     extract(tmp_path / "c.h5", df, ["speech", "prosody"], _config(tiny_wavlm), device="cpu")

@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from cache import CacheReader
-from heads.experiment import dimension_metrics, predict_saved_run, train_fold
-from heads.features import FeatureConfig, load_corpus_arrays
+from core.errors import InputError
+from core.metrics import dimension_metrics
+from heads.experiment import predictions_frame, train_fold
+from heads.features import FeatureConfig, load_corpus_arrays, prepare_fold, split_rows
 from heads.models import BlockSizes, build_head
-from heads.runs import read_run
-from heads.train import TrainConfig
+from heads.runs import load_head, read_run
+from heads.train import TrainConfig, block_sizes
 from heads.variants import parse_variant
-from pipeline.problems import InputError
 from tests.synth_cache import planted_cache
 
 
@@ -68,21 +69,21 @@ def test_the_shared_and_separate_heads_are_mlps_over_the_concatenated_blocks():
 @pytest.mark.parametrize("variant", ["shared", "separate", "separate-attn"])
 def test_each_variant_learns_the_planted_relations(planted, variant, tmp_path):
     reader, arrays = planted
-    preds = train_fold(arrays, reader.fold_split(1), TrainConfig(variant=variant), [0], tmp_path)
+    preds = train_fold(arrays, 1, TrainConfig(variant=variant), [0], tmp_path)
     m = dimension_metrics(preds)
     assert m["ccc_v"] > 0.6 and m["ccc_a"] > 0.6
 
 
 def test_attention_leans_on_prosody_for_valence_and_speech_for_arousal(planted, tmp_path):
     reader, arrays = planted
-    preds = train_fold(arrays, reader.fold_split(2), TrainConfig(variant="separate-attn"), [0, 1], tmp_path)
+    preds = train_fold(arrays, 2, TrainConfig(variant="separate-attn"), [0, 1], tmp_path)
     assert preds["attn_valence_prosody"].mean() > 0.55
     assert preds["attn_arousal_speech"].mean() > 0.55
 
 
 def test_attention_follows_the_data_when_the_relations_are_swapped(tmp_path):
     reader = CacheReader(planted_cache(tmp_path / "swapped.h5", swap=True))
-    preds = train_fold(load_corpus_arrays(reader), reader.fold_split(2), TrainConfig(variant="separate-attn"), [0, 1],
+    preds = train_fold(load_corpus_arrays(reader), 2, TrainConfig(variant="separate-attn"), [0, 1],
                        tmp_path / "run")
     assert preds["attn_valence_prosody"].mean() < 0.45  # valence now lives in speech: "other" wins
     assert preds["attn_arousal_speech"].mean() < 0.45  # arousal now lives in prosody
@@ -91,37 +92,46 @@ def test_attention_follows_the_data_when_the_relations_are_swapped(tmp_path):
 def test_a_learned_layer_mix_finds_the_informative_layer(planted, tmp_path):
     reader, arrays = planted
     config = parse_variant("separate+layer=weighted", TrainConfig())
-    train_fold(arrays, reader.fold_split(3), config, [0], tmp_path)
+    train_fold(arrays, 3, config, [0], tmp_path)
     record, _ = read_run(tmp_path)
     weights = record["metrics_per_seed"]["0"]["layer_weights"]
     assert int(np.argmax(weights)) == 2 and weights[2] > 0.4
 
 
+def _reload_and_predict(arrays, fold, config, run_dir, seed):
+    """What a user does to reuse a saved run in Python: rebuild the fold's tensors, load the head, predict."""
+    tensors = prepare_fold(arrays, split_rows(arrays, fold, config.val_fraction), config.features)
+    model, stats = load_head(run_dir / f"head_seed{seed}.safetensors", config.variant, block_sizes(tensors, config),
+                             config.dropout)
+    assert all(np.array_equal(stats[k], v) for k, v in tensors.stats.items())  # the saved statistics are these
+    return predictions_frame(arrays, tensors, model, seed)
+
+
 def test_a_saved_run_reloads_to_the_same_predictions(planted, tmp_path):
     reader, arrays = planted
-    split, config = reader.fold_split(4), TrainConfig(variant="separate-attn")
-    saved = train_fold(arrays, split, config, [3], tmp_path)
-    again = predict_saved_run(arrays, split, config, tmp_path, seed=3)
+    config = TrainConfig(variant="separate-attn")
+    saved = train_fold(arrays, 4, config, [3], tmp_path)
+    again = _reload_and_predict(arrays, 4, config, tmp_path, seed=3)
     assert np.array_equal(saved["valence_pred"].to_numpy(), again["valence_pred"].to_numpy())
     assert np.array_equal(saved["attn_arousal_speech"].to_numpy(), again["attn_arousal_speech"].to_numpy())
 
 
 def test_a_checkpoint_for_other_features_or_a_damaged_file_fails_clearly(planted, tmp_path):
     reader, arrays = planted
-    split, config = reader.fold_split(5), TrainConfig(variant="separate")
-    train_fold(arrays, split, config, [0], tmp_path)
+    config = TrainConfig(variant="separate")
+    train_fold(arrays, 5, config, [0], tmp_path)
     other = replace(config, features=FeatureConfig(use_prosody=False))
     with pytest.raises(InputError, match="does not fit"):
-        predict_saved_run(arrays, split, other, tmp_path, seed=0)
+        _reload_and_predict(arrays, 5, other, tmp_path, seed=0)
     (tmp_path / "head_seed0.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(InputError, match="not a readable safetensors"):
-        predict_saved_run(arrays, split, config, tmp_path, seed=0)
+        _reload_and_predict(arrays, 5, config, tmp_path, seed=0)
 
 
 def test_switches_remove_blocks_and_the_run_records_them(planted, tmp_path):
     reader, arrays = planted
     config = parse_variant("separate+no-prosody", TrainConfig())
-    preds = train_fold(arrays, reader.fold_split(1), config, [0], tmp_path)
+    preds = train_fold(arrays, 1, config, [0], tmp_path)
     record, _ = read_run(tmp_path)
     assert record["label"] == "separate+no-prosody" and record["sizes"]["prosody"] == 0
     assert dimension_metrics(preds)["ccc_v"] < 0.3  # valence lived only in the prosody block
@@ -136,13 +146,11 @@ def test_unknown_variants_and_switches_are_clear_errors():
 
 @pytest.mark.parametrize("layer", ["last", "1", "-2"])
 def test_reading_only_the_chosen_layer_gives_the_same_fold_tensors(planted, layer):
-    from heads.features import prepare_fold
-
     reader, every_layer = planted
     one_layer = load_corpus_arrays(reader, layer)
     assert one_layer.speech.shape[1] == 1 and every_layer.speech.shape[1] > 2
     config = FeatureConfig(layer=layer)
-    full, single = (prepare_fold(a, reader.fold_split(1), config) for a in (every_layer, one_layer))
+    full, single = (prepare_fold(a, split_rows(a, 1, 0.1), config) for a in (every_layer, one_layer))
     assert torch.equal(full.train.speech, single.train.speech) and torch.equal(full.test.speech, single.test.speech)
     with pytest.raises(InputError, match="needs every hidden state"):
-        prepare_fold(one_layer, reader.fold_split(1), FeatureConfig(layer="weighted"))
+        prepare_fold(one_layer, split_rows(one_layer, 1, 0.1), FeatureConfig(layer="weighted"))

@@ -10,7 +10,7 @@ import pytest
 
 from cache import CacheReader, add_stage
 from cache.lock import CacheLock
-from pipeline.problems import InputError
+from core.errors import InputError
 from tests.synth_cache import planted_cache
 
 

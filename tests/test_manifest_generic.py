@@ -3,9 +3,9 @@
 import polars as pl
 import pytest
 
+from core.errors import InputError
 from pipeline.corpora.generic import read_generic_manifest
-from pipeline.manifest import read_manifest, write_manifest
-from pipeline.problems import InputError
+from pipeline.corpora.manifest import read_manifest, write_manifest
 from tests.synth import speechlike, write_wav
 
 

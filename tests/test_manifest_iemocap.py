@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import InputError, report_problems
 from pipeline.corpora.iemocap import parse_summary_line, read_iemocap, speaker_of
-from pipeline.problems import InputError, report_problems
 from tests.synth import iemocap_dialogs, write_iemocap_tree
 
 

@@ -5,7 +5,7 @@ import pytest
 import scipy.stats
 import torch
 
-from heads.metrics import ccc, ccc_loss, mse, pearson, regression_metrics
+from core.metrics import ccc, ccc_loss, mse, pearson, regression_metrics
 
 
 def _lin_ccc_loop(x, y):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.prosody import FEATURE_NAMES, hz_to_semitones, prosody_features, syllable_nuclei
+from pipeline.features.prosody import FEATURE_NAMES, hz_to_semitones, prosody_features, syllable_nuclei
 from tests.synth import RATE, glide, harmonic_tone, speechlike
 
 
@@ -91,7 +91,7 @@ def test_the_worker_pool_returns_every_files_features_in_row_order(tmp_path):
     """Two workers (one task per file) give what one process gives, row by row, with a bad file in place."""
     import soundfile
 
-    from pipeline.prosody_stage import ProsodyConfig, prosody_units
+    from pipeline.stages.prosody import ProsodyConfig, prosody_units
 
     paths = []
     for i, f0 in enumerate([100.0, 140.0, 180.0, 220.0, 260.0, 300.0, 340.0]):

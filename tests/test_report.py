@@ -30,7 +30,7 @@ def report(tmp_path_factory):
     for spec in ("shared", "separate-attn", "separate+layer=weighted"):
         for fold in (1, 2):
             run = root / spec / f"fold{fold}"
-            train_fold(arrays, reader.fold_split(fold), parse_variant(spec, TrainConfig(epochs=8)), [0], run)
+            train_fold(arrays, fold, parse_variant(spec, TrainConfig(epochs=8)), [0], run)
             runs.append(run)
     return write_report(evaluate_runs(runs), root / "report.html", title="test report")
 

@@ -7,15 +7,16 @@ import sys
 import numpy as np
 import pytest
 
+from core.errors import InputError
 from pipeline.corpora import read_generic_manifest
 from pipeline.corpora.synthetic import write_synthetic_corpus
-from pipeline.extract import ExtractConfig, extract, merge_shards
-from pipeline.problems import InputError
-from pipeline.prosody_stage import ProsodyConfig
-from pipeline.sharding import Shard, assign_units, parse_shard
-from pipeline.speech_stage import SpeechConfig
-from pipeline.stage_runner import ShardsUnfinished
-from pipeline.state_stage import StateConfig
+from pipeline.extract import ExtractConfig, extract
+from pipeline.launch import extract_shard, merge_shards
+from pipeline.runtime.sharding import Shard, assign_units, parse_shard
+from pipeline.stages.prosody import ProsodyConfig
+from pipeline.stages.runner import ShardsUnfinished
+from pipeline.stages.speech import SpeechConfig
+from pipeline.stages.state import StateConfig
 from scripts.kill_campaign import cache_arrays, differing
 from tests.conftest import REPO
 
@@ -57,7 +58,7 @@ def test_job_array_shards_then_merge_equal_one_process_bit_for_bit(corpus, tiny_
     df, _ = read_generic_manifest(corpus)
     extract(tmp_path / "one.h5", df, STAGES, _config(tiny_wavlm), device="cpu")
     for index in range(3):
-        extract(tmp_path / "sharded.h5", df, STAGES, _config(tiny_wavlm), device="cpu", shard=Shard(index, 3))
+        extract_shard(tmp_path / "sharded.h5", df, STAGES, _config(tiny_wavlm), device="cpu", shard=Shard(index, 3))
     assert not (tmp_path / "sharded.h5").exists()  # nothing is published before the merge
     merge_shards(tmp_path / "sharded.h5", device="cpu")
     one, sharded = cache_arrays(tmp_path / "one.h5"), cache_arrays(tmp_path / "sharded.h5")
@@ -68,19 +69,19 @@ def test_job_array_shards_then_merge_equal_one_process_bit_for_bit(corpus, tiny_
 
 def test_merging_before_every_shard_is_done_names_the_unfinished_shard(corpus, tiny_wavlm, tmp_path):
     df, _ = read_generic_manifest(corpus)
-    extract(tmp_path / "c.h5", df, STAGES, _config(tiny_wavlm), device="cpu", shard=Shard(0, 2))
+    extract_shard(tmp_path / "c.h5", df, STAGES, _config(tiny_wavlm), device="cpu", shard=Shard(0, 2))
     with pytest.raises(ShardsUnfinished, match=r"`extract --shard 1/2`") as err:
         merge_shards(tmp_path / "c.h5", device="cpu")
     assert "0/2" not in str(err.value)
-    extract(tmp_path / "c.h5", df, STAGES, _config(tiny_wavlm), device="cpu", shard=Shard(1, 2))
+    extract_shard(tmp_path / "c.h5", df, STAGES, _config(tiny_wavlm), device="cpu", shard=Shard(1, 2))
     merge_shards(tmp_path / "c.h5", device="cpu")  # the refused merge lost nothing
 
 
 def test_a_shard_of_another_corpus_is_refused(corpus, tiny_wavlm, tmp_path):
     df, _ = read_generic_manifest(corpus)
-    extract(tmp_path / "c.h5", df, ["prosody"], _config(tiny_wavlm), device="cpu", shard=Shard(0, 2))
+    extract_shard(tmp_path / "c.h5", df, ["prosody"], _config(tiny_wavlm), device="cpu", shard=Shard(0, 2))
     with pytest.raises(InputError, match="different manifest"):
-        extract(tmp_path / "c.h5", df.head(30), ["prosody"], _config(tiny_wavlm), device="cpu", shard=Shard(1, 2))
+        extract_shard(tmp_path / "c.h5", df.head(30), ["prosody"], _config(tiny_wavlm), device="cpu", shard=Shard(1, 2))
 
 
 def test_merge_without_shards_is_a_clear_error(tmp_path):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.problems import InputError
-from pipeline.speech_model import SpeechEmbedder
-from pipeline.speech_stage import embed_long
+from core.errors import InputError
+from pipeline.models.speech_model import SpeechEmbedder
+from pipeline.stages.speech import embed_long
 from tests.synth import speechlike
 
 CPU = torch.device("cpu")

@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from cache import CacheReader, add_stage, create_cache
-from heads.experiment import dimension_metrics, train_fold
+from core.errors import InputError
+from core.metrics import dimension_metrics
+from heads.experiment import train_fold
 from heads.features import FeatureConfig, load_corpus_arrays
 from heads.train import TrainConfig
-from pipeline.mamba import Mamba, selective_scan_reference
-from pipeline.manifest import normalise_manifest
-from pipeline.problems import InputError
-from pipeline.state_model import DialogueStateUpdater, StateModelConfig, ema_weights
-from pipeline.state_stage import StateConfig, compute_fold_states, load_state_inputs, run_state_stage, updater_plan
+from pipeline.corpora.manifest import normalise_manifest
+from pipeline.models.mamba import Mamba, selective_scan_reference
+from pipeline.models.state_model import DialogueStateUpdater, StateModelConfig, ema_weights
+from pipeline.stages.state import StateConfig, compute_fold_states, load_state_inputs, run_state_stage, updater_plan
 
 SMALL = StateConfig(model=StateModelConfig(d_model=32, d_state=16, ssm_state=8), epochs=12, window=24, batch_size=16)
 
@@ -148,7 +149,7 @@ def test_heads_with_the_state_beat_heads_without_it_on_persistent_dialogues(stic
     scores = {}
     for use_state in (True, False):
         config = TrainConfig(variant="separate", features=FeatureConfig(use_state=use_state))
-        ccc = [dimension_metrics(train_fold(arrays, reader.fold_split(k), config, [0], tmp_path / f"{use_state}{k}"))
+        ccc = [dimension_metrics(train_fold(arrays, k, config, [0], tmp_path / f"{use_state}{k}"))
                for k in range(1, 6)]
         scores[use_state] = np.mean([(m["ccc_v"] + m["ccc_a"]) / 2 for m in ccc])
     assert scores[True] > scores[False] + 0.1, scores
@@ -163,8 +164,8 @@ def test_fewer_than_three_folds_cannot_be_cross_fitted():
 def test_extract_writes_states_for_every_fold_of_an_iemocap_shaped_tree(tmp_path, tiny_wavlm):
     from pipeline.corpora import read_iemocap
     from pipeline.extract import ExtractConfig, extract
-    from pipeline.prosody_stage import ProsodyConfig
-    from pipeline.speech_stage import SpeechConfig
+    from pipeline.stages.prosody import ProsodyConfig
+    from pipeline.stages.speech import SpeechConfig
     from tests.synth import write_iemocap_tree
     from tests.test_cli import run_cli
 

@@ -1,4 +1,4 @@
-"""Readers that turn a corpus on disk into the normalised manifest (``pipeline.manifest``)."""
+"""Readers that turn a corpus on disk into the normalised manifest (``pipeline.corpora.manifest``)."""
 
 from pipeline.corpora.emodb import read_emodb
 from pipeline.corpora.generic import read_generic_manifest
@@ -12,7 +12,7 @@ CORPORA = ("iemocap", "emodb", "manifest")
 def build_manifest(corpus: str, root: str | None = None, manifest: str | None = None):  # noqa: ANN201
     """``(manifest DataFrame, problems)`` of a corpus: ``iemocap``/``emodb`` read ``root``, ``manifest``
     reads the user's CSV/Parquet ``manifest``."""
-    from pipeline.problems import InputError
+    from core.errors import InputError
 
     if corpus == "manifest":
         if not manifest:

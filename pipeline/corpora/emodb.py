@@ -16,9 +16,10 @@ from pathlib import Path
 
 import polars as pl
 
+from core.columns import ALL_COLUMNS
+from core.errors import Problem
 from pipeline.corpora.audio_info import audio_header
-from pipeline.manifest import ALL_COLUMNS, normalise_manifest
-from pipeline.problems import Problem
+from pipeline.corpora.manifest import normalise_manifest
 
 # German initial -> (English name, valence 1-5, arousal 1-5)
 EMOTION_TO_VALENCE_AROUSAL: dict[str, tuple[str, float, float]] = {

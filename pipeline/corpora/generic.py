@@ -12,9 +12,10 @@ from pathlib import Path
 
 import polars as pl
 
+from core.columns import ALL_COLUMNS
+from core.errors import InputError, Problem
 from pipeline.corpora.audio_info import audio_header
-from pipeline.manifest import ALL_COLUMNS, normalise_manifest
-from pipeline.problems import InputError, Problem
+from pipeline.corpora.manifest import normalise_manifest
 
 REQUIRED = ("utt_id", "path", "speaker", "fold", "valence", "arousal")
 _NUMERIC = ("valence", "arousal", "dominance", "start_s")

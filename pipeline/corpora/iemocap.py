@@ -16,9 +16,10 @@ from pathlib import Path
 
 import polars as pl
 
+from core.columns import ALL_COLUMNS
+from core.errors import Problem
 from pipeline.corpora.audio_info import audio_header
-from pipeline.manifest import ALL_COLUMNS, normalise_manifest
-from pipeline.problems import Problem
+from pipeline.corpora.manifest import normalise_manifest
 
 _SUMMARY = re.compile(r"^\[\s*(\S+)\s*-\s*(\S+)\s*\]\t(\S+)\t(\S+)\t\[([^\]]*)\]\s*$")
 _SESSION_DIR = re.compile(r"^Session(\d+)$")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.mamba import Mamba
+from pipeline.models.mamba import Mamba
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.problems import InputError
+from core.errors import InputError
 
 # torch's attention warns that HF passes a bool padding mask beside a float bias; results are unaffected.
 warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")

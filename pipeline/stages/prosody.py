@@ -14,11 +14,11 @@ import polars as pl
 
 from cache.parts import UnitResult
 from cache.schema import Failure
-from pipeline.audio import load_rows
-from pipeline.batching import plan_fixed_chunks
-from pipeline.prosody import FEATURE_NAMES, FEATURE_SET_VERSION, prosody_features
-from pipeline.provenance import package_versions
-from pipeline.stage_runner import StagePlan, StageWork, run_stage
+from core.provenance import package_versions
+from pipeline.features.audio import load_rows
+from pipeline.features.prosody import FEATURE_NAMES, FEATURE_SET_VERSION, prosody_features
+from pipeline.stages.batching import plan_fixed_chunks
+from pipeline.stages.runner import Stage, StagePlan, StageWork, run_stage
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def prosody_units(config: ProsodyConfig, paths: list[str], utt_ids: list[str],
             yield unit, _unit_result(rows, audio, features, paths, utt_ids, stats)
         return
     # spawn, not fork: the parent may hold torch/OpenMP threads, which fork can deadlock. Workers import
-    # only numpy and parselmouth (pipeline.prosody), so they start in a fraction of a second.
+    # only numpy and parselmouth (pipeline.features.prosody), so they start in a fraction of a second.
     # One task per file, not per unit: with units of 16 files the last unit kept one core busy for a
     # second while the other sat idle, which cost 0.1-0.2x of the 2-core scaling.
     context = multiprocessing.get_context("spawn")
@@ -104,5 +104,4 @@ def run_prosody_stage(cache_path: str, manifest: pl.DataFrame, config: ProsodyCo
     compute = lambda pending: prosody_units(config, paths, utt_ids, pending)  # noqa: E731
     plan = StagePlan("prosody", units, fingerprint, constants={"names": np.array(FEATURE_NAMES, dtype=object)},
                      update_rows=only_rows, unit_seconds=[float(np.nan_to_num(durations[u]).sum()) for u in units])
-    failures = run_stage(cache_path, manifest, plan, compute, provenance, on_error, work)
-    return failures
+    return run_stage(cache_path, manifest, Stage(plan, compute, provenance), on_error, work)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
-
-from cache.writer import utc_now
-
-__all__ = ["package_versions", "utc_now"]
 
 _PACKAGES = ("torch", "torchaudio", "transformers", "praat-parselmouth", "numpy", "h5py", "polars", "mamba-ssm")
 
 
+def utc_now() -> str:
+    """The current time as ISO 8601 in UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def package_versions() -> dict[str, str]:
+    """Installed versions of the packages whose behaviour the results depend on."""
     found = {}
     for name in _PACKAGES:
         try:
@@ -19,4 +22,3 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return found
-

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.problems import InputError
+from core.errors import InputError
 
 
 @dataclass(frozen=True)

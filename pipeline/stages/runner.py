@@ -1,14 +1,16 @@
-"""Run one extraction stage resumably: skip committed units, commit each new one, then publish the stage.
+"""The stage contract: every extraction stage (speech, prosody, state) runs through ``run_stage``.
 
-A stage supplies its plan (units of rows) and a generator that computes pending units; this module owns
-the bookkeeping shared by all stages: part files, progress, ``--on-error``, and the final atomic write.
+A stage supplies a ``Stage``: its plan (numbered units of work), a generator that computes pending units,
+its provenance and, when its units are not batches of rows, its own assembly. This module owns what all
+stages share: part files (skip committed units, commit each new one), progress, ``--on-error``, sharding,
+and the final atomic write of the assembled stage into the cache.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,27 +19,48 @@ import polars as pl
 from cache.parts import PartStore, UnitResult
 from cache.reader import CacheReader
 from cache.schema import Failure
-from cache.writer import add_stage, utc_now
-from pipeline.problems import InputError
-from pipeline.progress import StageProgress
-from pipeline.sharding import Shard, assign_units
+from cache.writer import add_stage
+from core.errors import InputError
+from core.provenance import utc_now
+from pipeline.runtime.progress import StageProgress
+from pipeline.runtime.sharding import Shard, assign_units
 
 log = logging.getLogger(__name__)
-RAGGED_PREFIX = "ragged_"  # unit arrays of variable-length sequences (see _assemble)
+RAGGED_PREFIX = "ragged_"  # unit arrays of variable-length sequences (see stitch_rows)
+
+# (units in plan order, number of manifest rows) -> (datasets of the stage, failures, extra provenance)
+Assemble = Callable[[Iterable[UnitResult], int], tuple[dict[str, np.ndarray], list[Failure], dict]]
+# pending [(unit_index, rows), ...] -> (unit_index, result) in any order
+Compute = Callable[[list[tuple[int, list[int]]]], Iterator[tuple[int, UnitResult]]]
 
 
 class StageFailed(InputError):
     """``--on-error fail`` met a bad file. Units committed before it are kept for the next run."""
 
 
+class ShardsUnfinished(InputError):
+    """``cache merge`` found units no shard has committed yet."""
+
+
 @dataclass(frozen=True)
 class StagePlan:
     name: str
-    units: list[list[int]]  # rows of each unit, in a fixed order (see pipeline.batching)
+    units: list[list[int]]  # rows of each unit, in a fixed order (see pipeline.stages.batching)
     fingerprint: dict  # everything that changes the stage's output (config, model checksum, versions)
     constants: dict[str, np.ndarray] = field(default_factory=dict)  # not per row, e.g. feature names
     update_rows: np.ndarray | None = None  # recompute only these rows; the others stay as the cache has them
     unit_seconds: list[float] | None = None  # audio seconds each unit computes, to balance shards
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage's plan and code. ``assemble`` turns the committed units into the stage's datasets;
+    the default stitches row units into ``[N, ...]`` arrays in manifest order (``stitch_rows``)."""
+
+    plan: StagePlan
+    compute: Compute
+    provenance: dict
+    assemble: Assemble | None = None
 
 
 @dataclass(frozen=True)
@@ -52,29 +75,18 @@ class StageWork:
     shard_count: int = 0  # how many shards did the work, to name the unfinished ones
 
 
-class ShardsUnfinished(InputError):
-    """``cache merge`` found units no shard has committed yet."""
-
-
 def fingerprint_text(fingerprint: dict) -> str:
     return json.dumps(fingerprint, sort_keys=True, default=str)
 
 
-def run_stage(
-    cache_path: str,
-    manifest: pl.DataFrame,
-    plan: StagePlan,
-    compute: Callable[[list[tuple[int, list[int]]]], Iterator[tuple[int, UnitResult]]],
-    provenance: dict,
-    on_error: str = "skip",
-    work: StageWork = StageWork(),
-) -> list[Failure]:
+def run_stage(cache_path: str, manifest: pl.DataFrame, stage: Stage, on_error: str = "skip",
+              work: StageWork = StageWork()) -> list[Failure]:
     """Compute every unit not yet committed, then write the stage into the cache. Returns its failures.
 
-    ``compute`` receives ``[(unit_index, rows), ...]`` and yields ``(unit_index, result)`` in any order.
     With ``work.shard`` only that shard's units are computed and the stage is not published; the
     failures returned are those of the units this call computed.
     """
+    plan = stage.plan
     if plan.update_rows is None:
         parts = PartStore(cache_path, plan.name, fingerprint_text(plan.fingerprint))
     else:  # an update keeps its parts apart from a full run's; one for other rows is stale (files changed again)
@@ -102,20 +114,28 @@ def run_stage(
                                f"finish {unfinished} first (each resumes where it stopped)")
     shard_failures: list[Failure] = []
     durations = manifest["duration_s"].fill_null(0.0).to_numpy()
-    with StageProgress(plan.name, manifest.height) as progress:
-        progress.advance(sum(len(plan.units[i]) for i in done if i < len(plan.units)), 0.0)
-        for unit, result in compute(pending):
+    by_rows = any(plan.units)  # units of rows count files; other units (the state's updaters) count themselves
+    size = (lambda unit: len(plan.units[unit])) if by_rows else (lambda unit: 1)
+    with StageProgress(plan.name, sum(size(u) for u in range(len(plan.units))), "files" if by_rows else "units") \
+            as progress:
+        progress.advance(sum(size(u) for u in done if u < len(plan.units)))
+        for unit, result in stage.compute(pending):
             parts.commit(unit, result)
             shard_failures += result.failures
-            progress.advance(len(result.rows), float(durations[result.rows].sum()))
+            progress.advance(size(unit), float(durations[result.rows].sum()))
             if on_error == "fail" and result.failures:
                 first = result.failures[0]
                 raise StageFailed(f"{first.path}: {first.reason} (stage {plan.name}, --on-error fail)")
     if work.shard is not None:
         return shard_failures  # publishing waits until every shard is done
-    base = _kept_rows(cache_path, plan) if plan.update_rows is not None else None
-    arrays, failures = _assemble(parts, len(plan.units), manifest.height, base)
-    add_stage(cache_path, plan.name, {**arrays, **plan.constants}, {**provenance, "created_utc": utc_now()}, failures,
+    units = (parts.load(unit) for unit in range(len(plan.units)))
+    if stage.assemble is not None:
+        arrays, failures, extra = stage.assemble(units, manifest.height)
+    else:
+        base = _kept_rows(cache_path, plan) if plan.update_rows is not None else None
+        (arrays, failures), extra = stitch_rows(units, manifest.height, base), {}
+    add_stage(cache_path, plan.name, {**arrays, **plan.constants},
+              {**stage.provenance, **extra, "created_utc": utc_now()}, failures,
               manifest=manifest if plan.update_rows is not None else None)  # re-read files: current durations
     parts.remove()
     return failures
@@ -133,14 +153,15 @@ def _kept_rows(cache_path: str, plan: StagePlan) -> tuple[dict[str, np.ndarray],
     return {n: reader.read(plan.name, n) for n in names}, failures, keep
 
 
-def _assemble(parts: PartStore, num_units: int, num_rows: int,
-              base: tuple[dict[str, np.ndarray], list[Failure], np.ndarray] | None = None
-              ) -> tuple[dict[str, np.ndarray], list[Failure]]:
-    """Stitch committed units into full ``[N, ...]`` arrays in manifest row order.
+def stitch_rows(units: Iterable[UnitResult], num_rows: int,
+                base: tuple[dict[str, np.ndarray], list[Failure], np.ndarray] | None = None
+                ) -> tuple[dict[str, np.ndarray], list[Failure]]:
+    """Stitch committed row units into full ``[N, ...]`` arrays in manifest row order.
 
     Arrays named ``ragged_<name>`` hold the concatenated variable-length sequences of a unit's rows, with
     their lengths in the unit's ``frame_counts``; they become ``<name>`` [sum of lengths, ...] in row
-    order, with ``frame_offsets`` [N + 1] (row i is ``offsets[i]:offsets[i + 1]``).
+    order, with ``frame_offsets`` [N + 1] (row i is ``offsets[i]:offsets[i + 1]``). ``base`` (an update
+    of some rows) gives the arrays, failures and filled-mask of the rows the cache keeps.
     """
     arrays: dict[str, np.ndarray] = {}
     ragged: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
@@ -148,8 +169,7 @@ def _assemble(parts: PartStore, num_units: int, num_rows: int,
     filled = np.zeros(num_rows, dtype=bool)
     if base is not None:  # an update: start from the rows the cache keeps (fresh arrays, read for this)
         arrays, failures, filled = base
-    for unit in range(num_units):
-        result = parts.load(unit)
+    for result in units:
         for name, values in result.arrays.items():
             if name.startswith(RAGGED_PREFIX):
                 ragged.setdefault(name[len(RAGGED_PREFIX):], []).append(

@@ -1,7 +1,7 @@
-"""The normalised utterance table every stage consumes: its columns, validation, ordering and files.
+"""The normalised utterance table every stage consumes: validation, ordering and files.
 
-One row per utterance. Ratings use the corpus's own scale (IEMOCAP and our EmoDB mapping: 1-5).
-Rows are sorted by ``dialog_id, start_s`` so that a dialogue's turns are contiguous and in time order.
+One row per utterance, with the columns of ``core.columns``. Rows are sorted by ``dialog_id, start_s`` so
+that a dialogue's turns are contiguous and in time order.
 """
 
 from __future__ import annotations
@@ -10,26 +10,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.problems import InputError
-
-# name -> dtype; the order is the column order of every manifest file.
-REQUIRED_COLUMNS: dict[str, pl.DataType] = {
-    "utt_id": pl.String(),
-    "path": pl.String(),  # absolute path of the audio file
-    "duration_s": pl.Float64(),  # seconds
-    "sample_rate": pl.Int64(),  # Hz, of the file on disk
-    "speaker": pl.String(),
-    "dialog_id": pl.String(),
-    "start_s": pl.Float64(),  # seconds from the start of the dialogue
-    "fold": pl.Int64(),
-    "valence": pl.Float64(),
-    "arousal": pl.Float64(),
-}
-OPTIONAL_COLUMNS: dict[str, pl.DataType] = {
-    "dominance": pl.Float64(),
-    "emotion": pl.String(),
-}
-ALL_COLUMNS = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
+from core.columns import ALL_COLUMNS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+from core.errors import InputError
 
 
 def normalise_manifest(df: pl.DataFrame) -> pl.DataFrame:

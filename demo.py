@@ -1,4 +1,5 @@
-"""The built-in demo: a corpus with no download, a tiny random WavLM, every stage, the ablation, a report."""
+"""The built-in demo (``python cli.py demo``): a corpus with no download, a small random WavLM, every
+stage, the ablation of three head variants, a report. An application on top of the packages, like cli.py."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from core.errors import InputError
 from heads.ablation import run_ablation
 from heads.report import write_report
 from heads.train import TrainConfig
@@ -14,11 +16,10 @@ from heads.variants import parse_variant
 from pipeline.corpora import build_manifest
 from pipeline.corpora.synthetic import write_synthetic_corpus
 from pipeline.extract import ExtractConfig, extract
-from pipeline.problems import InputError
-from pipeline.random_wavlm import save_random_wavlm
-from pipeline.speech_stage import SpeechConfig
+from pipeline.stages.speech import SpeechConfig
+from testing.random_wavlm import save_random_wavlm
 
-SHARED_EMODB = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "emodb"
+SHARED_EMODB = Path(__file__).resolve().parents[1] / "shared" / "corpora" / "emodb"
 UNTRAINED_NOTE = ("The speech model is a tiny, randomly initialised WavLM built on this machine: its embeddings are "
                   "untrained, so speech-only results mean nothing. The pipeline, caching, dialogue states and head "
                   "training are the real ones; replace --speech-model with microsoft/wavlm-large for real results.")

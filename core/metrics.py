@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import torch
+
+from core.columns import TARGETS
 
 
 def ccc(pred: np.ndarray, true: np.ndarray) -> float:
@@ -34,6 +37,17 @@ def regression_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     """``{ccc, pearson, mse, rmse}`` of one dimension."""
     m = mse(pred, true)
     return {"ccc": ccc(pred, true), "pearson": pearson(pred, true), "mse": m, "rmse": float(np.sqrt(m))}
+
+
+def dimension_metrics(predictions: pl.DataFrame) -> dict[str, float]:
+    """``ccc_v, pearson_v, mse_v, rmse_v, ccc_a, ...`` of a predictions table with columns
+    ``valence_pred, valence_true, arousal_pred, arousal_true``."""
+    out = {}
+    for dim in TARGETS:
+        for name, value in regression_metrics(predictions[f"{dim}_pred"].to_numpy(),
+                                              predictions[f"{dim}_true"].to_numpy()).items():
+            out[f"{name}_{dim[0]}"] = value
+    return out
 
 
 def ccc_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:

@@ -15,12 +15,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from cache.parts import UnitResult
 from cache.schema import Failure
-from pipeline.audio import load_rows
-from pipeline.batching import plan_length_buckets, window_bounds
-from pipeline.problems import InputError
-from pipeline.provenance import package_versions
-from pipeline.speech_model import SpeechEmbedder
-from pipeline.stage_runner import RAGGED_PREFIX, StagePlan, StageWork, run_stage
+from core.errors import InputError
+from core.provenance import package_versions
+from pipeline.features.audio import load_rows
+from pipeline.models.speech_model import SpeechEmbedder
+from pipeline.stages.batching import plan_length_buckets, window_bounds
+from pipeline.stages.runner import RAGGED_PREFIX, Stage, StagePlan, StageWork, run_stage
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -160,7 +160,7 @@ def run_speech_stage(
 ) -> list[Failure]:
     """Embed every utterance of ``manifest`` into the cache's ``speech`` group (resumable); with ``only_rows``
     recompute just those rows (files that changed) and keep the others from the cache; with ``work.shard``
-    compute one shard's batches only (see ``pipeline.sharding``)."""
+    compute one shard's batches only (see ``pipeline.runtime.sharding``)."""
     torch.manual_seed(0)
     config = resolve_batch_seconds(config, device)
     embedder = SpeechEmbedder(config.model, device, resolve_precision(config.precision, device))
@@ -178,4 +178,4 @@ def run_speech_stage(
     plan = StagePlan("speech", units, fingerprint, update_rows=only_rows, unit_seconds=padded_seconds)
     paths, utt_ids = manifest["path"].to_list(), manifest["utt_id"].to_list()
     compute = lambda pending: speech_units(embedder, config, paths, utt_ids, pending)  # noqa: E731
-    return run_stage(cache_path, manifest, plan, compute, provenance, on_error, work)
+    return run_stage(cache_path, manifest, Stage(plan, compute, provenance), on_error, work)

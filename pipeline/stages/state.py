@@ -11,31 +11,34 @@ states from four updaters and is tested on states from a fifth, so their coordin
 different seed per updater the states land in unrelated coordinate systems and the heads get worse
 (measured on the sticky-dialogue test corpus: mean CCC 0.43 with the state vs 0.73 without it).
 
-``U(not {j, k})`` serves fold j too, so 5 folds need 5 + 10 = 15 updaters. Each is a unit of work,
-committed on its own: an interrupted stage resumes with the updaters still missing.
+``U(not {j, k})`` serves fold j too, so 5 folds need 5 + 10 = 15 updaters. Each is a unit of work of the
+stage contract (``pipeline.stages.runner``), committed on its own: an interrupted stage resumes with the
+updaters still missing.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import polars as pl
 import torch
 
-from cache.parts import PartStore, UnitResult
+from cache.parts import UnitResult
 from cache.reader import CacheReader
-from cache.writer import add_stage, utc_now
-from heads.metrics import ccc_loss
-from pipeline.mamba import kernel_available
-from pipeline.problems import InputError
-from pipeline.provenance import package_versions
-from pipeline.stage_runner import fingerprint_text
-from pipeline.state_model import DialogueStateUpdater, StateModelConfig
+from cache.schema import Failure
+from core.errors import InputError
+from core.metrics import ccc_loss
+from core.provenance import package_versions
+from core.standardise import zscore
+from pipeline.features.layers import check_layer_choice, select_layer
+from pipeline.models.mamba import kernel_available
+from pipeline.models.state_model import DialogueStateUpdater, StateModelConfig
+from pipeline.stages.runner import Stage, StagePlan, run_stage
 
 log = logging.getLogger(__name__)
 GROUPINGS = ("dialog", "speaker", "utterance")
@@ -47,7 +50,7 @@ class StateConfig:
 
     model: StateModelConfig = field(default_factory=StateModelConfig)
     grouping: str = "dialog"  # sequences: dialog_id | speaker | each utterance alone
-    speech_layer: str = "mean"  # z's speech part: "mean" of all hidden states, "last", or an index
+    speech_layer: str = "mean"  # z's speech part: mean | last | N (pipeline.features.layers)
     epochs: int = 20  # each epoch visits every training sequence once, as a random crop
     window: int = 32  # crop length (utterances) for training; inference runs whole sequences
     burn_in: int = 4  # crop positions (after a cold start) left out of the loss
@@ -65,13 +68,6 @@ class StateInputs:
     folds: np.ndarray  # [N] int
     usable: np.ndarray  # [N] bool: speech and prosody both ok
     sequences: list[np.ndarray]  # row indices, each within one fold, in time order
-
-
-def speech_summary(pooled: np.ndarray, layer: str) -> np.ndarray:
-    """[N, L+1, D] float16 -> [N, D] float32: the mean of all hidden states, the last, or one index."""
-    if layer == "mean":
-        return pooled.astype(np.float32).mean(1)
-    return pooled[:, -1 if layer == "last" else int(layer)].astype(np.float32)
 
 
 def build_sequences(manifest: pl.DataFrame, usable: np.ndarray, grouping: str) -> list[np.ndarray]:
@@ -96,8 +92,8 @@ def load_state_inputs(reader: CacheReader, config: StateConfig, targets: np.ndar
         if stage not in reader.stages:
             raise InputError(f"{reader.path}: the state stage needs the '{stage}' stage first (--stages speech,prosody,state)")
     usable = reader.ok(["speech", "prosody"])
-    z = np.concatenate([speech_summary(reader.read("speech", "pooled"), config.speech_layer),
-                        reader.read("prosody", "values")], axis=1)
+    speech = select_layer(reader.read("speech", "pooled"), check_layer_choice(config.speech_layer, allow_weighted=False))
+    z = np.concatenate([speech, reader.read("prosody", "values")], axis=1)
     m = reader.manifest
     return StateInputs(
         z=z, targets=m.select("valence", "arousal").to_numpy().astype(np.float64) if targets is None else targets,
@@ -109,13 +105,6 @@ def updater_plan(folds: list[int]) -> list[tuple[int, ...]]:
     if len(folds) < 3:
         raise InputError(f"cross-fitted states need at least 3 folds (the cache has {len(folds)})")
     return [(k,) for k in folds] + list(itertools.combinations(folds, 2))
-
-
-def _standardise(z: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
-    mean, std = np.nanmean(z[train_rows], 0), np.nanstd(z[train_rows], 0)
-    mean = np.where(np.isfinite(mean), mean, 0.0)
-    std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
-    return np.nan_to_num(np.clip((z - mean) / std, -10, 10), nan=0.0).astype(np.float32)
 
 
 def _pad(z: np.ndarray, sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,7 +122,7 @@ def train_updater(inputs: StateInputs, excluded: tuple[int, ...], config: StateC
                   ) -> tuple[DialogueStateUpdater, np.ndarray, dict]:
     """Train ``U(not excluded)`` on the sequences of the other folds. Returns it, its z, and a summary."""
     train_mask = inputs.usable & ~np.isin(inputs.folds, excluded)
-    z = _standardise(inputs.z, np.flatnonzero(train_mask))
+    z = np.nan_to_num(zscore(inputs.z, inputs.z[train_mask])[0], nan=0.0).astype(np.float32)  # NaN: the mean
     mean, std = inputs.targets[train_mask].mean(0), inputs.targets[train_mask].std(0) + 1e-8
     y = ((inputs.targets - mean) / std).astype(np.float32)
     train_seqs = [s for s in inputs.sequences if train_mask[s[0]]]
@@ -230,38 +219,37 @@ def _merge(out: dict[int, np.ndarray], arrays: dict[str, np.ndarray]) -> None:
             out[fold][rows] = arrays[f"fold{fold}_states"]
 
 
-SUMMARY_KEY = "updater_summary"
-
-
-def run_state_stage(cache_path: str, config: StateConfig, device: torch.device) -> None:
-    """Compute and store ``/state/fold_<k>`` for every fold (resumable per updater)."""
-    reader = CacheReader(cache_path)
+def state_stage(reader: CacheReader, config: StateConfig, device: torch.device) -> Stage:
+    """The stage contract of ``/state/fold_<k>``: one unit per cross-fitted updater (resumable per updater)."""
     inputs = load_state_inputs(reader, config)
     folds = sorted(set(inputs.folds.tolist()))
     plan = updater_plan(folds)
     fingerprint = {"config": asdict(config), "speech": reader.provenance("speech").get("model", {}),
                    "prosody": reader.provenance("prosody").get("feature_set_version")}
-    parts = PartStore(cache_path, "state", fingerprint_text(fingerprint))
-    done = parts.committed_units()
-    if done:
-        log.info("state: resuming, %d of %d updaters already committed", len(done), len(plan))
-    for unit, excluded in enumerate(plan):
-        if unit in done:
-            continue
-        arrays, summary = compute_updater_unit(inputs, excluded, config, device)
-        log.info("state: updater without fold(s) %s trained in %.1f s", excluded, summary["seconds"])
-        arrays[SUMMARY_KEY] = np.array(json.dumps(summary, default=str))  # kept for provenance across resumes
-        parts.commit(unit, UnitResult(rows=np.zeros(0, np.int64), arrays=arrays, failures=[]))
-    out = {k: np.zeros((len(inputs.z), config.model.d_state), np.float32) for k in folds}
-    summaries = []
-    for unit in range(len(plan)):
-        arrays = parts.load(unit).arrays
-        summaries.append(json.loads(str(arrays.pop(SUMMARY_KEY))))
-        _merge(out, arrays)
-    provenance = {**fingerprint, "folds": folds, "updaters": [list(e) for e in plan], "updater_summaries": summaries,
+    provenance = {**fingerprint, "folds": folds, "updaters": [list(e) for e in plan],
                   "backend": "mamba-ssm CUDA kernel" if kernel_available(device) else "PyTorch reference scan",
-                  "device_type": device.type, "packages": package_versions(), "created_utc": utc_now()}
-    datasets = {f"fold_{k}": v for k, v in out.items()}
-    datasets["ok"] = inputs.usable.copy()
-    add_stage(cache_path, "state", datasets, provenance, [])
-    parts.remove()
+                  "device_type": device.type, "packages": package_versions()}
+
+    def compute(pending: list[tuple[int, list[int]]]) -> Iterator[tuple[int, UnitResult]]:
+        for unit, _ in pending:
+            arrays, summary = compute_updater_unit(inputs, plan[unit], config, device)
+            log.info("state: updater without fold(s) %s trained in %.1f s", plan[unit], summary["seconds"])
+            yield unit, UnitResult(rows=np.zeros(0, np.int64), arrays=arrays, failures=[], summary=summary)
+
+    def assemble(units: Iterable[UnitResult], num_rows: int) -> tuple[dict[str, np.ndarray], list[Failure], dict]:
+        out = {k: np.zeros((num_rows, config.model.d_state), np.float32) for k in folds}
+        summaries = []
+        for result in units:
+            _merge(out, result.arrays)
+            summaries.append(result.summary)  # kept with each unit, so provenance is whole after a resume
+        datasets = {f"fold_{k}": v for k, v in out.items()}
+        datasets["ok"] = inputs.usable.copy()
+        return datasets, [], {"updater_summaries": summaries}
+
+    return Stage(StagePlan("state", [[] for _ in plan], fingerprint), compute, provenance, assemble)
+
+
+def run_state_stage(cache_path: str, config: StateConfig, device: torch.device) -> None:
+    """Compute and store ``/state/fold_<k>`` for every fold (resumable per updater)."""
+    reader = CacheReader(cache_path)
+    run_stage(cache_path, reader.manifest, state_stage(reader, config, device))

@@ -1,0 +1,2 @@
+"""The ground floor: error types, manifest column names, provenance helpers, metrics, the evaluation
+protocol and standardisation. Every other package may import it; it imports none of them."""

@@ -1,0 +1,29 @@
+"""The columns of the normalised manifest (one row per utterance), shared by corpora, cache and heads.
+
+Ratings use the corpus's own scale (IEMOCAP and our EmoDB mapping: 1-5). The order of the dicts is the
+column order of every manifest file and of the cache's ``/manifest`` group.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+# name -> dtype
+REQUIRED_COLUMNS: dict[str, pl.DataType] = {
+    "utt_id": pl.String(),
+    "path": pl.String(),  # absolute path of the audio file
+    "duration_s": pl.Float64(),  # seconds
+    "sample_rate": pl.Int64(),  # Hz, of the file on disk
+    "speaker": pl.String(),
+    "dialog_id": pl.String(),
+    "start_s": pl.Float64(),  # seconds from the start of the dialogue
+    "fold": pl.Int64(),
+    "valence": pl.Float64(),
+    "arousal": pl.Float64(),
+}
+OPTIONAL_COLUMNS: dict[str, pl.DataType] = {
+    "dominance": pl.Float64(),
+    "emotion": pl.String(),
+}
+ALL_COLUMNS = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
+TARGETS = ("valence", "arousal")  # what the heads predict, in this order

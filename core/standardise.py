@@ -1,0 +1,20 @@
+"""Z-scoring with statistics of training rows only: a pure function shared by the state stage and the heads."""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLIP = 10.0  # standardised values beyond +-10 sd are clipped: one wild feature must not dominate a batch
+
+
+def zscore(x: np.ndarray, train: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(clip((x - mean) / std, -CLIP, CLIP), mean, std)`` with NaN-aware statistics of ``train``.
+
+    A statistic that is undefined (all-NaN column) becomes mean 0; a constant column gets std 1. NaN in
+    ``x`` stays NaN (callers decide whether it means "missing": usually 0, the training mean).
+    """
+    mean = np.nanmean(train, axis=axis)
+    std = np.nanstd(train, axis=axis)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
+    return np.clip((x - mean) / std, -CLIP, CLIP), mean, std

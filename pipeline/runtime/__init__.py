@@ -1,0 +1,1 @@
+"""Process plumbing: devices, shards, progress display, allocator tuning."""
