@@ -38,8 +38,8 @@ def predictions_frame(arrays: CorpusArrays, fold: FoldTensors, model: torch.nn.M
     return pl.DataFrame(columns)
 
 
-def train_fold(arrays: CorpusArrays, test_fold: int, config: TrainConfig, seeds: list[int], out_dir: str | Path
-               ) -> pl.DataFrame:
+def train_fold(arrays: CorpusArrays, test_fold: int, config: TrainConfig, seeds: list[int], out_dir: str | Path,
+               device: torch.device = torch.device("cpu")) -> pl.DataFrame:
     """Train ``config`` with ``test_fold`` held out, once per seed; write the run to ``out_dir``; return the
     test predictions. The split is the protocol's (``heads.features.split_rows``) with ``config.val_fraction``."""
     out_dir = Path(out_dir)
@@ -49,7 +49,7 @@ def train_fold(arrays: CorpusArrays, test_fold: int, config: TrainConfig, seeds:
     frames, per_seed = [], {}
     for seed in seeds:
         started = time.perf_counter()
-        head = train_head(fold, config, seed)
+        head = train_head(fold, config, seed, device)
         save_head(out_dir / f"head_seed{seed}.safetensors", head.model, fold.stats)
         frame = predictions_frame(arrays, fold, head.model, seed)
         frames.append(frame)

@@ -13,7 +13,7 @@ assumes the test speaker's unlabelled audio is available in advance).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -104,6 +104,11 @@ class SplitTensors:
     state: torch.Tensor
     targets: torch.Tensor  # [n, 2] standardised
     raw_targets: np.ndarray  # [n, 2] corpus scale
+
+    def to(self, device: torch.device) -> "SplitTensors":
+        """The same split with its tensors on ``device``."""
+        return replace(self, speech=self.speech.to(device), prosody=self.prosody.to(device),
+                       state=self.state.to(device), targets=self.targets.to(device))
 
 
 @dataclass

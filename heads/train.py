@@ -87,23 +87,27 @@ def loss_fn(pred: torch.Tensor, true: torch.Tensor, config: TrainConfig) -> torc
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, split: SplitTensors) -> tuple[torch.Tensor, dict | None]:
-    """Standardised predictions [n, 2] and attention weights of one split (eval mode)."""
+    """Standardised predictions [n, 2] and attention weights of one split (eval mode), on the CPU."""
     model.eval()
-    return model(split.speech, split.prosody, split.state)
+    device = next(model.parameters()).device
+    pred, attention = model(split.speech.to(device), split.prosody.to(device), split.state.to(device))
+    return pred.cpu(), None if attention is None else {k: v.cpu() for k, v in attention.items()}
 
 
 def validation_ccc(model: torch.nn.Module, split: SplitTensors) -> float:
     pred, _ = predict(model, split)
-    return float((1 - ccc_loss(pred, split.targets)).mean())
+    return float((1 - ccc_loss(pred, split.targets.cpu())).mean())
 
 
-def train_head(fold: FoldTensors, config: TrainConfig, seed: int) -> TrainedHead:
+def train_head(fold: FoldTensors, config: TrainConfig, seed: int, device: torch.device = torch.device("cpu")
+               ) -> TrainedHead:
+    """Train one seed on ``device``; the batch order comes from a CPU generator, so it is the same anywhere."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     sizes = block_sizes(fold, config)
-    model = build_head(config.variant, sizes, config.dropout)
+    model = build_head(config.variant, sizes, config.dropout).to(device)
     optimizer = AdamW(parameter_groups(model, config))  # torch's fused AdamW update, see heads/optim.py
-    train = fold.train
+    train, validation = fold.train.to(device), fold.validation.to(device)
     n = len(train.rows)
     best_ccc, best_epoch, best_state, history = -np.inf, -1, None, []
     for epoch in range(config.epochs):
@@ -114,7 +118,7 @@ def train_head(fold: FoldTensors, config: TrainConfig, seed: int) -> TrainedHead
         remainder = n % config.batch_size
         stop = n if n < config.batch_size or remainder >= 32 else n - remainder
         for start in range(0, stop, config.batch_size):
-            idx = order[start : start + config.batch_size]
+            idx = order[start : start + config.batch_size].to(device)
             pred, _ = model(train.speech[idx], train.prosody[idx], train.state[idx])
             loss = loss_fn(pred, train.targets[idx], config)
             optimizer.zero_grad()
@@ -122,7 +126,7 @@ def train_head(fold: FoldTensors, config: TrainConfig, seed: int) -> TrainedHead
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             total += float(loss.detach()) * len(idx)
-        val = validation_ccc(model, fold.validation)
+        val = validation_ccc(model, validation)
         history.append({"epoch": epoch, "train_loss": total / n, "val_ccc": val})
         if val > best_ccc + config.min_delta:
             best_ccc, best_epoch, best_state = val, epoch, copy.deepcopy(model.state_dict())
