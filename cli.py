@@ -170,7 +170,7 @@ def train_heads(
     cache: Path = typer.Option(..., help="a cache with at least the speech or prosody stage"),
     fold: int = typer.Option(..., help="test fold (the others train; validation = held-out training speakers)"),
     out: Path = typer.Option(..., help="run folder to write"),
-    variant: str = typer.Option("separate-attn", help="shared | separate | separate-attn (+switches, see ablate)"),
+    variant: str = typer.Option("separate-attn", help="shared | separate | separate-attn | linear (+switches, see ablate)"),
     seeds: int = typer.Option(1, help="train this many seeds (0..N-1)"),
     layer: str = _HEAD_OPTIONS["layer"], no_speech: bool = _HEAD_OPTIONS["no_speech"],
     no_prosody: bool = _HEAD_OPTIONS["no_prosody"], no_state: bool = _HEAD_OPTIONS["no_state"],
@@ -206,14 +206,26 @@ def eval_runs(
     runs: list[Path] = typer.Option(..., "--runs", help="run folders (repeat --runs, or give a parent folder)"),
     out: Path = typer.Option(Path("eval_out"), help="folder for the tables and plots"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the metrics JSON here"),
+    baseline: Optional[Path] = typer.Option(None, help="runs of the baseline (a run folder or a parent of one "
+                                                       "label's runs); every other label is compared with it"),
+    bootstrap: int = typer.Option(2000, help="speaker-bootstrap resamples for the intervals (0 = no intervals)"),
 ) -> None:
-    """CCC, Pearson, MSE, RMSE per fold, across folds and pooled; tables and plots."""
+    """CCC, Pearson, MSE, RMSE per fold, across folds and pooled, with intervals; differences from a baseline."""
     from heads.evaluate import evaluate_runs, write_evaluation
-    from heads.runs import expand_runs
+    from heads.runs import expand_runs, read_run
 
-    markdown, summaries = write_evaluation(evaluate_runs(expand_runs(runs)), out, json_path)
+    run_dirs = expand_runs(runs)
+    baseline_label = None
+    if baseline is not None:
+        baseline_dirs = expand_runs([baseline])
+        labels = {read_run(d)[0]["label"] for d in baseline_dirs}
+        if len(labels) != 1:
+            raise InputError(f"--baseline {baseline}: expected the runs of one label, found {sorted(labels)}")
+        baseline_label = labels.pop()
+        run_dirs = baseline_dirs + [d for d in run_dirs if d.resolve() not in {b.resolve() for b in baseline_dirs}]
+    markdown, results = write_evaluation(evaluate_runs(run_dirs), out, json_path, _stats(bootstrap), baseline_label)
     typer.echo(markdown)
-    for label, s in summaries.items():
+    for label, s in results["runs"].items():
         if s["attention_mean"]:
             a = s["attention_mean"]
             typer.echo(f"{label}: mean attention, valence->prosody {a['attn_valence_prosody']:.2f}, "
@@ -221,33 +233,53 @@ def eval_runs(
     typer.echo(f"tables, metrics.json and plots in {out}/")
 
 
+def _stats(bootstrap: int):
+    from heads.stats import StatsConfig
+
+    if bootstrap < 0:
+        raise InputError("--bootstrap must be 0 (no intervals) or a number of resamples")
+    return StatsConfig(resamples=bootstrap)
+
+
 @app.command()
 def ablate(
     cache: Path = typer.Option(..., help="a cache with the stages the variants need"),
-    variants: str = typer.Option("shared,separate,separate-attn",
-                                 help="comma-separated specs: variant[+no-speech|+no-prosody|+no-state|+speaker-norm|+layer=N]"),
+    variants: str = typer.Option("shared,separate,separate-attn,linear",
+                                 help="comma-separated specs: variant[+no-speech|+no-prosody|+no-state|+speaker-norm|"
+                                      "+layer=last|mean|weighted|N]; variants: shared, separate, separate-attn, linear"),
     folds: str = typer.Option("all", help="e.g. 1-5, 1,3 or all"),
     seeds: int = typer.Option(1, help="seeds per variant and fold"),
     out: Path = typer.Option(..., help="folder for runs, tables and plots"),
+    baseline: Optional[str] = typer.Option(None, help="the variant spec the others are compared with "
+                                                      "(default: the first of --variants)"),
+    bootstrap: int = typer.Option(2000, help="speaker-bootstrap resamples for the intervals (0 = no intervals)"),
     epochs: int = _HEAD_OPTIONS["epochs"], lr: float = _HEAD_OPTIONS["lr"], batch_size: int = _HEAD_OPTIONS["batch_size"],
     device: str = _HEAD_OPTIONS["device"],
 ) -> None:
-    """All variants x folds x seeds in one process, the cache loaded once; writes the results table and plots."""
+    """All variants x folds x seeds in one process, the cache loaded once; table with intervals, differences
+    from the baseline, plots and report."""
     import time
 
     from cache.reader import CacheReader
     from heads.ablation import run_ablation
     from heads.report import write_report
     from heads.train import TrainConfig
-    from heads.variants import parse_folds, parse_variant
+    from heads.variants import parse_folds, parse_variant, run_label
     from pipeline.runtime.device import resolve_device
 
     base = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size)
     configs = [parse_variant(spec, base) for spec in variants.split(",") if spec.strip()]
+    if not configs:
+        raise InputError("--variants is empty")
+    baseline_label = run_label(parse_variant(baseline, base)) if baseline else None
+    if baseline_label and baseline_label not in {run_label(c) for c in configs}:
+        raise InputError(f"--baseline {baseline} is not among --variants")
     fold_list = parse_folds(folds, sorted(set(CacheReader(cache).manifest["fold"].to_list())))
     started = time.perf_counter()
-    markdown, evaluation = run_ablation(cache, configs, fold_list, _seed_list(seeds), out, resolve_device(device))
-    report = write_report(evaluation, out / "report.html", title=f"Head ablation on {cache.name}")
+    stats = _stats(bootstrap)
+    markdown, evaluation, results = run_ablation(cache, configs, fold_list, _seed_list(seeds), out,
+                                                 resolve_device(device), stats, baseline_label)
+    report = write_report(evaluation, out / "report.html", title=f"Head ablation on {cache.name}", results=results)
     typer.echo(markdown)
     typer.echo(f"{len(configs)} variants x {len(fold_list)} folds x {seeds} seed(s) in "
                f"{time.perf_counter() - started:.1f} s; tables and plots in {out}/; report {report}")
@@ -258,13 +290,17 @@ def report(
     runs: list[Path] = typer.Option(..., "--runs", help="run folders (or a parent folder of runs)"),
     out: Path = typer.Option(Path("report.html"), help="the HTML file to write"),
     title: str = typer.Option("Valence / arousal heads", help="report title"),
+    baseline: Optional[str] = typer.Option(None, help="run label the others are compared with (default: the first)"),
+    bootstrap: int = typer.Option(2000, help="speaker-bootstrap resamples for the intervals (0 = no intervals)"),
 ) -> None:
-    """One self-contained HTML report: table, per-fold bars, scatter, attention, layer weights, provenance."""
+    """One self-contained HTML report: table with intervals, differences from a baseline (forest plot),
+    per-fold bars, scatter, attention, per speaker and category, layer weights, provenance."""
     from heads.evaluate import evaluate_runs
     from heads.report import write_report
     from heads.runs import expand_runs
 
-    typer.echo(f"report: {write_report(evaluate_runs(expand_runs(runs)), out, title=title)}")
+    evaluation = evaluate_runs(expand_runs(runs))
+    typer.echo(f"report: {write_report(evaluation, out, title=title, stats=_stats(bootstrap), baseline=baseline)}")
 
 
 @app.command()
@@ -273,7 +309,7 @@ def demo(
     corpus: str = typer.Option("auto", help="auto (EmoDB if ../shared/corpora/emodb exists, else synthetic) | emodb | synthetic"),
     seeds: int = typer.Option(1, help="seeds per variant and fold"),
 ) -> None:
-    """The whole pipeline on a built-in corpus: manifest -> extract -> ablate (3 variants x 5 folds) -> report."""
+    """The whole pipeline on a built-in corpus: manifest -> extract -> ablate (4 variants x 5 folds, baseline shared) -> report."""
     from demo import run_demo
 
     run_demo(out, corpus, seeds)

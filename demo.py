@@ -50,12 +50,13 @@ def run_demo(out: str | Path, corpus: str = "auto", seeds: int = 1) -> Path:
     typer.echo(f"[2/4] extract speech, prosody, dialogue states -> {cache}")
     extract(cache, manifest, ["speech", "prosody", "state"],
             ExtractConfig(speech=SpeechConfig(model=str(model_dir))), device="auto")
-    typer.echo("[3/4] ablate shared / separate / separate-attn on 5 folds")
-    configs = [parse_variant(v, TrainConfig()) for v in ("shared", "separate", "separate-attn")]
-    markdown, evaluation = run_ablation(cache, configs, sorted(set(manifest["fold"].to_list())), list(range(seeds)),
-                                        out / "ablation")
-    report = write_report(evaluation, out / "report.html", title=f"Demo: {corpus}", notes=UNTRAINED_NOTE)
-    typer.echo("[4/4] results (mean ± sd over 5 folds):\n" + markdown)
+    typer.echo("[3/4] ablate shared / separate / separate-attn / linear on 5 folds (baseline: shared)")
+    configs = [parse_variant(v, TrainConfig()) for v in ("shared", "separate", "separate-attn", "linear")]
+    markdown, evaluation, results = run_ablation(cache, configs, sorted(set(manifest["fold"].to_list())),
+                                                 list(range(seeds)), out / "ablation", baseline="shared")
+    report = write_report(evaluation, out / "report.html", title=f"Demo: {corpus}", notes=UNTRAINED_NOTE,
+                          results=results)
+    typer.echo("[4/4] results:\n" + markdown)
     typer.echo(f"report: {report}  (tables, metrics.json and plots in {out / 'ablation'}/; "
                f"{time.perf_counter() - started:.0f} s in all)")
     return report

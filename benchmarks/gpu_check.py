@@ -172,9 +172,9 @@ def speech_figures(work: Path, sizes: Sizes, device: str, manifest_path: Path, a
 def state_figures(work: Path, sizes: Sizes, device: str) -> None:
     """The state stage at IEMOCAP scale on the device: PyTorch scan, and the mamba-ssm kernel where installed."""
     import torch
+    from bench_state import build_cache
 
     import pipeline.models.mamba as mamba
-    from bench_state import build_cache
     from cache import CacheReader
     from pipeline.models.state_model import StateModelConfig
     from pipeline.stages.state import StateConfig, run_state_stage
@@ -216,8 +216,8 @@ def state_figures(work: Path, sizes: Sizes, device: str) -> None:
 def head_figures(work: Path, sizes: Sizes, device: str) -> None:
     """One fold of head training on the device (and on the CPU beside it), and the fused AdamW on the device."""
     import torch
-
     from bench_heads import build_cache
+
     from cache import CacheReader
     from heads.experiment import train_fold
     from heads.features import load_corpus_arrays

@@ -1,21 +1,50 @@
-"""Aggregate head runs: metrics per fold (mean over seeds), mean +- sd over folds, pooled over all test
-predictions, mean attention weights, and the research note's table."""
+"""Aggregate head runs: metrics per fold, over folds, over seeds and pooled, each with a speaker-bootstrap
+interval; paired comparisons against a baseline; per-speaker and per-category breakdowns; tables and JSON.
+
+What the numbers mean (also written into every table and metrics.json):
+
+* a fold's metric is computed on that fold's test utterances, for each seed, then averaged over seeds;
+* ``mean`` is the mean over folds (the research note's table); ``± fold sd`` the sample sd (ddof=1) of the
+  fold metrics; ``seed sd`` the sample sd over seeds of the mean over folds (spread from training noise);
+* ``pooled`` is computed on all folds' test utterances at once (then averaged over seeds);
+* ``[lo, hi]`` is a 95 % percentile interval from a bootstrap that resamples speakers within each fold
+  (``heads.stats``); ``p`` of a difference is a paired speaker-permutation test, Holm-adjusted.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from core.columns import TARGETS
 from core.errors import InputError
 from core.metrics import dimension_metrics
 from heads.runs import read_run
+from heads.stats import (
+    Moments,
+    StatsConfig,
+    aggregate,
+    bootstrap_counts,
+    fold_sums,
+    holm,
+    interval,
+    intervals,
+    metrics_from_moments,
+    permutation_p_value,
+    reading,
+    speaker_moments,
+    swap_masks,
+)
 
 ATTENTION_COLUMNS = ("attn_valence_prosody", "attn_valence_other", "attn_arousal_speech", "attn_arousal_other")
-TABLE_COLUMNS = ("CCC-V", "CCC-A", "CCC-Avg", "MSE-V", "MSE-A")
+TABLE_COLUMNS = {"CCC-V": "ccc_v", "CCC-A": "ccc_a", "CCC-Avg": "ccc_avg", "MSE-V": "mse_v", "MSE-A": "mse_a"}
+COMPARED = {"CCC-V": "ccc_v", "CCC-A": "ccc_a", "CCC-Avg": "ccc_avg"}
+MEANING = ("mean over folds (each fold: mean over seeds) [95 % speaker-bootstrap interval] ± sd over folds "
+           "(ddof=1); seed sd: sd over seeds of the mean over folds (ddof=1)")
 
 
 @dataclass
@@ -36,7 +65,8 @@ def evaluate_runs(run_dirs: list[str | Path]) -> Evaluation:
         if any(r["fold"] == record["fold"] for r in records.get(label, [])):
             raise InputError(f"{run_dir}: a second run of '{label}' for fold {record['fold']}; give each once")
         records.setdefault(label, []).append(record)
-        predictions[label] = pl.concat([predictions[label], preds]) if label in predictions else preds
+        predictions[label] = pl.concat([predictions[label], preds], how="diagonal_relaxed") \
+            if label in predictions else preds
         per_seed = [dimension_metrics(preds.filter(pl.col("seed") == s)) for s in record["seeds"]]
         means = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
         rows.append({"label": label, "fold": record["fold"], "n_test": preds.height // len(record["seeds"]),
@@ -45,25 +75,143 @@ def evaluate_runs(run_dirs: list[str | Path]) -> Evaluation:
     return Evaluation(per_fold, predictions, records)
 
 
-def summary(evaluation: Evaluation) -> dict[str, dict]:
-    """Per label: per-fold metrics, mean and sd over folds, pooled metrics, mean attention weights."""
+def _flat(metrics: dict[str, np.ndarray], index: tuple = ()) -> dict[str, float]:
+    """``{ccc: [..., D]}`` -> ``{ccc_v, ccc_a, ...}`` (floats; None for undefined) at ``index``."""
     out = {}
-    for label, group in evaluation.per_fold.group_by("label", maintain_order=True):
-        label = label[0]
-        metric_names = [c for c in group.columns if c not in ("label", "fold", "n_test", "seeds")]
-        preds = evaluation.predictions[label]
-        pooled_per_seed = [dimension_metrics(preds.filter(pl.col("seed") == s)) for s in preds["seed"].unique().sort()]
-        out[label] = {
-            "folds": {str(r["fold"]): {k: r[k] for k in ("ccc_v", "ccc_a", "mse_v", "mse_a", "pearson_v", "pearson_a",
-                                                          "rmse_v", "rmse_a", "n_test")}
-                      for r in group.iter_rows(named=True)},
-            "mean": {k: float(group[k].mean()) for k in metric_names},
-            "sd": {k: float(group[k].std(ddof=0)) for k in metric_names},
-            "pooled": {k: float(np.mean([m[k] for m in pooled_per_seed])) for k in pooled_per_seed[0]},
-            "attention_mean": {c: float(preds[c].mean()) for c in ATTENTION_COLUMNS if c in preds.columns},
-            "layer_weights": _mean_layer_weights(evaluation.records[label]),
-        }
-        out[label]["mean"]["ccc_avg"] = (out[label]["mean"]["ccc_v"] + out[label]["mean"]["ccc_a"]) / 2
+    for name, values in metrics.items():
+        if name == "ccc_avg":
+            out[name] = _number(values[index])
+        else:
+            for d, dim in enumerate(TARGETS):
+                out[f"{name}_{dim[0]}"] = _number(values[(*index, d)])
+    return out
+
+
+def _number(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _sd(values: np.ndarray) -> float | None:
+    """Sample sd (ddof=1) over the first axis; None with fewer than 2 values or undefined ones."""
+    return _number(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def label_summary(preds: pl.DataFrame, stats: StatsConfig) -> tuple[dict, Moments]:
+    """Point estimates, spreads and intervals of one run label (see the module docstring)."""
+    moments = speaker_moments(preds)
+    folds = len(moments.folds)
+    point = aggregate(fold_sums(moments.values, moments.group_fold, folds))
+    out: dict = {
+        "folds": {str(f): {**_flat(point.per_fold, (i,)), "n_test": int(_rows(moments, i))}
+                  for i, f in enumerate(moments.folds)},
+        "mean": _flat(point.mean), "pooled": _flat(point.pooled),
+        "sd_folds": {k: _sd(np.array([m[k] for m in _fold_list(point)], dtype=float)) for k in _flat(point.mean)},
+        "sd_seeds": {k: _sd(np.array([_flat(point.per_seed, (s,))[k] for s in range(len(moments.seeds))],
+                                     dtype=float)) for k in _flat(point.mean)},
+        "seeds": list(moments.seeds),
+    }
+    if stats.resamples:
+        counts = bootstrap_counts(moments.group_fold, stats.resamples, np.random.default_rng(stats.seed))
+        draws = aggregate(fold_sums(moments.values, moments.group_fold, folds, counts))
+        for key, metrics in (("mean_ci", draws.mean), ("pooled_ci", draws.pooled)):
+            low, high = (_flat(bound) for bound in intervals(metrics, stats.confidence))
+            out[key] = {k: [low[k], high[k]] for k in low}
+        low, high = intervals(draws.per_fold, stats.confidence)
+        for i, f in enumerate(moments.folds):
+            fold_low, fold_high = _flat(low, (i,)), _flat(high, (i,))
+            out["folds"][str(f)]["ci"] = {k: [fold_low[k], fold_high[k]] for k in fold_low}
+    return out, moments
+
+
+def _rows(moments: Moments, fold_index: int) -> float:
+    return moments.values[0, moments.group_fold == fold_index, 0, 0].sum()
+
+
+def _fold_list(point) -> list[dict]:  # noqa: ANN001 - Aggregates
+    return [_flat(point.per_fold, (i,)) for i in range(point.per_fold["ccc"].shape[0])]
+
+
+def per_speaker(moments: Moments) -> list[dict]:
+    """Each speaker's test utterances: n, CCC, MSE per dimension (mean over seeds)."""
+    by_speaker: dict[str, list[int]] = {}
+    for g, (_, speaker) in enumerate(moments.groups):
+        by_speaker.setdefault(speaker, []).append(g)
+    out = []
+    for speaker, groups in sorted(by_speaker.items()):
+        metrics = metrics_from_moments(moments.values[:, groups].sum(1))  # [S, D]
+        flat = _flat({k: v.mean(0) for k, v in metrics.items() if k in ("ccc", "mse")})
+        folds = sorted({moments.folds[moments.group_fold[g]] for g in groups})
+        out.append({"speaker": speaker, "folds": folds, "n": int(moments.values[0, groups, 0, 0].sum()), **flat})
+    return out
+
+
+def per_category(preds: pl.DataFrame) -> list[dict]:
+    """Per emotion category (where the manifest has one): n, mean error (pred - true) and mean absolute error
+    per dimension, over all seeds. CCC within a category is not meaningful: its true values barely vary."""
+    if "emotion" not in preds.columns or preds["emotion"].null_count() == preds.height:
+        return []
+    seeds = preds["seed"].n_unique()
+    errors = preds.with_columns([(pl.col(f"{d}_pred") - pl.col(f"{d}_true")).alias(f"err_{d[0]}") for d in TARGETS])
+    table = errors.group_by("emotion").agg(
+        (pl.len() / seeds).cast(pl.Int64).alias("n"),
+        *[pl.col(f"err_{d[0]}").mean().alias(f"bias_{d[0]}") for d in TARGETS],
+        *[pl.col(f"err_{d[0]}").abs().mean().alias(f"mae_{d[0]}") for d in TARGETS],
+    ).sort("emotion")
+    return table.to_dicts()
+
+
+def compare(moments: dict[str, Moments], baseline: str, stats: StatsConfig) -> dict:
+    """Each other label minus ``baseline`` on CCC-V, CCC-A, CCC-Avg (mean over folds): the difference, its
+    per-fold values, a paired bootstrap interval (the same resamples for both), a speaker-permutation p-value,
+    Holm-adjusted per metric over the labels compared, and its reading in words."""
+    if baseline not in moments:
+        raise InputError(f"baseline '{baseline}' is not among the runs ({', '.join(moments)})")
+    base = moments[baseline]
+    rows = []
+    for label, m in moments.items():
+        if label == baseline:
+            continue
+        if m.groups != base.groups or m.utt_ids != base.utt_ids or len(m.seeds) != len(base.seeds):
+            raise InputError(f"'{label}' and the baseline '{baseline}' were not tested on the same utterances with "
+                             f"the same number of seeds; a paired comparison needs both")
+        rows.append((label, m, _difference(m, base, stats)))
+    comparisons = []
+    for name, key in COMPARED.items():
+        adjusted = holm([d[key]["p"] for _, _, d in rows]) if rows else []
+        for (label, _, d), p_holm in zip(rows, adjusted):
+            entry = {"label": label, "metric": name, **d[key], "p_holm": p_holm}
+            entry["reading"] = reading(*(entry["ci"] or [np.nan, np.nan]), p_holm, stats.alpha)
+            comparisons.append(entry)
+    return {"baseline": baseline, "rows": comparisons}
+
+
+def _difference(a: Moments, b: Moments, stats: StatsConfig) -> dict[str, dict]:
+    folds = len(a.folds)
+    sums_a, sums_b = (fold_sums(m.values, m.group_fold, folds) for m in (a, b))
+    point_a, point_b = aggregate(sums_a), aggregate(sums_b)
+    rng = np.random.default_rng(stats.seed)
+    masks = swap_masks(len(a.groups), stats.permutations, rng)
+    shift = fold_sums(b.values - a.values, a.group_fold, folds, masks)  # [P, S, F, D, 6]: swapped groups' change
+    null_a, null_b = aggregate(sums_a + shift), aggregate(sums_b - shift)
+    draws_a = draws_b = None
+    if stats.resamples:
+        counts = bootstrap_counts(a.group_fold, stats.resamples, np.random.default_rng(stats.seed))
+        draws_a, draws_b = (aggregate(fold_sums(m.values, m.group_fold, folds, counts)) for m in (a, b))
+    out = {}
+    for key in COMPARED.values():
+        def pick(metrics: dict[str, np.ndarray], key: str = key) -> np.ndarray:
+            return metrics["ccc_avg"] if key == "ccc_avg" else metrics["ccc"][..., TARGETS.index(
+                {"v": "valence", "a": "arousal"}[key[-1]])]
+
+        observed = pick(point_a.mean) - pick(point_b.mean)
+        p = permutation_p_value(observed, pick(null_a.mean) - pick(null_b.mean), exact=len(masks) == 2 ** len(a.groups))
+        ci = None
+        if draws_a is not None:
+            low, high = interval(pick(draws_a.mean) - pick(draws_b.mean), stats.confidence)
+            ci = [_number(low), _number(high)]
+        out[key] = {"delta": _number(observed), "ci": ci, "p": float(p),
+                    "per_fold": {str(f): _number(v) for f, v in
+                                 zip(a.folds, pick(point_a.per_fold) - pick(point_b.per_fold))}}
     return out
 
 
@@ -72,46 +220,106 @@ def _mean_layer_weights(records: list[dict]) -> list[float] | None:
     return np.mean(weights, axis=0).tolist() if weights else None
 
 
-def results_table(summaries: dict[str, dict]) -> pl.DataFrame:
-    """The research note's table: one row per run label, mean over folds (sd in the ``*_sd`` columns)."""
+def summarise(evaluation: Evaluation, stats: StatsConfig = StatsConfig(), baseline: str | None = None) -> dict:
+    """Everything ``metrics.json`` holds: per label its metrics, intervals, spreads, attention, layer weights,
+    per-speaker and per-category breakdowns; the comparisons against ``baseline`` (default: the first label)."""
+    runs, moments = {}, {}
+    for label, preds in evaluation.predictions.items():
+        runs[label], moments[label] = label_summary(preds, stats)
+        runs[label].update({
+            "attention_mean": {c: float(preds[c].mean()) for c in ATTENTION_COLUMNS if c in preds.columns},
+            "layer_weights": _mean_layer_weights(evaluation.records[label]),
+            "per_speaker": per_speaker(moments[label]), "per_category": per_category(preds),
+        })
+    comparisons = None
+    if len(runs) > 1:
+        comparisons = compare(moments, baseline or next(iter(runs)), stats)
+    return {"meaning": MEANING, "stats": asdict(stats), "runs": runs, "comparisons": comparisons}
+
+
+def results_table(results: dict) -> pl.DataFrame:
+    """One row per run label: each metric's mean over folds, interval, fold sd and seed sd."""
     rows = []
-    for label, s in summaries.items():
-        m, sd = s["mean"], s["sd"]
-        rows.append({"run": label, "folds": len(s["folds"]), "CCC-V": m["ccc_v"], "CCC-A": m["ccc_a"],
-                     "CCC-Avg": m["ccc_avg"], "MSE-V": m["mse_v"], "MSE-A": m["mse_a"],
-                     "CCC-V_sd": sd["ccc_v"], "CCC-A_sd": sd["ccc_a"], "MSE-V_sd": sd["mse_v"], "MSE-A_sd": sd["mse_a"]})
+    for label, s in results["runs"].items():
+        row = {"run": label, "folds": len(s["folds"]), "seeds": len(s["seeds"])}
+        for column, key in TABLE_COLUMNS.items():
+            ci = s.get("mean_ci", {}).get(key) or [None, None]
+            row.update({column: s["mean"][key], f"{column}_lo": ci[0], f"{column}_hi": ci[1],
+                        f"{column}_sd": s["sd_folds"][key], f"{column}_seed_sd": s["sd_seeds"][key]})
+        rows.append(row)
     return pl.DataFrame(rows)
 
 
+def _cell(value: float | None, low: float | None = None, high: float | None = None, sd: float | None = None) -> str:
+    if value is None:
+        return "undefined"
+    text = f"{value:.3f}"
+    if low is not None and high is not None:
+        text += f" [{low:.3f}, {high:.3f}]"
+    if sd is not None:
+        text += f" ± {sd:.3f}"
+    return text
+
+
 def markdown_table(table: pl.DataFrame) -> str:
-    lines = ["| run | folds | " + " | ".join(TABLE_COLUMNS) + " |", "|---|---|" + "---|" * len(TABLE_COLUMNS)]
+    lines = [f"Each cell: {MEANING}.", "",
+             "| run | folds | seeds | " + " | ".join(TABLE_COLUMNS) + " |", "|---|---|---|" + "---|" * len(TABLE_COLUMNS)]
     for r in table.iter_rows(named=True):
-        cells = []
-        for c in TABLE_COLUMNS:
-            sd = r.get(f"{c}_sd")
-            cells.append(f"{r[c]:.3f} ± {sd:.3f}" if sd is not None else f"{r[c]:.3f}")
-        lines.append(f"| {r['run']} | {r['folds']} | " + " | ".join(cells) + " |")
+        cells = [_cell(r[c], r[f"{c}_lo"], r[f"{c}_hi"], r[f"{c}_sd"]) for c in TABLE_COLUMNS]
+        lines.append(f"| {r['run']} | {r['folds']} | {r['seeds']} | " + " | ".join(cells) + " |")
+    if (table["seeds"] > 1).any():
+        lines += ["", "Spread over seeds (sd of the mean over folds, ddof=1):", "",
+                  "| run | " + " | ".join(TABLE_COLUMNS) + " |", "|---|" + "---|" * len(TABLE_COLUMNS)]
+        for r in table.filter(pl.col("seeds") > 1).iter_rows(named=True):
+            lines.append(f"| {r['run']} | " + " | ".join(_cell(r[f"{c}_seed_sd"]) for c in TABLE_COLUMNS) + " |")
     return "\n".join(lines)
 
 
-def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str | Path | None = None) -> tuple[str, dict]:
-    """Write ``results.md``, ``results.csv``, ``per_fold.csv``, ``metrics.json`` and plots; return the markdown."""
-    from heads.plots import plot_attention, plot_per_fold, plot_scatter
+def comparison_markdown(results: dict) -> str:
+    """Differences from the baseline, one row per label and metric, with the reading in words."""
+    comparisons = results.get("comparisons")
+    if not comparisons or not comparisons["rows"]:
+        return ""
+    stats = results["stats"]
+    compared = len({r["label"] for r in comparisons["rows"]})
+    lines = [f"Differences from `{comparisons['baseline']}` on the same utterances (mean over folds; paired "
+             f"{stats['confidence']:.0%} speaker-bootstrap interval; p: paired speaker-permutation test, "
+             f"Holm-adjusted over {compared} comparison(s) per metric):", "",
+             "| run | metric | Δ | interval | p (Holm) | Δ per fold | reading |", "|---|---|---|---|---|---|---|"]
+    for r in comparisons["rows"]:
+        interval_text = f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" if r["ci"] and None not in r["ci"] else "n/a"
+        folds = " ".join(f"{v:+.2f}" if v is not None else "n/a" for v in r["per_fold"].values())
+        delta = f"{r['delta']:+.3f}" if r["delta"] is not None else "undefined"
+        lines.append(f"| {r['label']} | {r['metric']} | {delta} | {interval_text} | {r['p_holm']:.3f} | {folds} | "
+                     f"{r['reading']} |")
+    return "\n".join(lines)
+
+
+def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str | Path | None = None,
+                     stats: StatsConfig = StatsConfig(), baseline: str | None = None) -> tuple[str, dict]:
+    """Write ``results.md``, ``results.csv``, ``per_fold.csv``, ``comparisons.csv``, ``metrics.json`` and
+    plots; return the markdown (results, then comparisons) and the results."""
+    from heads.plots import plot_attention, plot_forest, plot_per_fold, plot_scatter
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summaries = summary(evaluation)
-    table = results_table(summaries)
-    markdown = markdown_table(table)
+    results = summarise(evaluation, stats, baseline)
+    table = results_table(results)
+    markdown = "\n\n".join(part for part in (markdown_table(table), comparison_markdown(results)) if part)
     (out_dir / "results.md").write_text(markdown + "\n")
     table.write_csv(out_dir / "results.csv")
     evaluation.per_fold.write_csv(out_dir / "per_fold.csv")
-    # Per label: per fold ccc_v, ccc_a, mse_v, mse_a (and more), the means, sds and pooled metrics.
-    payload = json.dumps(summaries, indent=2, sort_keys=True)
+    if results["comparisons"]:
+        pl.DataFrame([{k: v for k, v in r.items() if k not in ("ci", "per_fold")} | {
+            "ci_low": (r["ci"] or [None, None])[0], "ci_high": (r["ci"] or [None, None])[1]}
+            for r in results["comparisons"]["rows"]]).write_csv(out_dir / "comparisons.csv")
+    payload = json.dumps(results, indent=2, sort_keys=True)
     (out_dir / "metrics.json").write_text(payload)
     if json_path:
         Path(json_path).write_text(payload)
     plot_per_fold(evaluation.per_fold, out_dir / "per_fold.png")
     plot_scatter(evaluation.predictions, out_dir / "scatter.png")
     plot_attention(evaluation.predictions, out_dir / "attention.png")
-    return markdown, summaries
+    if results["comparisons"]:
+        plot_forest(results["comparisons"], out_dir / "forest.png")
+    return markdown, results

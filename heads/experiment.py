@@ -28,6 +28,8 @@ def predictions_frame(arrays: CorpusArrays, fold: FoldTensors, model: torch.nn.M
         "valence_true": test.raw_targets[:, 0], "arousal_true": test.raw_targets[:, 1],
         "valence_pred": pred[:, 0], "arousal_pred": pred[:, 1],
     }
+    if arrays.emotions is not None:
+        columns["emotion"] = arrays.emotions[test.rows]
     if attention is not None:
         columns.update({
             "attn_valence_prosody": attention["valence"][:, 0].numpy(),
@@ -53,11 +55,11 @@ def train_fold(arrays: CorpusArrays, test_fold: int, config: TrainConfig, seeds:
         save_head(out_dir / f"head_seed{seed}.safetensors", head.model, fold.stats)
         frame = predictions_frame(arrays, fold, head.model, seed)
         frames.append(frame)
-        layer_weights = head.model.inputs.layer_weights()
+        layer_weights = head.model.inputs.layer_weights() if hasattr(head.model, "inputs") else None
         per_seed[str(seed)] = {
             **dimension_metrics(frame), "best_epoch": head.best_epoch, "best_val_ccc": head.best_val_ccc,
             "epochs_trained": len(head.history), "train_seconds": time.perf_counter() - started,
-            "layer_weights": layer_weights.tolist() if layer_weights is not None else None,
+            "layer_weights": layer_weights.tolist() if layer_weights is not None else None, **head.details,
         }
     predictions = pl.concat(frames)
     predictions.write_csv(out_dir / PREDICTIONS_FILE)

@@ -48,6 +48,7 @@ class CorpusArrays:
     speakers: np.ndarray
     folds: np.ndarray
     usable: np.ndarray  # [N] bool: every stage the cache holds processed the row
+    emotions: np.ndarray | None = None  # [N] category labels where the manifest has them (None: no column values)
     prosody_names: list[str] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
     speech_layers: tuple[int, ...] = ()  # which of the cache's L+1 hidden states ``speech`` holds
@@ -89,6 +90,7 @@ def load_corpus_arrays(reader: CacheReader, layer: str | None = None) -> CorpusA
         targets=m.select("valence", "arousal").to_numpy().astype(np.float64),
         utt_ids=m["utt_id"].to_numpy(), speakers=m["speaker"].to_numpy(), folds=m["fold"].to_numpy(),
         usable=reader.ok(reader.stages),
+        emotions=m["emotion"].to_numpy() if m["emotion"].null_count() < m.height else None,
         prosody_names=list(reader.read("prosody", "names")) if "prosody" in reader.stages else [],
         provenance={s: reader.provenance(s) for s in reader.stages}, source=str(reader.path),
     )

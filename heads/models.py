@@ -7,6 +7,9 @@
   branch scales the prosody block by w[0] and the speech and state blocks by w[1]; the arousal branch
   scales the speech block by w[0] and the prosody and state blocks by w[1]. Each weighted input goes to
   its own MLP (Linear-LayerNorm-ReLU-Dropout 256, same 128, Linear(128, 1)).
+* ``linear``: the baseline every comparison can include: one linear map of ``[speech, prosody, state]``
+  (raw standardised Praat features, no projection) to valence and arousal, fitted in closed form by ridge
+  regression (``heads.ridge``), not by gradient descent.
 
 Raw Praat features enter through a projection to 64 dimensions; with ``layer="weighted"`` the speech
 block is a learned softmax mix of all cached hidden states (as in SUPERB). Every forward returns
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-VARIANTS = ("shared", "separate", "separate-attn")
+VARIANTS = ("shared", "separate", "separate-attn", "linear")
 
 
 @dataclass(frozen=True)
@@ -149,8 +152,29 @@ class SeparateAttnHeads(nn.Module):
         return torch.cat([valence, arousal], -1), {"valence": wv, "arousal": wa}
 
 
+class LinearHead(nn.Module):
+    """``Linear(d_speech + F + d_state, 2)`` over the concatenated standardised blocks (one speech layer)."""
+
+    def __init__(self, sizes: BlockSizes, dropout: float = 0.0):
+        super().__init__()
+        if sizes.speech_layers > 1:
+            raise ValueError("the linear head takes one speech layer (last, mean or N), not a learned mix")
+        self.sizes = sizes
+        self.linear = nn.Linear(sizes.speech + (sizes.prosody_raw if sizes.prosody else 0) + sizes.state, 2)
+
+    def blocks(self, speech: torch.Tensor, prosody: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """``[B, d_in]``: the blocks the head uses, concatenated."""
+        parts = [speech if self.sizes.speech else None, prosody if self.sizes.prosody else None,
+                 state if self.sizes.state else None]
+        return torch.cat([x for x in parts if x is not None], -1)
+
+    def forward(self, speech, prosody, state):  # noqa: ANN001, ANN201
+        return self.linear(self.blocks(speech, prosody, state)), None
+
+
 def build_head(variant: str, sizes: BlockSizes, dropout: float = 0.3) -> nn.Module:
-    classes = {"shared": SharedHead, "separate": SeparateHeads, "separate-attn": SeparateAttnHeads}
+    classes = {"shared": SharedHead, "separate": SeparateHeads, "separate-attn": SeparateAttnHeads,
+               "linear": LinearHead}
     if variant not in classes:
         raise ValueError(f"unknown head variant '{variant}' (choose from {', '.join(VARIANTS)})")
     return classes[variant](sizes, dropout)

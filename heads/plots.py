@@ -1,4 +1,5 @@
-"""PNG figures of head results: per-fold CCC bars, predicted-vs-true scatter, attention histograms.
+"""PNG figures of head results: per-fold CCC bars, predicted-vs-true scatter, attention histograms, and a
+forest plot of differences from a baseline.
 
 Each function writes to ``target``: a file path or a binary file object (the HTML report renders in memory).
 """
@@ -68,6 +69,34 @@ def plot_attention(predictions: dict[str, pl.DataFrame], target) -> None:  # noq
     else:
         for ax in axes:
             ax.text(0.5, 0.5, "no attention heads among these runs", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(target, format="png", dpi=110)
+    plt.close(fig)
+
+
+def plot_forest(comparisons: dict, target) -> None:  # noqa: ANN001 - path or binary file
+    """Each label's difference from the baseline per metric: the point and its interval, 0 marked; rows
+    whose reading is a difference are drawn solid, the others hollow."""
+    metrics = list(dict.fromkeys(r["metric"] for r in comparisons["rows"]))
+    labels = list(dict.fromkeys(r["label"] for r in comparisons["rows"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 0.6 * len(labels) + 1.6), sharey=True,
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for y, label in enumerate(labels):
+            row = next(r for r in comparisons["rows"] if r["label"] == label and r["metric"] == metric)
+            if row["delta"] is None:
+                continue
+            low, high = row["ci"] if row["ci"] and None not in row["ci"] else (row["delta"], row["delta"])
+            distinct = row["reading"] != "not distinguishable"
+            ax.plot([low, high], [y, y], color="C0", lw=2)
+            ax.plot(row["delta"], y, "o", color="C0", mfc="C0" if distinct else "white", ms=7)
+            ax.annotate(f"p={row['p_holm']:.3f}", (high, y), xytext=(4, 0), textcoords="offset points",
+                        va="center", fontsize=7)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(f"Δ{metric} vs {comparisons['baseline']}", fontsize=9)
+        ax.set_xlabel("difference (interval: 95 % paired speaker bootstrap)")
+    axes[0][0].set_yticks(range(len(labels)), labels)
+    axes[0][0].invert_yaxis()
     fig.tight_layout()
     fig.savefig(target, format="png", dpi=110)
     plt.close(fig)

@@ -16,6 +16,7 @@ from core.metrics import ccc_loss
 from heads.features import FeatureConfig, FoldTensors, SplitTensors
 from heads.models import BlockSizes, build_head
 from heads.optim import AdamW
+from heads.ridge import fit_ridge
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class TrainedHead:
     sizes: BlockSizes
     best_epoch: int
     best_val_ccc: float
-    history: list[dict]
+    history: list[dict]  # one entry per epoch (empty for the closed-form linear head)
+    details: dict = field(default_factory=dict)  # variant-specific facts for run.json (e.g. ridge penalties)
 
 
 def block_sizes(fold: FoldTensors, config: TrainConfig) -> BlockSizes:
@@ -101,10 +103,16 @@ def validation_ccc(model: torch.nn.Module, split: SplitTensors) -> float:
 
 def train_head(fold: FoldTensors, config: TrainConfig, seed: int, device: torch.device = torch.device("cpu")
                ) -> TrainedHead:
-    """Train one seed on ``device``; the batch order comes from a CPU generator, so it is the same anywhere."""
+    """Train one seed on ``device``; the batch order comes from a CPU generator, so it is the same anywhere.
+    The ``linear`` variant is fitted in closed form instead (``heads.ridge``; seeds do not change it)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     sizes = block_sizes(fold, config)
+    if config.variant == "linear":
+        model = build_head("linear", sizes)
+        splits = [(s.speech, s.prosody, s.state, s.targets) for s in (fold.train, fold.validation)]
+        penalties, val_ccc, path = fit_ridge(model, *splits)
+        return TrainedHead(model.eval(), sizes, 0, val_ccc, [], {"ridge_penalty": penalties, "ridge_path": path})
     model = build_head(config.variant, sizes, config.dropout).to(device)
     optimizer = AdamW(parameter_groups(model, config))  # torch's fused AdamW update, see heads/optim.py
     train, validation = fold.train.to(device), fold.validation.to(device)

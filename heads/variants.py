@@ -33,6 +33,9 @@ def parse_variant(spec: str, base: TrainConfig) -> TrainConfig:
             features = replace(features, layer=check_layer_choice(switch.split("=", 1)[1]))
         else:
             raise InputError(f"unknown switch '{switch}' in '{spec}' ({', '.join(SWITCHES)}, layer=...)")
+    if name == "linear" and features.layer == "weighted":
+        raise InputError(f"'{spec}': the linear head is fitted in closed form on one speech layer; "
+                         "use layer=last, layer=mean or layer=N")
     return replace(base, variant=name, features=features)
 
 

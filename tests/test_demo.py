@@ -1,4 +1,5 @@
-"""The README's main command: the demo runs every stage and prints the 3-variant x 5-fold table."""
+"""The README's main command: the demo runs every stage and prints the 4-variant x 5-fold table and the
+differences from the baseline."""
 
 from tests.test_cli import run_cli
 
@@ -6,8 +7,9 @@ from tests.test_cli import run_cli
 def test_the_synthetic_demo_runs_end_to_end(tmp_path):
     result = run_cli("demo", "--corpus", "synthetic", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
-    for variant in ("shared", "separate", "separate-attn"):
+    for variant in ("shared", "separate", "separate-attn", "linear"):
         assert f"| {variant} | 5 |" in result.stdout
+    assert "Differences from `shared`" in result.stdout and "| linear | CCC-A |" in result.stdout
     assert "untrained" in result.stdout
     assert (tmp_path / "report.html").stat().st_size > 10_000
-    assert len(list((tmp_path / "ablation").glob("*/fold*/run.json"))) == 15
+    assert len(list((tmp_path / "ablation").glob("*/fold*/run.json"))) == 20

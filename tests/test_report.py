@@ -37,8 +37,9 @@ def report(tmp_path_factory):
 
 def test_the_report_is_one_file_with_table_figures_and_provenance(report):
     text = report.read_text()
-    assert 'id="results"' in text and text.count("data:image/png;base64,") == 4  # + layer weights
+    assert 'id="results"' in text and text.count("data:image/png;base64,") == 5  # + forest plot, layer weights
     assert "separate-attn" in text and "valence branch gives prosody" in text and "Provenance" in text
+    assert 'id="comparisons"' in text and "Differences from" in text and 'id="per-speaker"' in text
     assert not re.search(r'src="(?!data:)', text)  # nothing external to fetch
 
 
@@ -46,8 +47,9 @@ def test_the_report_is_one_file_with_table_figures_and_provenance(report):
 def test_the_report_renders_in_headless_chromium(report, tmp_path):
     dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
                           report.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    assert '<table id="results">' in dom and dom.count("<tr>") == 1 + 3
-    assert dom.count("<img") == 4
+    results = dom[dom.index('<table id="results">'):]
+    assert results[:results.index("</table>")].count("<tr>") == 1 + 3
+    assert dom.count("<img") == 5
     shot = tmp_path / "shot.png"
     subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
                     "--window-size=1200,2400", report.as_uri()], capture_output=True, timeout=120)

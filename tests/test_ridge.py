@@ -1,0 +1,48 @@
+"""The linear baseline: closed-form ridge equals the normal equations; its penalty is chosen on validation."""
+
+import numpy as np
+import pytest
+
+from cache import CacheReader
+from core.errors import InputError
+from core.metrics import dimension_metrics
+from heads.experiment import train_fold
+from heads.features import load_corpus_arrays
+from heads.ridge import ridge_path
+from heads.runs import read_run
+from heads.train import TrainConfig
+from heads.variants import parse_variant
+from tests.synth_cache import planted_cache
+
+
+@pytest.mark.parametrize("rows,features", [(200, 30), (20, 60)])  # primal (n >= d) and dual (n < d) forms
+def test_every_penalty_gives_the_normal_equation_solution(rows, features):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(rows, features)), rng.normal(size=(rows, 2))
+    penalties = np.array([0.1, 3.0, 100.0])
+    weights, x_mean, y_mean = ridge_path(x, y, penalties)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    for w, lam in zip(weights, penalties):
+        expected = np.linalg.solve(xc.T @ xc + lam * np.eye(features), xc.T @ yc)
+        assert np.abs(w - expected).max() < 1e-8
+    assert np.allclose(x_mean, x.mean(0)) and np.allclose(y_mean, y.mean(0))
+
+
+def test_the_linear_head_fits_planted_linear_relations_and_records_its_penalties(tmp_path):
+    arrays = load_corpus_arrays(CacheReader(planted_cache(tmp_path / "c.h5", n_per_speaker=40)))
+    preds = train_fold(arrays, 2, parse_variant("linear", TrainConfig()), [0, 1], tmp_path / "run")
+    m = dimension_metrics(preds.filter(preds["seed"] == 0))
+    assert m["ccc_v"] > 0.9 and m["ccc_a"] > 0.9
+    record, _ = read_run(tmp_path / "run")
+    penalties = record["metrics_per_seed"]["0"]["ridge_penalty"]
+    path = record["metrics_per_seed"]["0"]["ridge_path"]
+    for dim in (0, 1):  # the chosen penalty is the one with the best validation CCC of its dimension
+        best = max(path, key=lambda step, dim=dim: step["val_ccc"][dim])
+        assert best["penalty"] == penalties[dim]
+    seeds = [preds.filter(preds["seed"] == s)["valence_pred"].to_numpy() for s in (0, 1)]
+    assert np.array_equal(*seeds)  # closed form: seeds change nothing
+
+
+def test_a_learned_layer_mix_cannot_be_fitted_in_closed_form():
+    with pytest.raises(InputError, match="one speech layer"):
+        parse_variant("linear+layer=weighted", TrainConfig())

@@ -1,0 +1,165 @@
+"""Intervals and comparisons: checked against formulas and simulated experiments with a known truth."""
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats as scipy_stats
+
+from core.metrics import ccc, mse, pearson
+from heads.evaluate import Evaluation, compare, summarise
+from heads.stats import (
+    StatsConfig,
+    aggregate,
+    bootstrap_counts,
+    fold_sums,
+    holm,
+    interval,
+    metrics_from_moments,
+    moments_from_arrays,
+    reading,
+)
+
+
+def test_metrics_from_sufficient_statistics_equal_the_direct_formulas():
+    rng = np.random.default_rng(0)
+    true = rng.uniform(1, 5, (300, 2))
+    pred = 0.6 * true + rng.normal(0.5, 0.7, (300, 2))
+    m = moments_from_arrays(pred[None], true, np.ones(300, int), np.array(["s"] * 300))
+    got = metrics_from_moments(m.values[0, 0])  # one group: every row
+    for d in range(2):
+        assert got["ccc"][d] == pytest.approx(ccc(pred[:, d], true[:, d]), abs=1e-10)
+        assert got["pearson"][d] == pytest.approx(pearson(pred[:, d], true[:, d]), abs=1e-10)
+        assert got["mse"][d] == pytest.approx(mse(pred[:, d], true[:, d]), abs=1e-10)
+
+
+def test_the_mean_over_folds_and_the_pooled_metric_are_the_documented_averages():
+    rng = np.random.default_rng(1)
+    folds, speakers = np.repeat([1, 2, 3], 40), np.repeat([f"s{i}" for i in range(6)], 20)
+    true = rng.normal(3, 1, (120, 2))
+    pred = true[None] + rng.normal(0, 0.5, (2, 120, 2))  # 2 seeds
+    m = moments_from_arrays(pred, true, folds, speakers, seeds=(0, 1))
+    point = aggregate(fold_sums(m.values, m.group_fold, 3))
+    per_fold_seed = [[ccc(pred[s, folds == f, 0], true[folds == f, 0]) for f in (1, 2, 3)] for s in (0, 1)]
+    assert point.mean["ccc"][0] == pytest.approx(np.mean(per_fold_seed), abs=1e-10)
+    assert point.per_fold["ccc"][:, 0] == pytest.approx(np.mean(per_fold_seed, 0), abs=1e-10)
+    assert point.pooled["ccc"][0] == pytest.approx(np.mean([ccc(pred[s, :, 0], true[:, 0]) for s in (0, 1)]), abs=1e-10)
+    assert point.mean["ccc_avg"] == pytest.approx(point.mean["ccc"].mean(), abs=1e-12)
+
+
+def test_bootstrap_draws_stay_within_each_fold_and_draw_as_many_speakers_as_it_has():
+    group_fold = np.array([0, 0, 1, 1, 1, 2])
+    counts = bootstrap_counts(group_fold, 500, np.random.default_rng(0))
+    for fold, size in ((0, 2), (1, 3), (2, 1)):
+        assert (counts[:, group_fold == fold].sum(1) == size).all()
+    assert counts[:, 5].min() == 1  # a one-speaker fold always redraws its only speaker
+
+
+def test_the_bootstrap_interval_of_a_mean_covers_the_truth_at_95_percent_and_matches_the_analytic_width():
+    rng = np.random.default_rng(2)
+    n, true_mean, covered, ratios = 50, 3.0, 0, []
+    for _ in range(500):
+        x = rng.normal(true_mean, 2.0, n)
+        m = moments_from_arrays(x[None, :, None], np.zeros((n, 1)), np.zeros(n, int), np.arange(n))  # own groups
+        sums = fold_sums(m.values, m.group_fold, 1, bootstrap_counts(m.group_fold, 2000, rng))  # [B, 1, 1, 1, 6]
+        low, high = interval(sums[:, 0, 0, 0, 1] / sums[:, 0, 0, 0, 0], 0.95)
+        covered += low <= true_mean <= high
+        analytic = 2 * scipy_stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n)
+        ratios.append((high - low) / analytic)
+    assert 0.92 <= covered / 500 <= 0.98
+    assert 0.9 <= np.mean(ratios) <= 1.1
+
+
+def _experiment(rng, extra_noise_b: float, folds: int = 5, speakers_per_fold: int = 4, per_speaker: int = 100):
+    """Two variants sharing a common prediction (as heads on the same features do), each with its own noise.
+    Population CCC = 1.75 / (2.2025 + sd^2): sd 0.4 gives 0.7407, sd 0.5754 gives 0.6907 (0.05 lower)."""
+    n = folds * speakers_per_fold * per_speaker
+    speaker = np.repeat(np.arange(folds * speakers_per_fold), per_speaker)
+    fold = speaker // speakers_per_fold + 1
+    true = rng.normal(0, 0.5, folds * speakers_per_fold)[speaker] + rng.normal(0, 1, n)
+    base = 0.7 * true + rng.normal(0, 0.3, folds * speakers_per_fold)[speaker] + rng.normal(0, 0.5, n)
+    a = base + rng.normal(0, 0.4, n)
+    b = base + rng.normal(0, np.hypot(0.4, extra_noise_b), n)
+    spk = np.array([f"s{k}" for k in speaker])
+    return {label: moments_from_arrays(np.stack([p, p], -1)[None], np.stack([true, true], -1), fold, spk)
+            for label, p in (("a", a), ("b", b))}
+
+
+def test_exchangeable_variants_are_called_different_at_about_the_nominal_rate():
+    rng = np.random.default_rng(3)
+    config = StatsConfig(resamples=0, permutations=1000)
+    p_values = [compare(_experiment(rng, 0.0), "a", config)["rows"][0]["p"] for _ in range(300)]
+    assert 0.02 <= np.mean(np.array(p_values) < 0.05) <= 0.09
+
+
+def test_a_planted_ccc_difference_of_0_05_on_20_speakers_is_detected():
+    rng = np.random.default_rng(4)
+    config = StatsConfig(resamples=500, permutations=1000)
+    extra = np.sqrt(0.5754**2 - 0.4**2)  # population CCC 0.7407 -> 0.6907
+    readings, deltas = [], []
+    for _ in range(300):
+        row = compare(_experiment(rng, extra), "a", config)["rows"][0]  # CCC-V of b minus a
+        readings.append(row["reading"])
+        deltas.append(row["delta"])
+    assert np.mean(deltas) == pytest.approx(-0.05, abs=0.01)
+    assert np.mean(np.array(readings) == "worse") >= 0.8
+
+
+def test_the_speaker_bootstrap_is_wider_than_an_utterance_bootstrap_when_speakers_have_offsets():
+    rng = np.random.default_rng(5)
+    speaker = np.repeat(np.arange(10), 50)
+    true = rng.normal(3, 1, 500)
+    pred = true + rng.normal(0, 0.8, 10)[speaker] + rng.normal(0, 0.3, 500)  # each speaker its own offset
+    widths = {}
+    for name, groups in (("speaker", speaker), ("utterance", np.arange(500))):
+        m = moments_from_arrays(pred[None, :, None], true[:, None], np.ones(500, int), groups)
+        sums = fold_sums(m.values, m.group_fold, 1, bootstrap_counts(m.group_fold, 2000, rng))
+        low, high = interval(metrics_from_moments(sums)["ccc"][:, 0, 0, 0], 0.95)
+        widths[name] = high - low
+    assert widths["speaker"] > 2 * widths["utterance"]
+
+
+def test_identical_variants_are_never_different_and_all_swaps_are_enumerated_for_few_speakers():
+    rng = np.random.default_rng(6)
+    moments = _experiment(rng, 0.0, folds=2, speakers_per_fold=3, per_speaker=20)
+    same = {"a": moments["a"], "copy": moments["a"]}
+    row = compare(same, "a", StatsConfig(resamples=200))["rows"][0]
+    assert row["delta"] == 0 and row["p"] == 1.0 and row["reading"] == "not distinguishable"
+    far = _experiment(rng, 3.0, folds=2, speakers_per_fold=3, per_speaker=20)
+    assert compare(far, "a", StatsConfig(resamples=200))["rows"][0]["p"] == pytest.approx(2 / 2**6)  # exact: 64 swaps
+
+
+def test_holm_matches_the_step_down_definition():
+    p = [0.01, 0.04, 0.03, 0.2]
+    # sorted: 0.01 (x4), 0.03 (x3), 0.04 (x2), 0.2 (x1); each at least the one before it
+    assert holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.2])
+
+
+def test_the_reading_needs_both_the_interval_and_the_adjusted_p_value():
+    assert reading(0.01, 0.05, 0.01, 0.05) == "better"
+    assert reading(-0.05, -0.01, 0.01, 0.05) == "worse"
+    assert reading(-0.01, 0.05, 0.01, 0.05) == "not distinguishable"  # interval includes 0
+    assert reading(0.01, 0.05, 0.2, 0.05) == "not distinguishable"  # test not significant
+
+
+def test_summaries_report_fold_and_seed_spreads_with_ddof_1_and_intervals(tmp_path):
+    rng = np.random.default_rng(7)
+    rows, truth = [], rng.uniform(1, 5, (200, 2))
+    for seed in (0, 1, 2):
+        for i, t in enumerate(truth):
+            rows.append({"utt_id": f"u{i}", "speaker": f"s{i // 20}", "fold": i // 40 + 1, "seed": seed,
+                         "valence_true": t[0], "arousal_true": t[1], "valence_pred": t[0] + rng.normal(0, 0.8),
+                         "arousal_pred": t[1] + rng.normal(0, 0.8)})
+    preds = pl.DataFrame(rows)
+    results = summarise(Evaluation(pl.DataFrame(), {"x": preds}, {"x": []}), StatsConfig(resamples=300))
+    run = results["runs"]["x"]
+    fold_ccc = [np.mean([ccc(preds.filter((pl.col("fold") == f) & (pl.col("seed") == s))["valence_pred"],
+                             preds.filter((pl.col("fold") == f) & (pl.col("seed") == s))["valence_true"])
+                         for s in (0, 1, 2)]) for f in range(1, 6)]
+    assert run["sd_folds"]["ccc_v"] == pytest.approx(np.std(fold_ccc, ddof=1), abs=1e-9)
+    seed_means = [np.mean([ccc(preds.filter((pl.col("fold") == f) & (pl.col("seed") == s))["valence_pred"],
+                               preds.filter((pl.col("fold") == f) & (pl.col("seed") == s))["valence_true"])
+                           for f in range(1, 6)]) for s in (0, 1, 2)]
+    assert run["sd_seeds"]["ccc_v"] == pytest.approx(np.std(seed_means, ddof=1), abs=1e-9)
+    low, high = run["mean_ci"]["ccc_v"]
+    assert low < run["mean"]["ccc_v"] < high
+    assert [r["n"] for r in run["per_speaker"]] == [20] * 10
