@@ -124,36 +124,36 @@ def _echo_extracted(cache: Path, rows: int, wanted: list[str], failures: dict) -
         typer.echo(f"{cache}: already holds {', '.join(wanted)}; nothing to do")
 
 
-def _train_config(variant: str, layer: str, no_speech: bool, no_prosody: bool, no_state: bool, speaker_norm: bool,
-                  epochs: int, lr: float, lr_valence: Optional[float], lr_arousal: Optional[float],
-                  loss_weight_valence: float, loss_weight_arousal: float, mse_weight: float, batch_size: int):
-    from heads.features import FeatureConfig
+def _train_config(variant: str, layer: Optional[str], no_speech: bool, no_prosody: bool, no_state: bool,
+                  speaker_norm: bool, **settings):  # noqa: ANN003 - TrainConfig fields given on the command line
+    """The TrainConfig of a command: its defaults, the options given (None = not given), then the spec's switches."""
+    from dataclasses import replace
+
     from heads.train import TrainConfig
     from heads.variants import parse_variant
 
-    base = TrainConfig(
-        features=FeatureConfig(layer=layer, use_speech=not no_speech, use_prosody=not no_prosody,
-                               use_state=not no_state, per_speaker_norm=speaker_norm),
-        epochs=epochs, lr=lr, lr_valence=lr_valence, lr_arousal=lr_arousal, batch_size=batch_size,
-        loss_weight_valence=loss_weight_valence, loss_weight_arousal=loss_weight_arousal, mse_weight=mse_weight,
-    )
-    return parse_variant(variant, base)
+    base = TrainConfig()
+    features = replace(base.features, use_speech=not no_speech, use_prosody=not no_prosody, use_state=not no_state,
+                       per_speaker_norm=speaker_norm, **({"layer": layer} if layer is not None else {}))
+    return parse_variant(variant, replace(base, features=features,
+                                          **{k: v for k, v in settings.items() if v is not None}))
 
 
+# Training options default to None: "not given", so TrainConfig's own defaults apply (one place for them).
 _HEAD_OPTIONS = dict(
-    layer=typer.Option("last", help="speech layer: last | N (0 = CNN output) | weighted (learned mix)"),
+    layer=typer.Option(None, help="speech layer: last (default) | mean | N (0 = CNN output) | weighted (learned mix)"),
     no_speech=typer.Option(False, "--no-speech", help="leave the speech block out"),
     no_prosody=typer.Option(False, "--no-prosody", help="leave the prosody block out"),
     no_state=typer.Option(False, "--no-state", help="leave the dialogue state out"),
     speaker_norm=typer.Option(False, "--speaker-norm", help="z-score speech/prosody per speaker (unlabelled stats)"),
-    epochs=typer.Option(60, help="at most this many epochs (early stopping on validation CCC)"),
-    lr=typer.Option(1e-3, help="learning rate of shared parts"),
+    epochs=typer.Option(None, help="at most this many epochs (early stopping on validation CCC; default 60)"),
+    lr=typer.Option(None, help="learning rate of shared parts (default 1e-3)"),
     lr_valence=typer.Option(None, help="learning rate of the valence branch (default --lr)"),
     lr_arousal=typer.Option(None, help="learning rate of the arousal branch (default --lr)"),
-    loss_weight_valence=typer.Option(1.0, help="weight of the valence loss"),
-    loss_weight_arousal=typer.Option(1.0, help="weight of the arousal loss"),
-    mse_weight=typer.Option(0.0, help="add this times the MSE to 1 - CCC"),
-    batch_size=typer.Option(256, help="utterances per step"),
+    loss_weight_valence=typer.Option(None, help="weight of the valence loss (default 1)"),
+    loss_weight_arousal=typer.Option(None, help="weight of the arousal loss (default 1)"),
+    mse_weight=typer.Option(None, help="add this times the MSE to 1 - CCC (default 0)"),
+    batch_size=typer.Option(None, help="utterances per step (0 = a sixteenth of the training rows, 32-256)"),
     device=typer.Option("cpu", help="cpu | cuda | auto. Heads are small: a CPU trains a fold in seconds and gives "
                                     "the same numbers on every machine"),
 )
@@ -168,37 +168,60 @@ def _seed_list(seeds: int) -> list[int]:
 @app.command("train-heads")
 def train_heads(
     cache: Path = typer.Option(..., help="a cache with at least the speech or prosody stage"),
-    fold: int = typer.Option(..., help="test fold (the others train; validation = held-out training speakers)"),
-    out: Path = typer.Option(..., help="run folder to write"),
-    variant: str = typer.Option("separate-attn", help="shared | separate | separate-attn | linear (+switches, see ablate)"),
+    fold: Optional[int] = typer.Option(None, help="test fold (the others train; validation = held-out training "
+                                                  "speakers); --out is the run folder"),
+    folds: Optional[str] = typer.Option(None, help="several test folds instead, e.g. 1-5, 1,3 or all; --out then "
+                                                   "holds one run folder per fold (fold1, fold2, ...)"),
+    out: Path = typer.Option(..., help="run folder to write (with --folds: the folder of the run folders)"),
+    variant: str = typer.Option("separate-attn", help="shared | separate | separate-attn | linear, with "
+                                                      "+switches and +setting=value (see ablate)"),
     seeds: int = typer.Option(1, help="train this many seeds (0..N-1)"),
-    layer: str = _HEAD_OPTIONS["layer"], no_speech: bool = _HEAD_OPTIONS["no_speech"],
+    label: Optional[str] = typer.Option(None, help="name of the run in tables (default: the variant spec with "
+                                                   "every setting that differs from the defaults)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out (whole)"),
+    layer: Optional[str] = _HEAD_OPTIONS["layer"], no_speech: bool = _HEAD_OPTIONS["no_speech"],
     no_prosody: bool = _HEAD_OPTIONS["no_prosody"], no_state: bool = _HEAD_OPTIONS["no_state"],
-    speaker_norm: bool = _HEAD_OPTIONS["speaker_norm"], epochs: int = _HEAD_OPTIONS["epochs"],
-    lr: float = _HEAD_OPTIONS["lr"], lr_valence: Optional[float] = _HEAD_OPTIONS["lr_valence"],
+    speaker_norm: bool = _HEAD_OPTIONS["speaker_norm"], epochs: Optional[int] = _HEAD_OPTIONS["epochs"],
+    lr: Optional[float] = _HEAD_OPTIONS["lr"], lr_valence: Optional[float] = _HEAD_OPTIONS["lr_valence"],
     lr_arousal: Optional[float] = _HEAD_OPTIONS["lr_arousal"],
-    loss_weight_valence: float = _HEAD_OPTIONS["loss_weight_valence"],
-    loss_weight_arousal: float = _HEAD_OPTIONS["loss_weight_arousal"],
-    mse_weight: float = _HEAD_OPTIONS["mse_weight"], batch_size: int = _HEAD_OPTIONS["batch_size"],
+    loss_weight_valence: Optional[float] = _HEAD_OPTIONS["loss_weight_valence"],
+    loss_weight_arousal: Optional[float] = _HEAD_OPTIONS["loss_weight_arousal"],
+    mse_weight: Optional[float] = _HEAD_OPTIONS["mse_weight"], batch_size: Optional[int] = _HEAD_OPTIONS["batch_size"],
     device: str = _HEAD_OPTIONS["device"],
 ) -> None:
-    """Train valence/arousal heads for one fold from the cache (never runs the speech model)."""
+    """Train valence/arousal heads for one fold (or several) from the cache (never runs the speech model)."""
     import time
 
     from cache.reader import CacheReader
     from core.metrics import dimension_metrics
     from heads.experiment import train_fold
     from heads.features import load_corpus_arrays
+    from heads.progress import TrainingProgress
+    from heads.runs import read_run
+    from heads.variants import parse_folds
     from pipeline.runtime.device import resolve_device
 
-    config = _train_config(variant, layer, no_speech, no_prosody, no_state, speaker_norm, epochs, lr, lr_valence,
-                           lr_arousal, loss_weight_valence, loss_weight_arousal, mse_weight, batch_size)
+    config = _train_config(variant, layer, no_speech, no_prosody, no_state, speaker_norm, epochs=epochs, lr=lr,
+                           lr_valence=lr_valence, lr_arousal=lr_arousal, loss_weight_valence=loss_weight_valence,
+                           loss_weight_arousal=loss_weight_arousal, mse_weight=mse_weight, batch_size=batch_size)
+    if (fold is None) == (folds is None):
+        raise InputError("give --fold K (one run folder) or --folds 1-5 (a folder of run folders)")
     started = time.perf_counter()
-    arrays = load_corpus_arrays(CacheReader(cache), config.features.layer)
-    preds = train_fold(arrays, fold, config, _seed_list(seeds), out, resolve_device(device))
-    m = dimension_metrics(preds)
-    typer.echo(f"{out}: fold {fold}, {config.variant}, {seeds} seed(s), {time.perf_counter() - started:.1f} s; "
-               f"test CCC-V {m['ccc_v']:.3f} CCC-A {m['ccc_a']:.3f} MSE-V {m['mse_v']:.3f} MSE-A {m['mse_a']:.3f}")
+    reader = CacheReader(cache)
+    arrays = load_corpus_arrays(reader, config.features.layer)
+    fold_list = [fold] if fold is not None else parse_folds(folds, sorted(set(reader.manifest["fold"].to_list())))
+    seed_list = _seed_list(seeds)
+    with TrainingProgress(len(fold_list) * len(seed_list)) as progress:
+        for k in fold_list:
+            run_dir = out if fold is not None else out / f"fold{k}"
+            preds = train_fold(arrays, k, config, seed_list, run_dir, resolve_device(device), label, overwrite,
+                               progress)
+            m = dimension_metrics(preds)
+            typer.echo(f"{run_dir}: fold {k}, {label or read_run(run_dir)[0]['label']}, {seeds} seed(s); "
+                       f"test CCC-V {m['ccc_v']:.3f} CCC-A {m['ccc_a']:.3f} MSE-V {m['mse_v']:.3f} "
+                       f"MSE-A {m['mse_a']:.3f}")
+    typer.echo(f"{len(fold_list)} fold(s) in {time.perf_counter() - started:.1f} s"
+               + (f"; evaluate with: python cli.py eval --runs {out}" if len(fold_list) > 1 else ""))
 
 
 @app.command("eval")
@@ -253,12 +276,14 @@ def ablate(
     baseline: Optional[str] = typer.Option(None, help="the variant spec the others are compared with "
                                                       "(default: the first of --variants)"),
     bootstrap: int = typer.Option(2000, help="speaker-bootstrap resamples for the intervals (0 = no intervals)"),
-    epochs: int = _HEAD_OPTIONS["epochs"], lr: float = _HEAD_OPTIONS["lr"], batch_size: int = _HEAD_OPTIONS["batch_size"],
-    device: str = _HEAD_OPTIONS["device"],
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace runs already in --out (each whole)"),
+    epochs: Optional[int] = _HEAD_OPTIONS["epochs"], lr: Optional[float] = _HEAD_OPTIONS["lr"],
+    batch_size: Optional[int] = _HEAD_OPTIONS["batch_size"], device: str = _HEAD_OPTIONS["device"],
 ) -> None:
     """All variants x folds x seeds in one process, the cache loaded once; table with intervals, differences
     from the baseline, plots and report."""
     import time
+    from dataclasses import replace
 
     from cache.reader import CacheReader
     from heads.ablation import run_ablation
@@ -267,7 +292,8 @@ def ablate(
     from heads.variants import parse_folds, parse_variant, run_label
     from pipeline.runtime.device import resolve_device
 
-    base = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size)
+    given = {k: v for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size)) if v is not None}
+    base = replace(TrainConfig(), **given)
     configs = [parse_variant(spec, base) for spec in variants.split(",") if spec.strip()]
     if not configs:
         raise InputError("--variants is empty")
@@ -278,7 +304,7 @@ def ablate(
     started = time.perf_counter()
     stats = _stats(bootstrap)
     markdown, evaluation, results = run_ablation(cache, configs, fold_list, _seed_list(seeds), out,
-                                                 resolve_device(device), stats, baseline_label)
+                                                 resolve_device(device), stats, baseline_label, overwrite)
     report = write_report(evaluation, out / "report.html", title=f"Head ablation on {cache.name}", results=results)
     typer.echo(markdown)
     typer.echo(f"{len(configs)} variants x {len(fold_list)} folds x {seeds} seed(s) in "
@@ -362,20 +388,48 @@ def cache_merge(
 
 
 def main() -> None:
+    import errno
     import logging
+
+    try:  # typer >= 0.24 carries its own copy of click
+        from typer._click import exceptions as click_errors
+    except ImportError:  # pragma: no cover - older typer on plain click
+        from click import exceptions as click_errors
 
     from pipeline.runtime.allocator import keep_freed_memory
 
-    keep_freed_memory()  # 2x faster CPU training of the state updaters; see pipeline/allocator.py
+    keep_freed_memory()  # 2x faster CPU training of the state updaters; see pipeline/runtime/allocator.py
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        app()
+        code = app(standalone_mode=False)  # errors come back here, to become one line each
     except InputError as err:
-        typer.echo(f"error: {err}", err=True)
+        _fail(str(err))
+    except click_errors.NoArgsIsHelpError as err:
+        err.show()  # a command given no arguments shows its help
         sys.exit(2)
-    except KeyboardInterrupt:
+    except click_errors.ClickException as err:  # usage errors: unknown option, bad value, missing option
+        _fail(f"{err.format_message()} (see `python cli.py {_command_name()} --help`)")
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        where = err.filename or "the output folder"
+        _fail(f"{where}: {err.strerror} (committed work is kept; free space or fix permissions and run the same "
+              "command again)")
+    if code == 130:  # typer turns Ctrl-C into exit code 130, silently
         typer.echo("interrupted: committed work is kept; run the same command again to resume", err=True)
-        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def _command_name() -> str:
+    words = [a for a in sys.argv[1:3] if not a.startswith("-")]
+    return " ".join(words[:2] if words[:1] == ["cache"] else words[:1]) or ""
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ def run_demo(out: str | Path, corpus: str = "auto", seeds: int = 1) -> Path:
     typer.echo("[3/4] ablate shared / separate / separate-attn / linear on 5 folds (baseline: shared)")
     configs = [parse_variant(v, TrainConfig()) for v in ("shared", "separate", "separate-attn", "linear")]
     markdown, evaluation, results = run_ablation(cache, configs, sorted(set(manifest["fold"].to_list())),
-                                                 list(range(seeds)), out / "ablation", baseline="shared")
+                                                 list(range(seeds)), out / "ablation", baseline="shared",
+                                                 overwrite=True)  # the demo's own folder: a re-run replaces it
     report = write_report(evaluation, out / "report.html", title=f"Demo: {corpus}", notes=UNTRAINED_NOTE,
                           results=results)
     typer.echo("[4/4] results:\n" + markdown)

@@ -101,20 +101,20 @@ def main() -> None:
 
     config = TrainConfig(variant="separate-attn")
     command = [sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py"), "train-heads", "--cache", str(cache),
-               "--fold", "1", "--out", str(args.out / "cli_run")]
+               "--fold", "1", "--out", str(args.out / "cli_run"), "--overwrite"]
     cli_seconds, _ = timed(lambda: subprocess.run(command, check=True, capture_output=True))
     print(f"train-heads, one fold, separate-attn, as a command (new process: imports, reading the cache, training, "
           f"writing the run): {cli_seconds:.1f} s (target <= 10 s); {epochs_summary([args.out / 'cli_run'])}")
-    one_fold, _ = timed(lambda: train_fold(arrays, 1, config, [0], args.out / "one"))
+    one_fold, _ = timed(lambda: train_fold(arrays, 1, config, [0], args.out / "one", overwrite=True))
     print(f"  the same fold in this process: {one_fold:.1f} s")
-    five, _ = timed(lambda: [train_fold(arrays, k, config, [0], args.out / f"five{k}")
+    five, _ = timed(lambda: [train_fold(arrays, k, config, [0], args.out / f"five{k}", overwrite=True)
                              for k in range(1, 6)])
     print(f"five folds, separate-attn: {five:.1f} s (target <= 60 s); "
           f"{epochs_summary([args.out / f'five{k}' for k in range(1, 6)])}")
     if args.spread_seeds:
         seeds = list(range(1, args.spread_seeds + 1))
         for k in range(1, 6):
-            train_fold(arrays, k, config, seeds, args.out / f"spread{k}")
+            train_fold(arrays, k, config, seeds, args.out / f"spread{k}", overwrite=True)
         records = [r for k in range(1, 6) for run in (args.out / f"five{k}", args.out / f"spread{k}")
                    for r in read_run(run)[0]["metrics_per_seed"].values()]
         epochs, seconds = [r["epochs_trained"] for r in records], [r["train_seconds"] for r in records]
@@ -122,7 +122,8 @@ def main() -> None:
               f"{min(epochs)}-{max(epochs)} (mean {np.mean(epochs):.1f}), one fold {min(seconds):.1f}-{max(seconds):.1f} s "
               f"(mean {np.mean(seconds):.1f})")
     configs = [parse_variant(v, TrainConfig()) for v in ("shared", "separate", "separate-attn")]
-    ablation, (markdown, _) = timed(lambda: run_ablation(cache, configs, [1, 2, 3, 4, 5], [0], args.out / "ablation"))
+    ablation, (markdown, _, _) = timed(lambda: run_ablation(cache, configs, [1, 2, 3, 4, 5], [0], args.out / "ablation",
+                                                            overwrite=True))
     print(f"ablation, 3 variants x 5 folds (cache loaded once, evaluation and plots included): {ablation:.1f} s "
           f"(target <= 180 s)")
     print(markdown)

@@ -231,7 +231,7 @@ def head_figures(work: Path, sizes: Sizes, device: str) -> None:
     config = TrainConfig(epochs=sizes.heads_epochs)
     for where in dict.fromkeys([device, "cpu"]):
         seconds, preds = timed(lambda where=where: train_fold(arrays, 1, config, [0], work / f"heads_{where}",
-                                                              torch.device(where)))
+                                                              torch.device(where), overwrite=True))
         record = json.loads((work / f"heads_{where}" / "run.json").read_text())["metrics_per_seed"]["0"]
         figure(f"heads_one_fold_{where.split(':')[0]}",
                f"separate-attn, fold 1 of {sizes.heads_utterances} utterances on {where}: {seconds:.1f} s, "

@@ -5,21 +5,36 @@ Each dataset is read with one contiguous slice and indexed in memory; no per-row
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 import polars as pl
 
-from cache.schema import MANIFEST_GROUP, OK_DATASET, PROVENANCE_ATTR, SCHEMA_VERSION, STAGES
+from cache.integrity import (
+    OFFSETS_SUFFIX,
+    DamagedCache,
+    check_members,
+    get_text_attr,
+    is_text,
+    read_json_attr,
+    read_numeric,
+    read_text,
+)
+from cache.schema import MANIFEST_GROUP, NULL_SUFFIX, OK_DATASET, PROVENANCE_ATTR, READABLE_SCHEMAS, STAGES
 from cache.writer import read_failures
 from core.columns import ALL_COLUMNS
 from core.errors import InputError
 
+# What h5py, numpy and polars raise on a damaged file (HDF5 errors surface as OSError, KeyError, ValueError...).
+_UNREADABLE = (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError, pl.exceptions.PolarsError)
+
 
 class CacheReader:
-    """Read-only view of a cache file. Cheap to open; arrays are read on request."""
+    """Read-only view of a cache file. Cheap to open; arrays are read on request.
+
+    Every read is checked (``cache.integrity``): a damaged or unreadable part raises ``InputError`` naming
+    the dataset, never returns different data."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -28,16 +43,24 @@ class CacheReader:
         try:
             with h5py.File(self.path, "r") as file:
                 version = int(file.attrs.get("schema_version", -1))
-                self.config = json.loads(file.attrs.get("config", "{}"))
-                self.created_utc = str(file.attrs.get("created_utc", ""))
+                if version not in READABLE_SCHEMAS:
+                    raise InputError(f"{self.path}: cache schema version {version}, this tool reads "
+                                     f"{', '.join(map(str, READABLE_SCHEMAS))}")
+                self.schema_version = version
+                for name in ("/", *file):
+                    check_members(file[name], f"{self.path}: {name if name == '/' else '/' + name}")
+                self.config = read_json_attr(file, "config", f"{self.path}")
+                self.created_utc = str(get_text_attr(file, "created_utc", ""))
                 self.stages = [s for s in STAGES if s in file]
-                self.manifest = _read_manifest(file[MANIFEST_GROUP])
+                self.manifest = _read_manifest(file[MANIFEST_GROUP], version, self.path)
                 self.failures = read_failures(file)
-                self._provenance = {s: json.loads(file[s].attrs.get(PROVENANCE_ATTR, "{}")) for s in self.stages}
-        except (OSError, KeyError) as err:
-            raise InputError(f"{self.path}: not a readable feature cache ({err})") from err
-        if version != SCHEMA_VERSION:
-            raise InputError(f"{self.path}: cache schema version {version}, this tool reads {SCHEMA_VERSION}")
+                self._provenance = {s: read_json_attr(file[s], PROVENANCE_ATTR, f"{self.path}: /{s}")
+                                    for s in self.stages}
+        except InputError as err:
+            raise InputError(f"{self.path}: {err}" if not str(err).startswith(str(self.path)) else str(err)) \
+                from None
+        except (*_UNREADABLE, UnicodeDecodeError) as err:
+            raise InputError(f"{self.path}: not a readable feature cache, or damaged ({err})") from err
 
     def __len__(self) -> int:
         return self.manifest.height
@@ -50,31 +73,41 @@ class CacheReader:
                             schema={"utt_id": pl.String, "stage": pl.String, "path": pl.String, "reason": pl.String})
 
     def read(self, stage: str, name: str, index: tuple | slice = ()) -> np.ndarray:
-        """Dataset ``/<stage>/<name>`` (optionally one hyperslab such as ``np.s_[:, 12, :]``)."""
+        """Dataset ``/<stage>/<name>`` (optionally one hyperslab such as ``np.s_[:, 12, :]``), checked."""
         self._require(stage)
-        with h5py.File(self.path, "r") as file:
-            dataset = file[stage][name]
-            if dataset.dtype.kind == "O":
-                return dataset.asstr()[()]
-            return dataset[index]
+        where = f"{self.path}: /{stage}/{name}"
+        try:
+            with h5py.File(self.path, "r") as file:
+                if is_text(file[stage], name):
+                    return read_text(file[stage], name, where)[index]
+                return read_numeric(file[stage][name], where, index)
+        except InputError:
+            raise
+        except _UNREADABLE as err:
+            raise DamagedCache(f"{where}: cannot be read, the file is damaged ({err})") from None
 
     def frames(self, layer: int, row: int) -> np.ndarray:
         """``[T, D]`` float16 frame sequence of one utterance (cached with ``extract --frame-layers``)."""
         self._require("speech")
-        with h5py.File(self.path, "r") as file:
-            name = f"frames_layer{layer}"
-            if name not in file["speech"]:
-                stored = sorted(k for k in file["speech"] if k.startswith("frames_layer"))
-                raise InputError(f"{self.path}: no frame sequences of layer {layer} (stored: {stored or 'none'}); "
-                                 "extract with --frame-layers")
-            start, stop = file["speech"]["frame_offsets"][row : row + 2]
-            return file["speech"][name][start:stop]
+        names = self.dataset_shapes("speech")
+        name = f"frames_layer{layer}"
+        if name not in names:
+            stored = sorted(k for k in names if k.startswith("frames_layer"))
+            raise InputError(f"{self.path}: no frame sequences of layer {layer} (stored: {stored or 'none'}); "
+                             "extract with --frame-layers")
+        start, stop = self.read("speech", "frame_offsets", np.s_[row : row + 2])
+        return self.read("speech", name, np.s_[start:stop])
 
     def dataset_shapes(self, stage: str) -> dict[str, tuple[int, ...]]:
         """``{name: shape}`` of the datasets of one stage."""
         self._require(stage)
-        with h5py.File(self.path, "r") as file:
-            return {name: tuple(ds.shape) for name, ds in file[stage].items()}
+        try:
+            with h5py.File(self.path, "r") as file:
+                group = file[stage]
+                return {name: (len(group[f"{name}{OFFSETS_SUFFIX}"]) - 1,) if f"{name}{OFFSETS_SUFFIX}" in group
+                        else tuple(ds.shape) for name, ds in group.items() if not name.endswith(OFFSETS_SUFFIX)}
+        except _UNREADABLE as err:
+            raise DamagedCache(f"{self.path}: /{stage} cannot be listed, the file is damaged ({err})") from None
 
     def ok(self, stages: list[str]) -> np.ndarray:
         """[N] bool: rows every one of ``stages`` processed successfully."""
@@ -89,18 +122,30 @@ class CacheReader:
                              f"run `python cli.py extract --stages {stage}`")
 
 
-def _read_manifest(group: h5py.Group) -> pl.DataFrame:
-    """Inverse of ``cache.writer.write_manifest_group``."""
-
+def _read_manifest(group: h5py.Group, version: int, path: Path) -> pl.DataFrame:
+    """Inverse of ``cache.writer.write_manifest_group``: nulls from the ``<column>.null`` masks (schema 1
+    caches: '' in ``emotion``, NaN in floats and -1 in integers meant null)."""
     columns = {}
     for name, dtype in ALL_COLUMNS.items():
-        dataset = group[name]
+        where = f"{path}: /{MANIFEST_GROUP}/{name}"
         if dtype == pl.String:
-            values = pl.Series(name, dataset.asstr()[()], dtype=pl.String)
-            columns[name] = values.replace("", None) if name in ("emotion",) else values
-        elif dtype.is_float():
-            columns[name] = pl.Series(name, dataset[()], dtype=pl.Float64).fill_nan(None)
+            values = pl.Series(name, read_text(group, name, where), dtype=pl.String)
         else:
-            values = pl.Series(name, dataset[()], dtype=pl.Int64)
-            columns[name] = values.replace(-1, None)
+            data = read_numeric(group[name], where)
+            if data.dtype.kind not in "fiu":
+                raise DamagedCache(f"{where}: a {data.dtype} column where numbers belong (the file is damaged)")
+            values = pl.Series(name, data, dtype=pl.Float64 if dtype.is_float() else pl.Int64)
+        if f"{name}{NULL_SUFFIX}" in group:
+            mask = read_numeric(group[f"{name}{NULL_SUFFIX}"], f"{where}{NULL_SUFFIX}")
+            values = values.scatter(np.flatnonzero(mask), None)
+        elif version == 1:
+            if dtype == pl.String:
+                values = values.replace("", None) if name == "emotion" else values
+            elif dtype.is_float():
+                values = values.fill_nan(None)
+            else:
+                values = values.replace(-1, None)
+        elif dtype.is_float():
+            values = values.fill_nan(None)  # schema 2 writes masks, but NaN is never a value we keep
+        columns[name] = values
     return pl.DataFrame(columns)

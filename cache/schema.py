@@ -17,14 +17,17 @@ Layout (N utterances, in manifest order; row i of every dataset is utterance ``m
                     package versions, created_utc)
 
 Datasets are contiguous in rows (chunked along N only), so a fold is read with one slice per dataset,
-never one HDF5 read per utterance.
+never one HDF5 read per utterance. Numeric datasets carry Fletcher-32 chunk checksums, text datasets and
+JSON attributes a SHA-256 digest (``cache.integrity``): a damaged file is an error, never different data.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: explicit null masks, checksums (cache.integrity); 1 is still read
+READABLE_SCHEMAS = (1, 2)
+NULL_SUFFIX = ".null"  # /manifest/<column>.null [N] bool: the rows where <column> is null (schema 2)
 STAGES = ("speech", "prosody", "state")
 MANIFEST_GROUP = "manifest"
 FAILURES_GROUP = "failures"

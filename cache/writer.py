@@ -7,20 +7,25 @@ with an atomic ``os.replace``. A cache is therefore never half-written; work in 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 import numpy as np
 import polars as pl
 
+from cache.integrity import read_text, seal_members, set_text_attr, write_json_attr, write_numeric, write_text
 from cache.paths import temp_for
 from cache.schema import (
     FAILURE_FIELDS,
     FAILURES_GROUP,
     MANIFEST_GROUP,
+    NULL_SUFFIX,
     PROVENANCE_ATTR,
     SCHEMA_VERSION,
     Failure,
@@ -28,22 +33,19 @@ from cache.schema import (
 from core.provenance import utc_now
 
 log = logging.getLogger(__name__)
-_STR = h5py.string_dtype("utf-8")
-_CHUNK_BYTES = 4 << 20  # ~4 MiB row chunks: large sequential reads, small enough to slice a fold
 
 
-def write_rows(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Dataset:
-    """Store ``array`` (rows first) chunked along rows only; strings as UTF-8."""
+def write_rows(group: h5py.Group, name: str, array: np.ndarray) -> None:
+    """Store ``array`` (rows first) with its checksums (``cache.integrity``); strings as a text dataset."""
     if array.dtype.kind in "UO":
-        return group.create_dataset(name, data=np.asarray(array, dtype=object), dtype=_STR)
-    row_bytes = max(1, array.nbytes // max(1, len(array)))
-    rows_per_chunk = int(max(1, min(len(array), _CHUNK_BYTES // row_bytes))) if len(array) else None
-    chunks = (rows_per_chunk, *array.shape[1:]) if rows_per_chunk else None
-    return group.create_dataset(name, data=array, chunks=chunks)
+        write_text(group, name, array.tolist())
+    else:
+        write_numeric(group, name, array)
 
 
 def write_manifest_group(group: h5py.Group, manifest: pl.DataFrame) -> None:
-    """One dataset per column. Nulls: '' for strings, NaN for floats, -1 for integers."""
+    """One dataset per column (nulls as '' / NaN / 0 in it) and, for a column with nulls, a
+    ``<column>.null`` [N] bool mask saying where: a sentinel value could be a real one."""
     for name, dtype in manifest.schema.items():
         column = manifest[name]
         if dtype == pl.String:
@@ -51,23 +53,24 @@ def write_manifest_group(group: h5py.Group, manifest: pl.DataFrame) -> None:
         elif dtype.is_float():
             data = column.cast(pl.Float64).fill_null(float("nan")).to_numpy()
         else:
-            data = column.fill_null(-1).to_numpy().astype(np.int64)
+            data = column.fill_null(0).to_numpy().astype(np.int64)
         write_rows(group, name, data)
-        group[name].attrs["polars_dtype"] = str(dtype)
+        set_text_attr(group[name], "polars_dtype", str(dtype))
+        if column.null_count():
+            write_rows(group, f"{name}{NULL_SUFFIX}", column.is_null().to_numpy())
 
 
 def write_failures(file: h5py.File, failures: list[Failure]) -> None:
     group = file.create_group(FAILURES_GROUP)
     for field in FAILURE_FIELDS:
-        values = np.array([getattr(f, field) for f in failures], dtype=object)
-        group.create_dataset(field, data=values, dtype=_STR, shape=(len(failures),))
+        write_text(group, field, [getattr(f, field) for f in failures])
 
 
 def read_failures(file: h5py.File) -> list[Failure]:
     if FAILURES_GROUP not in file:
         return []
     group = file[FAILURES_GROUP]
-    columns = [group[field].asstr()[()] for field in FAILURE_FIELDS]
+    columns = [read_text(group, field, f"/{FAILURES_GROUP}/{field}") for field in FAILURE_FIELDS]
     return [Failure(*row) for row in zip(*columns)]
 
 
@@ -82,18 +85,41 @@ def _replace_atomically(tmp: Path, path: Path) -> None:
         os.close(dir_fd)
 
 
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Deliver Ctrl-C after the block, not inside it: an atomic write then completes or fails whole, and the
+    interrupt is not swallowed inside HDF5's C code (it was: runs ended with exit 0). Main thread only."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
+
+
 def create_cache(path: str | Path, manifest: pl.DataFrame, config: dict) -> None:
     """Create a cache holding only the manifest and the extract ``config`` (JSON-serialisable)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_for(path)
-    with h5py.File(tmp, "w") as file:
-        file.attrs["schema_version"] = SCHEMA_VERSION
-        file.attrs["created_utc"] = utc_now()
-        file.attrs["config"] = json.dumps(config, sort_keys=True)
-        write_manifest_group(file.create_group(MANIFEST_GROUP), manifest)
-        write_failures(file, [])
-    _replace_atomically(tmp, path)
+    with interrupts_deferred():
+        try:
+            with h5py.File(tmp, "w") as file:
+                file.attrs["schema_version"] = SCHEMA_VERSION
+                set_text_attr(file, "created_utc", utc_now())
+                write_json_attr(file, "config", config)
+                write_manifest_group(file.create_group(MANIFEST_GROUP), manifest)
+                write_failures(file, [])
+                for group in (file[MANIFEST_GROUP], file[FAILURES_GROUP], file):
+                    seal_members(group)
+            _replace_atomically(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def add_stage(
@@ -113,22 +139,26 @@ def add_stage(
     path = Path(path)
     tmp = temp_for(path)
     log.info("%s: writing stage into %s", stage, path)
-    try:
-        with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
-            for key, value in src.attrs.items():
-                dst.attrs[key] = value
-            replaced = {stage, FAILURES_GROUP} | ({MANIFEST_GROUP} if manifest is not None else set())
-            for name in src:
-                if name not in replaced:
-                    src.copy(src[name], dst, name=name)
-            if manifest is not None:
-                write_manifest_group(dst.create_group(MANIFEST_GROUP), manifest)
-            group = dst.create_group(stage)
-            for name, array in datasets.items():
-                write_rows(group, name, array)
-            group.attrs[PROVENANCE_ATTR] = json.dumps(provenance, sort_keys=True, default=str)
-            kept = [f for f in read_failures(src) if f.stage != stage]
-            write_failures(dst, kept + list(failures))
-        _replace_atomically(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with interrupts_deferred():
+        try:
+            with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
+                for key, value in src.attrs.items():
+                    dst.attrs[key] = value
+                replaced = {stage, FAILURES_GROUP} | ({MANIFEST_GROUP} if manifest is not None else set())
+                for name in src:
+                    if name not in replaced:
+                        src.copy(src[name], dst, name=name)
+                if manifest is not None:
+                    write_manifest_group(dst.create_group(MANIFEST_GROUP), manifest)
+                group = dst.create_group(stage)
+                for name, array in datasets.items():
+                    write_rows(group, name, array)
+                write_json_attr(group, PROVENANCE_ATTR, provenance)
+                kept = [f for f in read_failures(src) if f.stage != stage]
+                write_failures(dst, kept + list(failures))
+                for name in (stage, FAILURES_GROUP, *([MANIFEST_GROUP] if manifest is not None else [])):
+                    seal_members(dst[name])  # written now; copied groups keep the names sealed when written
+                seal_members(dst)
+            _replace_atomically(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

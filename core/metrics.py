@@ -12,9 +12,12 @@ from core.columns import TARGETS
 def ccc(pred: np.ndarray, true: np.ndarray) -> float:
     """Concordance correlation coefficient (Lin 1989) with population (1/N) moments.
 
-    ``2 cov / (var_p + var_t + (mean_p - mean_t)^2)``; 0 when both are constant and equal-variance-free.
+    ``2 cov / (var_p + var_t + (mean_p - mean_t)^2)``; NaN (undefined) for fewer than 2 utterances, 0 when
+    predictions and truth are the same constant.
     """
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    if len(pred) < 2:
+        return float("nan")
     mp, mt = pred.mean(), true.mean()
     cov = ((pred - mp) * (true - mt)).mean()
     denom = pred.var() + true.var() + (mp - mt) ** 2
@@ -22,7 +25,10 @@ def ccc(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 def pearson(pred: np.ndarray, true: np.ndarray) -> float:
+    """Pearson correlation; NaN for fewer than 2 utterances, 0 when either side is constant."""
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    if len(pred) < 2:
+        return float("nan")
     sp, st = pred.std(), true.std()
     if sp == 0 or st == 0:
         return 0.0

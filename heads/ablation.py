@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from cache.reader import CacheReader
+from core.errors import InputError
 from heads.evaluate import Evaluation, evaluate_runs, write_evaluation
 from heads.experiment import train_fold
-from heads.features import load_corpus_arrays
+from heads.features import effective_features, load_corpus_arrays
+from heads.progress import TrainingProgress
 from heads.stats import StatsConfig
 from heads.train import TrainConfig
 from heads.variants import run_label
@@ -21,20 +23,28 @@ log = logging.getLogger(__name__)
 
 def run_ablation(cache: str | Path, configs: list[TrainConfig], folds: list[int], seeds: list[int],
                  out: str | Path, device: torch.device = torch.device("cpu"), stats: StatsConfig = StatsConfig(),
-                 baseline: str | None = None) -> tuple[str, Evaluation, dict]:
+                 baseline: str | None = None, overwrite: bool = False) -> tuple[str, Evaluation, dict]:
     """Train every config on every fold; write runs to ``out/<label>/fold<k>`` and tables/plots to ``out``.
     Returns the markdown (results and differences from ``baseline``, default the first config), the runs
-    and the results of ``heads.evaluate.summarise``."""
+    and the results of ``heads.evaluate.summarise``. Existing runs are replaced only with ``overwrite``."""
     out = Path(out)
     arrays = load_corpus_arrays(CacheReader(cache))
+    labels = [run_label(replace(c, features=effective_features(arrays, c.features, folds[0]))) for c in configs]
+    for i, label in enumerate(labels):
+        if label != run_label(configs[i]):
+            log.warning("'%s': the cache lacks a block it uses; its runs are labelled '%s'", run_label(configs[i]), label)
+        if label in labels[:i]:
+            raise InputError(f"variants '{run_label(configs[labels.index(label)])}' and '{run_label(configs[i])}' are "
+                             f"the same on {cache} (both train as '{label}': the cache lacks a block); drop one")
+    requested = {run_label(c): label for c, label in zip(configs, labels)}
+    baseline = requested.get(baseline, baseline) if baseline else None
     run_dirs = []
-    started = time.perf_counter()
-    for fold in folds:
-        for config in configs:
-            run_dir = out / run_label(config) / f"fold{fold}"
-            train_fold(arrays, fold, config, seeds, run_dir, device)
-            run_dirs.append(run_dir)
-            log.info("  trained %s fold %d (%.0f s)", run_label(config), fold, time.perf_counter() - started)
+    with TrainingProgress(len(folds) * len(configs) * len(seeds)) as progress:
+        for fold in folds:
+            for config, label in zip(configs, labels):
+                run_dir = out / label / f"fold{fold}"
+                train_fold(arrays, fold, config, seeds, run_dir, device, overwrite=overwrite, progress=progress)
+                run_dirs.append(run_dir)
     evaluation = evaluate_runs(run_dirs)
     markdown, results = write_evaluation(evaluation, out, stats=stats, baseline=baseline)
     return markdown, evaluation, results

@@ -71,8 +71,29 @@ def evaluate_runs(run_dirs: list[str | Path]) -> Evaluation:
         means = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
         rows.append({"label": label, "fold": record["fold"], "n_test": preds.height // len(record["seeds"]),
                      "seeds": len(record["seeds"]), **means})
+    check_complete(records)
     per_fold = pl.DataFrame(rows).sort("label", "fold")
     return Evaluation(per_fold, predictions, records)
+
+
+def check_complete(records: dict[str, list[dict]]) -> None:
+    """Refuse runs that do not form one comparable table: every label must cover the same folds, with the
+    same seeds and the same settings in each fold, from one cache."""
+    folds = {label: sorted(r["fold"] for r in recs) for label, recs in records.items()}
+    everything = sorted({f for fs in folds.values() for f in fs})
+    incomplete = {label: sorted(set(everything) - set(fs)) for label, fs in folds.items() if fs != everything}
+    if incomplete:
+        listing = "; ".join(f"'{label}' lacks fold(s) {missing}" for label, missing in incomplete.items())
+        raise InputError(f"runs do not cover the same folds ({listing}); train the missing folds or leave the "
+                         "incomplete labels out")
+    for label, recs in records.items():
+        for field in ("seeds", "config", "cache"):
+            values = {json.dumps(r.get(field), sort_keys=True, default=str) for r in recs}
+            if len(values) > 1:
+                differing = sorted(r["fold"] for r in recs if json.dumps(r.get(field), sort_keys=True, default=str)
+                                   != json.dumps(recs[0].get(field), sort_keys=True, default=str))
+                raise InputError(f"runs labelled '{label}' differ in {field} (fold(s) {differing} vs fold "
+                                 f"{recs[0]['fold']}); give runs of one setting a label each (train-heads --label)")
 
 
 def _flat(metrics: dict[str, np.ndarray], index: tuple = ()) -> dict[str, float]:

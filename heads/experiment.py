@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,19 @@ import polars as pl
 import torch
 
 from core.metrics import dimension_metrics
+from core.protocol import FoldSplit
 from core.provenance import package_versions, utc_now
 from heads.features import CorpusArrays, FoldTensors, prepare_fold, split_rows
-from heads.runs import PREDICTIONS_FILE, config_record, save_head, write_run_json
+from heads.progress import TrainingProgress
+from heads.runs import (
+    HISTORY_FILE,
+    HISTORY_SCHEMA,
+    PREDICTIONS_FILE,
+    config_record,
+    new_run_dir,
+    save_head,
+    write_run_json,
+)
 from heads.train import TrainConfig, block_sizes, predict, train_head
 from heads.variants import run_label
 
@@ -41,30 +52,45 @@ def predictions_frame(arrays: CorpusArrays, fold: FoldTensors, model: torch.nn.M
 
 
 def train_fold(arrays: CorpusArrays, test_fold: int, config: TrainConfig, seeds: list[int], out_dir: str | Path,
-               device: torch.device = torch.device("cpu")) -> pl.DataFrame:
+               device: torch.device = torch.device("cpu"), label: str | None = None, overwrite: bool = False,
+               progress: TrainingProgress | None = None) -> pl.DataFrame:
     """Train ``config`` with ``test_fold`` held out, once per seed; write the run to ``out_dir``; return the
-    test predictions. The split is the protocol's (``heads.features.split_rows``) with ``config.val_fraction``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    test predictions. The split is the protocol's (``heads.features.split_rows``) with ``config.val_fraction``;
+    ``label`` names the run in tables (default: ``run_label`` of the features actually used). The run folder
+    appears whole when everything is written (``heads.runs.new_run_dir``); an existing one is replaced only
+    with ``overwrite``. ``progress`` shows the epochs (default: one log line per seed)."""
     split = split_rows(arrays, test_fold, config.val_fraction)
     fold = prepare_fold(arrays, split, config.features)
-    frames, per_seed = [], {}
+    label = label or run_label(replace(config, features=fold.effective))
+    progress = progress or TrainingProgress(len(seeds), live=False)
+    with new_run_dir(out_dir, overwrite) as tmp:
+        predictions = _train_seeds(arrays, split, fold, config, seeds, tmp, device, label, progress)
+    return predictions
+
+
+def _train_seeds(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, config: TrainConfig, seeds: list[int],
+                 out_dir: Path, device: torch.device, label: str, progress: TrainingProgress) -> pl.DataFrame:
+    frames, per_seed, histories = [], {}, []
     for seed in seeds:
         started = time.perf_counter()
-        head = train_head(fold, config, seed, device)
+        head = train_head(fold, config, seed, device, progress.start(label, split.fold, seed))
+        seconds = time.perf_counter() - started
+        progress.finish(len(head.history), head.best_epoch, head.best_val_ccc, config.epochs, seconds)
         save_head(out_dir / f"head_seed{seed}.safetensors", head.model, fold.stats)
         frame = predictions_frame(arrays, fold, head.model, seed)
         frames.append(frame)
+        histories += [{"seed": seed, **entry} for entry in head.history]
         layer_weights = head.model.inputs.layer_weights() if hasattr(head.model, "inputs") else None
         per_seed[str(seed)] = {
             **dimension_metrics(frame), "best_epoch": head.best_epoch, "best_val_ccc": head.best_val_ccc,
-            "epochs_trained": len(head.history), "train_seconds": time.perf_counter() - started,
+            "epochs_trained": len(head.history), "train_seconds": seconds,
             "layer_weights": layer_weights.tolist() if layer_weights is not None else None, **head.details,
         }
     predictions = pl.concat(frames)
     predictions.write_csv(out_dir / PREDICTIONS_FILE)
+    pl.DataFrame(histories, schema=HISTORY_SCHEMA).write_csv(out_dir / HISTORY_FILE)
     write_run_json(out_dir, {
-        "label": run_label(config), "config": config_record(config), "effective_features": fold.effective.__dict__,
+        "label": label, "config": config_record(config), "effective_features": fold.effective.__dict__,
         "fold": split.fold, "seeds": seeds, "sizes": block_sizes(fold, config).__dict__,
         "split_sizes": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
         "validation_speakers": sorted(set(arrays.speakers[split.validation].tolist())),

@@ -145,15 +145,21 @@ def select_speech(arrays: CorpusArrays, layer: str) -> np.ndarray:
     return arrays.speech[:, arrays.speech_layers.index(index)].astype(np.float32)
 
 
+def effective_features(arrays: CorpusArrays, config: FeatureConfig, fold: int) -> FeatureConfig:
+    """``config`` with the blocks the cache lacks switched off (a run is labelled by what it really used)."""
+    effective = replace(config, use_speech=config.use_speech and arrays.speech is not None,
+                        use_prosody=config.use_prosody and arrays.prosody is not None,
+                        use_state=config.use_state and fold in arrays.states)
+    if not (effective.use_speech or effective.use_prosody or effective.use_state):
+        raise InputError(f"{arrays.source}: every feature block is switched off or missing from the cache")
+    return effective
+
+
 def prepare_fold(arrays: CorpusArrays, split: FoldSplit, config: FeatureConfig) -> FoldTensors:
     """Standardised tensors of one fold's train / validation / test rows."""
     n = len(arrays.targets)
-    use_speech = config.use_speech and arrays.speech is not None
-    use_prosody = config.use_prosody and arrays.prosody is not None
-    use_state = config.use_state and split.fold in arrays.states
-    if not (use_speech or use_prosody or use_state):
-        raise InputError("every feature block is switched off or missing from the cache")
-    effective = FeatureConfig(config.layer, use_speech, use_prosody, use_state, config.per_speaker_norm)
+    effective = effective_features(arrays, config, split.fold)
+    use_speech, use_prosody, use_state = effective.use_speech, effective.use_prosody, effective.use_state
     train = split.train
     stats: dict[str, np.ndarray] = {}
 

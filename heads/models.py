@@ -82,11 +82,17 @@ def mlp_head_on_blocks(head: nn.Sequential, blocks: Sequence[torch.Tensor],
 
 
 class FusedInput(nn.Module):
-    """Builds the speech, prosody and state blocks from cached tensors."""
+    """Builds the speech, prosody and state blocks from cached tensors.
 
-    def __init__(self, sizes: BlockSizes):
+    ``block_dropout`` (training only): each utterance's speech, prosody and state block is zeroed (its
+    training mean, since inputs are z-scored) with this probability, independently, and kept blocks are scaled
+    by ``1 / (1 - p)`` as in dropout. A head then cannot rely on one block alone, and a block that carries
+    no information costs less: the head learns to do without it."""
+
+    def __init__(self, sizes: BlockSizes, block_dropout: float = 0.0):
         super().__init__()
         self.sizes = sizes
+        self.block_dropout = block_dropout
         self.layer_logits = nn.Parameter(torch.zeros(sizes.speech_layers)) if sizes.speech_layers > 1 else None
         self.prosody_proj = nn.Linear(sizes.prosody_raw, sizes.prosody) if sizes.prosody else None
 
@@ -108,13 +114,17 @@ class FusedInput(nn.Module):
             s = speech
         p = self.prosody_proj(prosody) if self.prosody_proj is not None else speech.new_zeros(batch, 0)
         c = state if self.sizes.state else speech.new_zeros(batch, 0)
+        if self.training and self.block_dropout > 0:
+            keep = torch.rand(batch, 3, device=speech.device) >= self.block_dropout
+            scale = keep.to(speech.dtype) / (1 - self.block_dropout)  # [B, 3]
+            s, p, c = (x * scale[:, k : k + 1] if x.shape[1] else x for k, x in enumerate((s, p, c)))
         return s, p, c
 
 
 class SharedHead(nn.Module):
-    def __init__(self, sizes: BlockSizes, dropout: float = 0.3):
+    def __init__(self, sizes: BlockSizes, dropout: float = 0.3, block_dropout: float = 0.0):
         super().__init__()
-        self.inputs = FusedInput(sizes)
+        self.inputs = FusedInput(sizes, block_dropout)
         self.head = mlp_head(self.inputs.d_in, 2, dropout)
 
     def forward(self, speech, prosody, state):  # noqa: ANN001, ANN201
@@ -122,9 +132,9 @@ class SharedHead(nn.Module):
 
 
 class SeparateHeads(nn.Module):
-    def __init__(self, sizes: BlockSizes, dropout: float = 0.3):
+    def __init__(self, sizes: BlockSizes, dropout: float = 0.3, block_dropout: float = 0.0):
         super().__init__()
-        self.inputs = FusedInput(sizes)
+        self.inputs = FusedInput(sizes, block_dropout)
         self.valence = mlp_head(self.inputs.d_in, 1, dropout)
         self.arousal = mlp_head(self.inputs.d_in, 1, dropout)
 
@@ -134,9 +144,9 @@ class SeparateHeads(nn.Module):
 
 
 class SeparateAttnHeads(nn.Module):
-    def __init__(self, sizes: BlockSizes, dropout: float = 0.3):
+    def __init__(self, sizes: BlockSizes, dropout: float = 0.3, block_dropout: float = 0.0):
         super().__init__()
-        self.inputs = FusedInput(sizes)
+        self.inputs = FusedInput(sizes, block_dropout)
         d_in = self.inputs.d_in
         self.valence_attention, self.arousal_attention = attention_mlp(d_in), attention_mlp(d_in)
         self.valence = mlp_head(d_in, 1, dropout)
@@ -155,7 +165,7 @@ class SeparateAttnHeads(nn.Module):
 class LinearHead(nn.Module):
     """``Linear(d_speech + F + d_state, 2)`` over the concatenated standardised blocks (one speech layer)."""
 
-    def __init__(self, sizes: BlockSizes, dropout: float = 0.0):
+    def __init__(self, sizes: BlockSizes, dropout: float = 0.0, block_dropout: float = 0.0):
         super().__init__()
         if sizes.speech_layers > 1:
             raise ValueError("the linear head takes one speech layer (last, mean or N), not a learned mix")
@@ -172,9 +182,9 @@ class LinearHead(nn.Module):
         return self.linear(self.blocks(speech, prosody, state)), None
 
 
-def build_head(variant: str, sizes: BlockSizes, dropout: float = 0.3) -> nn.Module:
+def build_head(variant: str, sizes: BlockSizes, dropout: float = 0.3, block_dropout: float = 0.0) -> nn.Module:
     classes = {"shared": SharedHead, "separate": SeparateHeads, "separate-attn": SeparateAttnHeads,
                "linear": LinearHead}
     if variant not in classes:
         raise ValueError(f"unknown head variant '{variant}' (choose from {', '.join(VARIANTS)})")
-    return classes[variant](sizes, dropout)
+    return classes[variant](sizes, dropout, block_dropout)

@@ -1,11 +1,16 @@
 """A head run on disk: weights as safetensors, config and metrics as JSON, predictions as CSV.
 
+A run folder is whole or absent: it is written under a temporary name beside its final one and renamed
+into place when complete (``new_run_dir``); an existing run is replaced only when asked to, and then whole.
+``read_run`` refuses a folder whose predictions do not match its record (a truncated or edited file).
+
 Layout of ``RUN/`` (one fold)::
 
     run.json                    TrainConfig, fold, seeds, cache path and provenance, metrics per seed
     head_seed<k>.safetensors    weights + normalisation statistics (``stats.*``) of seed k
     predictions.csv             utt_id, fold, seed, speaker, valence/arousal true and predicted,
-                                attention weights (separate-attn) on the test rows
+                                attention weights (separate-attn), emotion (if known) on the test rows
+    history.csv                 seed, epoch, train_loss, val_ccc (mean), val_ccc_v, val_ccc_a
 
 Never pickle: loading a run reads tensors and JSON only, and checks shapes and statistics against the
 model built from the config and the cache.
@@ -14,6 +19,10 @@ model built from the config and the cache.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,12 +31,16 @@ import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
 
+from cache.paths import temp_for
 from core.errors import InputError
 from heads.models import BlockSizes, build_head
 from heads.train import TrainConfig
 
 RUN_FILE = "run.json"
 PREDICTIONS_FILE = "predictions.csv"
+HISTORY_FILE = "history.csv"  # learning curves: one row per seed and epoch
+HISTORY_SCHEMA = {"seed": pl.Int64, "epoch": pl.Int64, "train_loss": pl.Float64, "val_ccc": pl.Float64,
+                  "val_ccc_v": pl.Float64, "val_ccc_a": pl.Float64}
 
 
 def save_head(path: Path, model: torch.nn.Module, stats: dict[str, np.ndarray]) -> None:
@@ -77,14 +90,82 @@ def expand_runs(runs: list[Path]) -> list[Path]:
     return expanded
 
 
+PREDICTION_COLUMNS = ("utt_id", "speaker", "fold", "seed", "valence_true", "arousal_true", "valence_pred",
+                      "arousal_pred")
+
+
 def read_run(run_dir: str | Path) -> tuple[dict, pl.DataFrame]:
-    """``(run.json as dict, predictions)`` of a run folder."""
+    """``(run.json as dict, predictions)`` of a run folder, checked: every seed of the record has one
+    prediction per test utterance of the fold."""
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).is_file():
         raise InputError(f"{run_dir}: not a head run (no {RUN_FILE}); create one with `cli.py train-heads`")
-    record = json.loads((run_dir / RUN_FILE).read_text())
-    predictions = pl.read_csv(run_dir / PREDICTIONS_FILE)
+    try:
+        record = json.loads((run_dir / RUN_FILE).read_text())
+        predictions = pl.read_csv(run_dir / PREDICTIONS_FILE)
+    except (OSError, ValueError, pl.exceptions.PolarsError) as err:
+        raise InputError(f"{run_dir}: damaged or incomplete run ({err})") from None
+    missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
+    if missing:
+        raise InputError(f"{run_dir}: {PREDICTIONS_FILE} lacks column(s) {', '.join(missing)}")
+    expected = record.get("split_sizes", {}).get("test")
+    counts = {int(s): n for s, n in predictions.group_by("seed").len().iter_rows()}
+    if sorted(counts) != sorted(record.get("seeds", [])) or any(n != expected for n in counts.values()):
+        raise InputError(f"{run_dir}: {PREDICTIONS_FILE} does not match {RUN_FILE} (expected {expected} rows for "
+                         f"each of seeds {record.get('seeds')}, found {counts}): an interrupted or edited run; "
+                         "train it again")
     return record, predictions
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def new_run_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder to write a run into; it becomes ``out_dir`` when the block ends without an
+    error. An existing run is refused unless ``overwrite`` (then replaced whole: no file of it survives)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not (out_dir / RUN_FILE).is_file():
+            raise InputError(f"{out_dir}: exists and is not a head run; choose another --out")
+        if not overwrite:
+            raise InputError(f"{out_dir}: a run is already there; pass --overwrite to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):  # of writers killed before their rename
+        if leftover.name.rsplit("-", 1)[-1].isdigit() and not _alive(int(leftover.name.rsplit("-", 1)[-1])):
+            shutil.rmtree(leftover, ignore_errors=True)
+    tmp = temp_for(out_dir)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    mode = 0o666 & ~_umask()
+    for path in tmp.iterdir():
+        path.chmod(mode)  # safetensors writes 0600; a run is as readable as every other file
+    tmp.chmod(0o777 & ~_umask())
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def config_record(config: TrainConfig) -> dict:

@@ -107,8 +107,10 @@ def metrics_from_moments(m: np.ndarray) -> dict[str, np.ndarray]:
         vt = np.maximum(m[..., 4] / n - mt**2, 0.0)
         cov = m[..., 5] / n - mp * mt
         mse = np.maximum(m[..., 3] / n - 2 * m[..., 5] / n + m[..., 4] / n, 0.0)
-        ccc = 2 * cov / (vp + vt + (mp - mt) ** 2)
-        pearson = cov / np.sqrt(vp * vt)
+        denominator = vp + vt + (mp - mt) ** 2
+        ccc = np.where(denominator > 0, 2 * cov / denominator, 0.0)  # as core.metrics: constants agree -> 0
+        pearson = np.where(vp * vt > 0, cov / np.sqrt(vp * vt), 0.0)
+        ccc, pearson = (np.where(n >= 2, v, np.nan) for v in (ccc, pearson))  # one utterance: undefined
     return {"ccc": ccc, "pearson": pearson, "mse": mse, "rmse": np.sqrt(mse)}
 
 

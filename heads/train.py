@@ -7,6 +7,7 @@ weights of the best validation epoch, predict the test rows on the corpus scale.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,8 +28,9 @@ class TrainConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     prosody_dim: int = 64  # raw Praat features are projected to this width
     dropout: float = 0.3
+    block_dropout: float = 0.0  # probability of zeroing a whole input block of an utterance (heads.models)
     epochs: int = 60
-    batch_size: int = 256
+    batch_size: int = 256  # 0 = auto: an eighth of the training rows, between 64 and 256
     lr: float = 1e-3  # shared parts (projections, layer mix) and the shared head
     lr_valence: float | None = None  # valence branch; None = lr
     lr_arousal: float | None = None  # arousal branch; None = lr
@@ -51,6 +53,12 @@ class TrainedHead:
     best_val_ccc: float
     history: list[dict]  # one entry per epoch (empty for the closed-form linear head)
     details: dict = field(default_factory=dict)  # variant-specific facts for run.json (e.g. ridge penalties)
+
+
+def resolve_batch_size(batch_size: int, train_rows: int) -> int:
+    """``batch_size``, or for 0 (auto) ``train_rows / 8`` clipped to [64, 256]: a small corpus still gets
+    several optimiser steps per epoch (with 256, EmoDB's ~380 training rows made 1-2 steps an epoch)."""
+    return batch_size if batch_size > 0 else int(np.clip(train_rows // 8, 64, 256))
 
 
 def block_sizes(fold: FoldTensors, config: TrainConfig) -> BlockSizes:
@@ -96,14 +104,16 @@ def predict(model: torch.nn.Module, split: SplitTensors) -> tuple[torch.Tensor, 
     return pred.cpu(), None if attention is None else {k: v.cpu() for k, v in attention.items()}
 
 
-def validation_ccc(model: torch.nn.Module, split: SplitTensors) -> float:
+def validation_ccc(model: torch.nn.Module, split: SplitTensors) -> np.ndarray:
+    """[2] validation CCC of valence and arousal."""
     pred, _ = predict(model, split)
-    return float((1 - ccc_loss(pred, split.targets.cpu())).mean())
+    return (1 - ccc_loss(pred, split.targets.cpu())).numpy()
 
 
-def train_head(fold: FoldTensors, config: TrainConfig, seed: int, device: torch.device = torch.device("cpu")
-               ) -> TrainedHead:
+def train_head(fold: FoldTensors, config: TrainConfig, seed: int, device: torch.device = torch.device("cpu"),
+               on_epoch: Callable[[dict], None] | None = None) -> TrainedHead:
     """Train one seed on ``device``; the batch order comes from a CPU generator, so it is the same anywhere.
+    ``on_epoch`` receives each epoch's history entry with the best validation CCC so far (for progress).
     The ``linear`` variant is fitted in closed form instead (``heads.ridge``; seeds do not change it)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -113,20 +123,21 @@ def train_head(fold: FoldTensors, config: TrainConfig, seed: int, device: torch.
         splits = [(s.speech, s.prosody, s.state, s.targets) for s in (fold.train, fold.validation)]
         penalties, val_ccc, path = fit_ridge(model, *splits)
         return TrainedHead(model.eval(), sizes, 0, val_ccc, [], {"ridge_penalty": penalties, "ridge_path": path})
-    model = build_head(config.variant, sizes, config.dropout).to(device)
+    model = build_head(config.variant, sizes, config.dropout, config.block_dropout).to(device)
     optimizer = AdamW(parameter_groups(model, config))  # torch's fused AdamW update, see heads/optim.py
     train, validation = fold.train.to(device), fold.validation.to(device)
     n = len(train.rows)
+    batch_size = resolve_batch_size(config.batch_size, n)
     best_ccc, best_epoch, best_state, history = -np.inf, -1, None, []
     for epoch in range(config.epochs):
         model.train()
         order = torch.randperm(n, generator=generator)
         total = 0.0
         # Drop a final sliver of < 32 rows: CCC over a handful of rows is too noisy to learn from.
-        remainder = n % config.batch_size
-        stop = n if n < config.batch_size or remainder >= 32 else n - remainder
-        for start in range(0, stop, config.batch_size):
-            idx = order[start : start + config.batch_size].to(device)
+        remainder = n % batch_size
+        stop = n if n < batch_size or remainder >= 32 else n - remainder
+        for start in range(0, stop, batch_size):
+            idx = order[start : start + batch_size].to(device)
             pred, _ = model(train.speech[idx], train.prosody[idx], train.state[idx])
             loss = loss_fn(pred, train.targets[idx], config)
             optimizer.zero_grad()
@@ -134,11 +145,16 @@ def train_head(fold: FoldTensors, config: TrainConfig, seed: int, device: torch.
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             total += float(loss.detach()) * len(idx)
-        val = validation_ccc(model, validation)
-        history.append({"epoch": epoch, "train_loss": total / n, "val_ccc": val})
-        if val > best_ccc + config.min_delta:
+        per_dimension = validation_ccc(model, validation)
+        val = float(per_dimension.mean())
+        history.append({"epoch": epoch, "train_loss": total / stop, "val_ccc": val,
+                        "val_ccc_v": float(per_dimension[0]), "val_ccc_a": float(per_dimension[1])})
+        improved = val > best_ccc + config.min_delta
+        if improved:
             best_ccc, best_epoch, best_state = val, epoch, copy.deepcopy(model.state_dict())
-        elif epoch - best_epoch >= config.patience:
+        if on_epoch is not None:
+            on_epoch({**history[-1], "best_val_ccc": best_ccc, "best_epoch": best_epoch, "epochs": config.epochs})
+        if not improved and epoch - best_epoch >= config.patience:
             break
     model.load_state_dict(best_state)
     model.eval()

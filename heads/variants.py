@@ -1,9 +1,16 @@
-"""Head configurations named by short specs (``separate-attn+no-state+layer=weighted``) and back
-(``parse_variant`` and ``run_label`` are inverses), and fold ranges."""
+"""Head configurations named by short specs and back (``parse_variant`` and ``run_label`` are inverses),
+and fold ranges.
+
+A spec is a variant, then ``+``-separated switches: feature switches (``no-speech``, ``no-prosody``,
+``no-state``, ``speaker-norm``, ``layer=last|mean|weighted|N``) and training settings as ``name=value``
+with the ``TrainConfig`` field in kebab case (``lr=3e-4``, ``batch-size=64``, ``mse-weight=0.5``). A run's
+label is its spec with every setting that differs from the defaults, so runs that differ only in
+hyperparameters get different labels and can share one table.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from core.errors import InputError
 from heads.models import VARIANTS
@@ -13,14 +20,29 @@ from pipeline.features.layers import check_layer_choice
 SWITCHES = ("no-speech", "no-prosody", "no-state", "speaker-norm")
 
 
+def _settings() -> dict[str, str]:
+    """Kebab-case name -> TrainConfig field for every scalar training setting."""
+    return {f.name.replace("_", "-"): f.name for f in fields(TrainConfig) if f.name not in ("variant", "features")}
+
+
+def _setting_value(field_name: str, text: str, spec: str) -> float | int | None:
+    kind = next(f.type for f in fields(TrainConfig) if f.name == field_name)  # annotations are strings here
+    try:
+        if "None" in kind and text.lower() == "none":
+            return None
+        return int(text) if kind == "int" else float(text)
+    except ValueError:
+        raise InputError(f"'{spec}': {field_name.replace('_', '-')}={text} is not a number") from None
+
+
 def parse_variant(spec: str, base: TrainConfig) -> TrainConfig:
-    """``variant[+switch...]`` -> a TrainConfig derived from ``base``. Switches: no-speech, no-prosody,
-    no-state, speaker-norm, layer=last|mean|weighted|N."""
+    """``variant[+switch...]`` -> a TrainConfig derived from ``base`` (see the module docstring)."""
     name, *switches = spec.strip().split("+")
     if name not in VARIANTS:
         raise InputError(f"unknown head variant '{name}' in '{spec}' (choose from {', '.join(VARIANTS)})")
-    features = base.features
+    features, settings = base.features, {}
     for switch in switches:
+        key, _, value = switch.partition("=")
         if switch == "no-speech":
             features = replace(features, use_speech=False)
         elif switch == "no-prosody":
@@ -29,24 +51,33 @@ def parse_variant(spec: str, base: TrainConfig) -> TrainConfig:
             features = replace(features, use_state=False)
         elif switch == "speaker-norm":
             features = replace(features, per_speaker_norm=True)
-        elif switch.startswith("layer="):
-            features = replace(features, layer=check_layer_choice(switch.split("=", 1)[1]))
+        elif key == "layer" and value:
+            features = replace(features, layer=check_layer_choice(value))
+        elif key in _settings() and value:
+            settings[_settings()[key]] = _setting_value(_settings()[key], value, spec)
         else:
-            raise InputError(f"unknown switch '{switch}' in '{spec}' ({', '.join(SWITCHES)}, layer=...)")
+            raise InputError(f"unknown switch '{switch}' in '{spec}' ({', '.join(SWITCHES)}, layer=..., or a "
+                             f"setting: {', '.join(f'{k}=...' for k in _settings())})")
     if name == "linear" and features.layer == "weighted":
         raise InputError(f"'{spec}': the linear head is fitted in closed form on one speech layer; "
                          "use layer=last, layer=mean or layer=N")
-    return replace(base, variant=name, features=features)
+    return replace(base, variant=name, features=features, **settings)
 
 
 def run_label(config: TrainConfig) -> str:
-    """Short name of a variant and its switches, e.g. ``separate-attn+no-state+layer=weighted``."""
+    """The spec of ``config``: its variant, feature switches, and every training setting that differs from
+    the defaults, e.g. ``separate-attn+no-state+layer=weighted+lr=0.0003``."""
     f = config.features
     parts = [config.variant]
     parts += [s for s, on in (("no-speech", not f.use_speech), ("no-prosody", not f.use_prosody),
                               ("no-state", not f.use_state), ("speaker-norm", f.per_speaker_norm)) if on]
     if f.layer != "last":
         parts.append(f"layer={f.layer}")
+    defaults = TrainConfig()
+    for name, field_name in _settings().items():
+        value = getattr(config, field_name)
+        if value != getattr(defaults, field_name):
+            parts.append(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}")
     return "+".join(parts)
 
 

@@ -26,7 +26,7 @@ from pipeline.runtime.device import resolve_device
 from pipeline.stages.prosody import ProsodyConfig, run_prosody_stage
 from pipeline.stages.runner import StageWork
 from pipeline.stages.speech import SpeechConfig, resolve_batch_seconds, run_speech_stage
-from pipeline.stages.state import StateConfig, run_state_stage
+from pipeline.stages.state import StateConfig, run_state_stage, updater_plan
 
 STAGES = ("speech", "prosody", "state")
 log = logging.getLogger(__name__)
@@ -48,13 +48,16 @@ def extract_config_from_dict(data: dict) -> ExtractConfig:
     return ExtractConfig(SpeechConfig(**speech), ProsodyConfig(**data["prosody"]), StateConfig(**state))
 
 
-def check_request(stages: list[str], on_error: str) -> None:
-    """Refuse unknown stages and ``--on-error`` values before any work."""
+def check_request(stages: list[str], on_error: str, manifest: pl.DataFrame) -> None:
+    """Refuse unknown stages, ``--on-error`` values and a corpus the state stage cannot cross-fit, before
+    any expensive work."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise InputError(f"unknown stage(s): {', '.join(unknown)} (available: {', '.join(STAGES)})")
     if on_error not in ("skip", "fail"):
         raise InputError(f"--on-error must be skip or fail, not {on_error}")
+    if "state" in stages:
+        updater_plan(sorted(set(manifest["fold"].drop_nulls().to_list())))  # needs >= 3 folds
 
 
 def with_device_settings(config: ExtractConfig, device: str) -> ExtractConfig:
@@ -115,8 +118,10 @@ def extract(
     """Run the missing ``stages`` into ``cache_path`` under its lock. Returns the failures of each stage
     that ran. ``work`` (from ``pipeline.launch``) publishes what shards committed instead of computing."""
     cache_path = Path(cache_path)
-    check_request(stages, on_error)
+    check_request(stages, on_error, manifest)
     config = with_device_settings(config, device)
+    if cache_path.exists() and not force and not check_existing(cache_path, manifest, stages, config)[0]:
+        return {}  # complete: nothing to write, so no lock either (a read-only file system is fine)
     with CacheLock(cache_path):
         return _extract_locked(cache_path, manifest, stages, config, device, on_error, force, work)
 

@@ -99,7 +99,7 @@ def extract_shard(cache_path: str | Path, manifest: pl.DataFrame, stages: list[s
                   shard: Shard, device: str = "auto", on_error: str = "skip") -> dict[str, list[Failure]]:
     """Compute shard ``shard`` of the speech and prosody stages; publishing waits for ``merge_shards``."""
     cache_path = Path(cache_path)
-    check_request(stages, on_error)
+    check_request(stages, on_error, manifest)
     config = with_device_settings(config, device)
     with CacheLock(cache_path, shard_tag=shard.file_tag):  # the same shard twice is refused; others run
         todo = [s for s in SHARDED_STAGES if s in stages]

@@ -2,9 +2,11 @@
 
     .venv/bin/python scripts/kill_campaign.py --kills 50 --seed 0     # the long run (docs/reliability.md)
 
-Each round starts a fresh cache and launches the real CLI (``cli.py extract``, all three stages) again
-and again; every launch is killed with SIGKILL (its whole process group, as a pre-empted node would be)
-at a moment drawn from one of ``PHASES``, until a last launch runs to completion. After every kill the
+Each round starts a fresh cache and launches the real CLI (``cli.py extract``, all three stages, with a
+decoding worker and two Praat workers) again and again; every launch is killed with SIGKILL at a moment
+drawn from one of ``PHASES``, until a last launch runs to completion. ``--target group`` kills the whole
+process group (a pre-empted node); ``--target main`` kills the main process only (an OOM kill, ``kill -9
+PID``): then no worker may outlive it by more than ``ORPHAN_GRACE_S`` seconds. After every kill the
 cache, if one exists, must open and every stage it holds must equal the uninterrupted run's; at the end
 of a round the cache must hold the same utterances, failures and arrays (bit for bit) and no work files.
 ``tests/test_kill.py`` runs a short campaign in CI.
@@ -39,6 +41,7 @@ PHASES = {
     "state": "state stage, training the cross-fitted updaters (after a new updater was committed)",
 }
 STAGE_OF_PHASE = {"speech": "speech", "prosody": "prosody", "state": "state"}
+ORPHAN_GRACE_S = 10.0
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Kill:
     cache_ok_after: bool  # the cache (if any) opened and every stage in it equalled the clean run's
     stages_after: list[str]  # stages the cache held after the kill
     temp_files_after: int  # temporary files the kill left (a kill inside a write leaves one)
+    orphans: int = 0  # processes of the killed extract still alive ORPHAN_GRACE_S after the kill
 
 
 @dataclass
@@ -72,9 +76,13 @@ class CampaignReport:
         return sum(k.landed for k in self.kills)
 
     @property
+    def orphans(self) -> int:
+        return sum(k.orphans for k in self.kills)
+
+    @property
     def survived(self) -> bool:
         return (self.utterances_lost == 0 and self.duplicate_ids == 0 and not self.arrays_differing
-                and not self.leftover_files and all(k.cache_ok_after for k in self.kills))
+                and not self.leftover_files and all(k.cache_ok_after for k in self.kills) and self.orphans == 0)
 
 
 def cache_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -151,8 +159,31 @@ def _check_committed(cache: Path, clean: dict[str, np.ndarray]) -> bool:
 
 def extract_command(manifest: Path, model: Path, cache: Path) -> list[str]:
     return [sys.executable, str(REPO / "cli.py"), "extract", "--corpus", "manifest", "--manifest", str(manifest),
-            "--speech-model", str(model), "--device", "cpu", "--batch-seconds", "2", "--workers", "1",
-            "--loader-workers", "0", "--state-epochs", "2", "--cache", str(cache)]
+            "--speech-model", str(model), "--device", "cpu", "--batch-seconds", "2", "--workers", "2",
+            "--loader-workers", "1", "--state-epochs", "2", "--cache", str(cache)]
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group ``pgid`` (zombies are dead: not counted)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def orphans_after(pgid: int, grace_s: float = ORPHAN_GRACE_S) -> int:
+    """Wait up to ``grace_s`` for the killed extract's workers to exit; kill and count those still alive."""
+    deadline = time.monotonic() + grace_s
+    while (alive := group_members(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    return len(alive)
 
 
 def _launch(command: list[str], log: Path) -> subprocess.Popen:
@@ -163,11 +194,12 @@ def _launch(command: list[str], log: Path) -> subprocess.Popen:
 
 
 def run_campaign(manifest: Path, model: Path, workdir: Path, kills: int, seed: int = 0,
-                 schedule: list[str] | None = None, kills_per_round: int = 5, timeout_s: float = 300.0
-                 ) -> CampaignReport:
+                 schedule: list[str] | None = None, kills_per_round: int = 5, timeout_s: float = 300.0,
+                 target: str = "group") -> CampaignReport:
     """Kill ``extract`` at least ``kills`` times (or along ``schedule``, one phase per launch) and compare.
 
     Without ``schedule``, each launch's phase is drawn at random among those its cache can still reach.
+    ``target`` is ``group`` (the process group) or ``main`` (the main process only; orphans are counted).
     """
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -196,13 +228,16 @@ def run_campaign(manifest: Path, model: Path, workdir: Path, kills: int, seed: i
             delay = _delay_for(phase, rng)
             time.sleep(delay)
             landed = seen and proc.poll() is None
-            if landed:
+            if landed and target == "main":
+                os.kill(proc.pid, signal.SIGKILL)
+            elif landed:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            orphans = orphans_after(proc.pid)  # the launch's process group: its workers
             lines = log.read_text(errors="replace").strip().splitlines()
             report.kills.append(Kill(report.rounds, phase, delay, landed, lines[-1] if lines else "",
                                      _check_committed(cache, clean), _stages_in(cache),
-                                     len(CachePaths(cache).leftover_temp_files())))
+                                     len(CachePaths(cache).leftover_temp_files()), orphans))
             if not landed:
                 if proc.returncode != 0:
                     raise RuntimeError(f"launch ended with status {proc.returncode} before the kill: see {log}")
@@ -245,6 +280,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path("kill_campaign_out"))
     parser.add_argument("--dialogs-per-fold", type=int, default=2, help="synthetic corpus: 5 folds x this x 8 turns")
+    parser.add_argument("--target", choices=("group", "main"), default="main",
+                        help="kill the process group, or the main process only (then count orphaned workers)")
     args = parser.parse_args()
 
     from pipeline.corpora.synthetic import write_synthetic_corpus
@@ -252,7 +289,7 @@ def main() -> None:
 
     manifest = write_synthetic_corpus(args.workdir / "corpus", dialogs_per_fold=args.dialogs_per_fold, turns=8)
     model = save_random_wavlm(args.workdir / "tiny_wavlm", "tiny")
-    report = run_campaign(manifest, model, args.workdir, args.kills, args.seed)
+    report = run_campaign(manifest, model, args.workdir, args.kills, args.seed, target=args.target)
     by_phase: dict[str, list[int]] = {}
     for kill in report.kills:
         by_phase.setdefault(kill.phase, [0, 0])[0] += 1
@@ -265,9 +302,11 @@ def main() -> None:
           f"{all(k.cache_ok_after for k in report.kills)}")
     print(f"utterances lost {report.utterances_lost}, duplicate ids {report.duplicate_ids}, "
           f"arrays differing {len(report.arrays_differing)} of {report.arrays_compared}, "
-          f"leftover work files {len(report.leftover_files)}")
+          f"leftover work files {len(report.leftover_files)}, orphaned workers {report.orphans} "
+          f"(alive {ORPHAN_GRACE_S:.0f} s after a kill of the {args.target} process{'' if args.target == 'main' else ' group'})")
     (args.workdir / "report.json").write_text(json.dumps(
-        {**asdict(report), "kills_landed": report.kills_landed, "survived": report.survived}, indent=1))
+        {**asdict(report), "kills_landed": report.kills_landed, "orphans": report.orphans,
+         "survived": report.survived}, indent=1))
     sys.exit(0 if report.survived else 1)
 
 

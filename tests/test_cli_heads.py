@@ -26,15 +26,16 @@ def test_train_heads_then_eval_reports_per_fold_and_mean_metrics(cache, tmp_path
         run = tmp_path / f"fold{fold}"
         result = run_cli("train-heads", "--cache", str(cache), "--fold", str(fold), "--out", str(run), "--seeds", "2")
         assert result.returncode == 0, result.stderr
-        assert f"fold {fold}, separate-attn, 2 seed(s)" in result.stdout
+        assert f"fold {fold}, separate-attn+no-state, 2 seed(s)" in result.stdout
         assert (run / "head_seed0.safetensors").is_file() and (run / "head_seed1.safetensors").is_file()
         preds = pl.read_csv(run / "predictions.csv")
         assert set(preds["seed"]) == {0, 1} and "attn_valence_prosody" in preds.columns
         runs += ["--runs", str(run)]
     result = run_cli("eval", *runs, "--out", str(tmp_path / "eval"), "--json", str(tmp_path / "m.json"))
     assert result.returncode == 0, result.stderr
-    assert "| separate-attn | 2 |" in result.stdout and "valence->prosody" in result.stdout
-    metrics = json.loads((tmp_path / "m.json").read_text())["runs"]["separate-attn"]
+    # the planted cache has no dialogue states: runs are labelled by what they used
+    assert "| separate-attn+no-state | 2 |" in result.stdout and "valence->prosody" in result.stdout
+    metrics = json.loads((tmp_path / "m.json").read_text())["runs"]["separate-attn+no-state"]
     assert set(metrics["folds"]) == {"1", "2"}
     assert {"ccc_v", "ccc_a", "mse_v", "mse_a"} <= set(metrics["folds"]["1"]) and "ccc_avg" in metrics["mean"]
     low, high = metrics["mean_ci"]["ccc_v"]
@@ -48,16 +49,18 @@ def test_ablate_runs_every_variant_and_fold_in_one_command(cache, tmp_path):
                      "--folds", "1-5", "--out", str(tmp_path / "abl"), "--epochs", "15")
     assert result.returncode == 0, result.stderr
     table = pl.read_csv(tmp_path / "abl" / "results.csv")
-    assert sorted(table["run"]) == ["separate-attn", "separate-attn+no-prosody", "shared"]
+    # labels say what was used (no states in this cache) and what differs from the defaults (--epochs 15)
+    assert sorted(table["run"]) == ["separate-attn+no-prosody+no-state+epochs=15", "separate-attn+no-state+epochs=15",
+                                    "shared+no-state+epochs=15"]
     assert table["folds"].to_list() == [5, 5, 5]
-    assert "Differences from `shared`" in result.stdout  # the first variant is the baseline
+    assert "Differences from `shared+no-state+epochs=15`" in result.stdout  # the first variant is the baseline
     comparisons = pl.read_csv(tmp_path / "abl" / "comparisons.csv")
     assert comparisons.height == 2 * 3 and set(comparisons["metric"]) == {"CCC-V", "CCC-A", "CCC-Avg"}
     assert (tmp_path / "abl" / "forest.png").stat().st_size > 0
     per_fold = pl.read_csv(tmp_path / "abl" / "per_fold.csv")
     assert per_fold.height == 15
-    no_prosody = table.filter(pl.col("run") == "separate-attn+no-prosody")["CCC-V"][0]
-    assert no_prosody < table.filter(pl.col("run") == "separate-attn")["CCC-V"][0]  # valence was in prosody
+    no_prosody = table.filter(pl.col("run") == "separate-attn+no-prosody+no-state+epochs=15")["CCC-V"][0]
+    assert no_prosody < table.filter(pl.col("run") == "separate-attn+no-state+epochs=15")["CCC-V"][0]  # valence: prosody
 
 
 def test_bad_head_arguments_are_one_line_errors(cache, tmp_path):
@@ -67,16 +70,18 @@ def test_bad_head_arguments_are_one_line_errors(cache, tmp_path):
     assert result.returncode == 2 and "no head runs found" in result.stderr
 
 
-def test_eval_compares_every_label_with_the_baseline_runs(cache, tmp_path):
-    for spec in ("shared", "linear"):
-        for fold in (1, 2, 3):
-            result = run_cli("train-heads", "--cache", str(cache), "--fold", str(fold), "--variant", spec,
-                             "--out", str(tmp_path / spec / f"fold{fold}"), "--epochs", "10")
-            assert result.returncode == 0, result.stderr
-    result = run_cli("eval", "--runs", str(tmp_path / "shared"), "--runs", str(tmp_path / "linear"), "--baseline",
-                     str(tmp_path / "linear"), "--out", str(tmp_path / "eval"), "--bootstrap", "300")
+def test_runs_that_differ_in_a_setting_share_one_table_and_are_compared_with_a_baseline(cache, tmp_path):
+    for name, extra in (("a", ["--label", "shared-lr-1e-3"]), ("b", ["--lr", "3e-3"]), ("lin", ["--variant", "linear"])):
+        result = run_cli("train-heads", "--cache", str(cache), "--folds", "1-3", "--out", str(tmp_path / name),
+                         "--epochs", "10", *(["--variant", "shared"] if name != "lin" else []), *extra)
+        assert result.returncode == 0, result.stderr
+    result = run_cli("eval", "--runs", str(tmp_path / "a"), "--runs", str(tmp_path / "b"), "--runs", str(tmp_path / "lin"),
+                     "--baseline", str(tmp_path / "lin"), "--out", str(tmp_path / "eval"), "--bootstrap", "300")
     assert result.returncode == 0, result.stderr
-    assert "Differences from `linear`" in result.stdout and "| shared | CCC-V |" in result.stdout
+    for label in ("shared-lr-1e-3", "shared+no-state+epochs=10+lr=0.003"):  # the label, and the default one
+        assert f"| {label} | 3 |" in result.stdout and f"| {label} | CCC-V |" in result.stdout
     comparisons = json.loads((tmp_path / "eval" / "metrics.json").read_text())["comparisons"]
-    assert comparisons["baseline"] == "linear" and {r["label"] for r in comparisons["rows"]} == {"shared"}
+    assert comparisons["baseline"] == "linear+no-state+epochs=10"
     assert all(r["reading"] in ("better", "worse", "not distinguishable") for r in comparisons["rows"])
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["fold1", "fold2", "fold3"]
+    assert (tmp_path / "a" / "fold1" / "history.csv").is_file()

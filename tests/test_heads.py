@@ -133,7 +133,7 @@ def test_switches_remove_blocks_and_the_run_records_them(planted, tmp_path):
     config = parse_variant("separate+no-prosody", TrainConfig())
     preds = train_fold(arrays, 1, config, [0], tmp_path)
     record, _ = read_run(tmp_path)
-    assert record["label"] == "separate+no-prosody" and record["sizes"]["prosody"] == 0
+    assert record["label"] == "separate+no-prosody+no-state" and record["sizes"]["prosody"] == 0  # no states cached
     assert dimension_metrics(preds)["ccc_v"] < 0.3  # valence lived only in the prosody block
 
 

@@ -1,4 +1,5 @@
-"""SIGKILL at any moment of ``extract`` loses nothing: the resumed cache equals an uninterrupted one."""
+"""SIGKILL of the main process at any moment of ``extract`` loses nothing: the resumed cache equals an
+uninterrupted one, and no worker outlives the killed process."""
 
 import pytest
 
@@ -10,7 +11,7 @@ from scripts.kill_campaign import PHASES, run_campaign
 def campaign(tmp_path_factory, tiny_wavlm):
     workdir = tmp_path_factory.mktemp("kills")
     manifest = write_synthetic_corpus(workdir / "corpus", dialogs_per_fold=1, turns=8)  # 40 utterances, 5 folds
-    return run_campaign(manifest, tiny_wavlm, workdir, kills=len(PHASES), schedule=list(PHASES))
+    return run_campaign(manifest, tiny_wavlm, workdir, kills=len(PHASES), schedule=list(PHASES), target="main")
 
 
 def test_a_kill_lands_in_every_phase_of_extraction(campaign):
@@ -29,3 +30,7 @@ def test_the_resumed_cache_equals_the_uninterrupted_one_bit_for_bit(campaign):
 
 def test_no_temporary_files_parts_or_lock_are_left_behind(campaign):
     assert campaign.leftover_files == []
+
+
+def test_no_worker_outlives_the_killed_main_process(campaign):
+    assert [k.orphans for k in campaign.kills] == [0] * len(PHASES)

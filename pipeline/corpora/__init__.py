@@ -11,15 +11,21 @@ CORPORA = ("iemocap", "emodb", "manifest")
 
 def build_manifest(corpus: str, root: str | None = None, manifest: str | None = None):  # noqa: ANN201
     """``(manifest DataFrame, problems)`` of a corpus: ``iemocap``/``emodb`` read ``root``, ``manifest``
-    reads the user's CSV/Parquet ``manifest``."""
+    reads the user's CSV/Parquet ``manifest``. A corpus with no usable utterance is an ``InputError``."""
     from core.errors import InputError
 
     if corpus == "manifest":
         if not manifest:
             raise InputError("--corpus manifest needs --manifest FILE")
-        return read_generic_manifest(manifest)
-    if corpus not in CORPORA:
+        df, problems = read_generic_manifest(manifest)
+    elif corpus not in CORPORA:
         raise InputError(f"unknown corpus '{corpus}' (choose from {', '.join(CORPORA)})")
-    if not root:
+    elif not root:
         raise InputError(f"--corpus {corpus} needs --root DIR")
-    return read_iemocap(root) if corpus == "iemocap" else read_emodb(root)
+    else:
+        df, problems = read_iemocap(root) if corpus == "iemocap" else read_emodb(root)
+    if df.height == 0:
+        reasons = "; ".join(str(p) for p in problems[:3]) + (f"; ... {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise InputError(f"{root or manifest}: no usable utterances in this {corpus} corpus "
+                         f"({reasons or 'no labelled audio files found'})")
+    return df, problems

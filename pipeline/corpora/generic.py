@@ -31,20 +31,32 @@ def _as_float(value: object) -> float | None:
     return number
 
 
+def _read_table(manifest: Path) -> tuple[pl.DataFrame, int]:
+    """The file as text columns, and the line number of its first data row."""
+    try:
+        if manifest.suffix == ".parquet":
+            return pl.read_parquet(manifest).cast(pl.String), 1  # no header line: rows are numbered from 1
+        return pl.read_csv(manifest, infer_schema_length=0), 2  # line 1 is the header
+    except pl.exceptions.NoDataError:
+        raise InputError(f"{manifest}: the file is empty (expected a header line: {', '.join(REQUIRED)})") from None
+    except (pl.exceptions.PolarsError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        kind = "a Parquet file" if manifest.suffix == ".parquet" else "a comma-separated table with one value per column"
+        raise InputError(f"{manifest}: cannot be read as {kind} ({first})") from None
+
+
 def read_generic_manifest(manifest: str | Path) -> tuple[pl.DataFrame, list[Problem]]:
     """Normalised manifest of a user CSV/Parquet file; problems name the file and the 1-based line."""
     manifest = Path(manifest).resolve()
     if not manifest.is_file():
         raise InputError(f"{manifest}: manifest file not found")
-    if manifest.suffix == ".parquet":
-        raw = pl.read_parquet(manifest).cast(pl.String)
-        first_line = 1  # no header line in Parquet: rows are numbered from 1
-    else:
-        raw = pl.read_csv(manifest, infer_schema_length=0)
-        first_line = 2  # line 1 is the header
+    raw, first_line = _read_table(manifest)
     missing = [c for c in REQUIRED if c not in raw.columns]
     if missing:
-        raise InputError(f"{manifest}: missing required column(s): {', '.join(missing)}")
+        header = ",".join(raw.columns)
+        hint = (f"; the header reads '{header[:80]}': columns must be separated by commas"
+                if len(raw.columns) == 1 and any(sep in header for sep in ";\t|") else "")
+        raise InputError(f"{manifest}: missing required column(s): {', '.join(missing)}{hint}")
     rows: list[dict] = []
     problems: list[Problem] = []
     seen: dict[str, int] = {}
@@ -71,6 +83,12 @@ def read_generic_manifest(manifest: str | Path) -> tuple[pl.DataFrame, list[Prob
         except ValueError:
             problems.append(Problem(str(manifest), f"fold is not an integer: {rec.get('fold')!r}", line))
             continue
+        if fold < 1:
+            problems.append(Problem(str(manifest), f"fold must be a positive integer (1, 2, ...), not {fold}", line))
+            continue
+        if not (rec.get("speaker") or "").strip():
+            problems.append(Problem(str(manifest), "empty speaker", line))
+            continue
         wav = Path(rec["path"] or "")
         wav = wav if wav.is_absolute() else manifest.parent / wav
         if not wav.is_file():
@@ -80,7 +98,7 @@ def read_generic_manifest(manifest: str | Path) -> tuple[pl.DataFrame, list[Prob
         rows.append(
             dict(
                 utt_id=utt_id, path=str(wav.resolve()), duration_s=duration_s, sample_rate=sample_rate,
-                speaker=str(rec["speaker"]), dialog_id=rec.get("dialog_id") or utt_id,
+                speaker=str(rec["speaker"]).strip(), dialog_id=rec.get("dialog_id") or utt_id,
                 start_s=numbers["start_s"] if numbers["start_s"] is not None else float(i), fold=fold,
                 valence=numbers["valence"], arousal=numbers["arousal"], dominance=numbers["dominance"],
                 emotion=rec.get("emotion"),

@@ -9,6 +9,8 @@ import soundfile
 import torch
 import torchaudio.functional
 
+MAX_PEAK = 1000.0  # float files may overshoot +-1 a little; beyond this the scale is wrong, not the sound
+
 
 class AudioError(Exception):
     """The file cannot be used as speech; the message is the reason stored in the failures table."""
@@ -18,7 +20,7 @@ def load_audio(path: str, target_rate_hz: int) -> np.ndarray:
     """Read ``path``, downmix to mono (mean of channels), resample to ``target_rate_hz``.
 
     Returns ``[S]`` float32 in [-1, 1] (integer PCM is scaled by soundfile). Raises ``AudioError`` for a
-    file that cannot be decoded, holds no samples, or holds NaN/inf samples.
+    file that cannot be decoded, holds no samples, holds NaN/inf samples, or float samples beyond +-1000.
     """
     if not os.path.isfile(path):
         raise AudioError("file not found")
@@ -32,6 +34,9 @@ def load_audio(path: str, target_rate_hz: int) -> np.ndarray:
         raise AudioError("empty audio (0 samples)")
     if not np.isfinite(data).all():
         raise AudioError("audio holds NaN or inf samples")
+    peak = float(np.abs(data).max())
+    if peak > MAX_PEAK:  # floating-point files can hold any value; integer PCM is always within +-1
+        raise AudioError(f"samples reach {peak:.3g}, not audio scaled to +-1 (rescale the file)")
     mono = data.mean(axis=1)
     if rate != target_rate_hz:
         mono = resample(mono, rate, target_rate_hz)

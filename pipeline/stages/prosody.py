@@ -17,6 +17,7 @@ from cache.schema import Failure
 from core.provenance import package_versions
 from pipeline.features.audio import load_rows
 from pipeline.features.prosody import FEATURE_NAMES, FEATURE_SET_VERSION, prosody_features
+from pipeline.runtime.orphans import die_with_parent
 from pipeline.stages.batching import plan_fixed_chunks
 from pipeline.stages.runner import Stage, StagePlan, StageWork, run_stage
 
@@ -72,7 +73,9 @@ def prosody_units(config: ProsodyConfig, paths: list[str], utt_ids: list[str],
     # One task per file, not per unit: with units of 16 files the last unit kept one core busy for a
     # second while the other sat idle, which cost 0.1-0.2x of the 2-core scaling.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),))
+    finished = False
+    try:
         in_flight: deque = deque()
         queue = iter(pending)
         while True:
@@ -83,10 +86,16 @@ def prosody_units(config: ProsodyConfig, paths: list[str], utt_ids: list[str],
                            for a in audio if not isinstance(a, str)]
                 in_flight.append((unit, rows, audio, stats, futures))
             if not in_flight:
+                finished = True
                 return
             unit, rows, audio, stats, futures = in_flight.popleft()
             features = [f.result() for f in futures]
             yield unit, _unit_result(rows, audio, features, paths, utt_ids, stats)
+    finally:
+        if not finished:  # interrupted (Ctrl-C, --on-error fail): drop queued work instead of finishing it
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+        pool.shutdown(wait=True, cancel_futures=not finished)
 
 
 def run_prosody_stage(cache_path: str, manifest: pl.DataFrame, config: ProsodyConfig, on_error: str = "skip",
@@ -103,5 +112,6 @@ def run_prosody_stage(cache_path: str, manifest: pl.DataFrame, config: ProsodyCo
     paths, utt_ids = manifest["path"].to_list(), manifest["utt_id"].to_list()
     compute = lambda pending: prosody_units(config, paths, utt_ids, pending)  # noqa: E731
     plan = StagePlan("prosody", units, fingerprint, constants={"names": np.array(FEATURE_NAMES, dtype=object)},
+                     stage_bytes=manifest.height * len(FEATURE_NAMES) * 5,  # float32 values + bool mask
                      update_rows=only_rows, unit_seconds=[float(np.nan_to_num(durations[u]).sum()) for u in units])
     return run_stage(cache_path, manifest, Stage(plan, compute, provenance), on_error, work)

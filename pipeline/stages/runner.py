@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -50,6 +52,7 @@ class StagePlan:
     constants: dict[str, np.ndarray] = field(default_factory=dict)  # not per row, e.g. feature names
     update_rows: np.ndarray | None = None  # recompute only these rows; the others stay as the cache has them
     unit_seconds: list[float] | None = None  # audio seconds each unit computes, to balance shards
+    stage_bytes: int = 0  # about how large the stage's arrays are, to check free disk space first
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ def run_stage(cache_path: str, manifest: pl.DataFrame, stage: Stage, on_error: s
             unfinished = ", ".join(f"`extract --shard {k}/{shard_count}`" for k in shards)
         raise ShardsUnfinished(f"{plan.name}: {len(pending)} of {len(plan.units)} units are not committed yet; "
                                f"finish {unfinished} first (each resumes where it stopped)")
+    if pending:
+        check_free_space(cache_path, plan, publishes=work.shard is None)
     shard_failures: list[Failure] = []
     durations = manifest["duration_s"].fill_null(0.0).to_numpy()
     by_rows = any(plan.units)  # units of rows count files; other units (the state's updaters) count themselves
@@ -139,6 +144,18 @@ def run_stage(cache_path: str, manifest: pl.DataFrame, stage: Stage, on_error: s
               manifest=manifest if plan.update_rows is not None else None)  # re-read files: current durations
     parts.remove()
     return failures
+
+
+def check_free_space(cache_path: str, plan: StagePlan, publishes: bool) -> None:
+    """Refuse to start a stage that cannot finish for lack of disk space: its parts take about the stage's
+    size, and publishing rewrites the whole cache beside the old one (``cache.writer``)."""
+    path = Path(cache_path)
+    needed = plan.stage_bytes * (2 if publishes else 1) + (path.stat().st_size if publishes and path.exists() else 0)
+    free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
+    if needed > free:
+        raise InputError(f"{path.parent}: {free / 1e9:.2f} GB free, but the {plan.name} stage needs about "
+                         f"{needed / 1e9:.2f} GB (its work parts and a rewritten cache); free some space or use "
+                         "another --cache")
 
 
 def _kept_rows(cache_path: str, plan: StagePlan) -> tuple[dict[str, np.ndarray], list[Failure], np.ndarray]:

@@ -5,8 +5,10 @@ Audio is decoded and resampled in DataLoader workers while the model runs on the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 
 import numpy as np
 import polars as pl
@@ -19,6 +21,7 @@ from core.errors import InputError
 from core.provenance import package_versions
 from pipeline.features.audio import load_rows
 from pipeline.models.speech_model import SpeechEmbedder
+from pipeline.runtime.orphans import die_with_parent
 from pipeline.stages.batching import plan_length_buckets, window_bounds
 from pipeline.stages.runner import RAGGED_PREFIX, Stage, StagePlan, StageWork, run_stage
 
@@ -62,6 +65,10 @@ def resolve_batch_seconds(config: SpeechConfig, device: torch.device) -> SpeechC
     return replace(config, batch_seconds=120.0 if device.type == "cuda" else 8.0)
 
 
+def _worker_init(parent_pid: int, worker_id: int) -> None:
+    die_with_parent(parent_pid)  # a killed extract leaves no decoding worker behind
+
+
 def _as_is(item):  # noqa: ANN001, ANN202 - keep numpy waveforms (the default collate makes tensors)
     return item
 
@@ -103,7 +110,7 @@ def speech_units(
     loader = DataLoader(
         _UnitAudio(paths, pending, rate), batch_size=None, shuffle=False,
         num_workers=config.num_workers, prefetch_factor=2 if config.num_workers else None,
-        collate_fn=_as_is,
+        collate_fn=_as_is, worker_init_fn=partial(_worker_init, os.getpid()),
     )
     shape = (embedder.info.num_hidden_states, embedder.info.hidden_size)
     layers = config.frame_layers
@@ -175,7 +182,11 @@ def run_speech_stage(
     fingerprint = {"config": asdict(config), "model": info, "device_type": device.type}
     provenance = {**fingerprint, "packages": package_versions(), "units": len(units)}
     padded_seconds = [len(unit) * float(np.nan_to_num(durations[unit]).max(initial=0.0)) for unit in units]
-    plan = StagePlan("speech", units, fingerprint, update_rows=only_rows, unit_seconds=padded_seconds)
+    frames = 50 * float(np.nan_to_num(durations).sum()) * len(config.frame_layers)  # 50 frames per second
+    stage_bytes = int(manifest.height * embedder.info.num_hidden_states * embedder.info.hidden_size * 2
+                      + frames * embedder.info.hidden_size * 2)  # float16
+    plan = StagePlan("speech", units, fingerprint, update_rows=only_rows, unit_seconds=padded_seconds,
+                     stage_bytes=stage_bytes)
     paths, utt_ids = manifest["path"].to_list(), manifest["utt_id"].to_list()
     compute = lambda pending: speech_units(embedder, config, paths, utt_ids, pending)  # noqa: E731
     return run_stage(cache_path, manifest, Stage(plan, compute, provenance), on_error, work)

@@ -246,7 +246,9 @@ def state_stage(reader: CacheReader, config: StateConfig, device: torch.device) 
         datasets["ok"] = inputs.usable.copy()
         return datasets, [], {"updater_summaries": summaries}
 
-    return Stage(StagePlan("state", [[] for _ in plan], fingerprint), compute, provenance, assemble)
+    stage_bytes = len(folds) * reader.manifest.height * config.model.d_state * 4  # float32 per fold
+    return Stage(StagePlan("state", [[] for _ in plan], fingerprint, stage_bytes=stage_bytes), compute, provenance,
+                 assemble)
 
 
 def run_state_stage(cache_path: str, config: StateConfig, device: torch.device) -> None:

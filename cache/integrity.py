@@ -1,0 +1,159 @@
+"""Checksums that turn a damaged cache into a clear error instead of silently different data.
+
+* numeric datasets are written with HDF5's Fletcher-32 filter: every chunk is checked when it is read; their
+  type, shape and chunking carry a digest too (a flipped bit in a datatype would otherwise reinterpret intact
+  bytes), and every chunk must be present where it belongs (a damaged chunk index would otherwise read as
+  fill values);
+* text is stored as UTF-8 bytes in a numeric dataset (``<name>`` [bytes] uint8 and ``<name>.offsets``
+  [N + 1] int64), so the same checks cover it. HDF5's variable-length strings are not used: a damaged
+  reference into their heap can make the HDF5 library loop for ever;
+* attributes are fixed-length byte strings with a SHA-256 digest beside each JSON one;
+* every group records the names of its members and attributes (a renamed or lost one is detected).
+
+Caches of schema 1 have none of this and are read unchecked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterable
+
+import h5py
+import numpy as np
+
+from core.errors import InputError
+
+DIGEST_ATTR = "sha256"
+OFFSETS_SUFFIX = ".offsets"
+MEMBERS_ATTR = "members"
+_CHUNK_BYTES = 4 << 20  # ~4 MiB row chunks: large sequential reads, small enough to slice a fold
+
+
+class DamagedCache(InputError):
+    """A dataset or attribute of the cache failed its checksum or could not be decoded."""
+
+
+def text_digest(values: Iterable[str]) -> str:
+    return hashlib.sha256(json.dumps(list(values), ensure_ascii=False).encode()).hexdigest()
+
+
+def set_text_attr(obj: h5py.HLObject, key: str, text: str) -> None:
+    """A string attribute stored inline as fixed-length UTF-8 bytes (no variable-length heap)."""
+    obj.attrs[key] = np.bytes_(text.encode())
+
+
+def get_text_attr(obj: h5py.HLObject, key: str, default: str | None = None) -> str | None:
+    value = obj.attrs.get(key, default)
+    return value.decode() if isinstance(value, bytes | np.bytes_) else value
+
+
+def write_numeric(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Dataset:
+    """``array`` (rows first) chunked along rows only, with Fletcher-32 chunk checksums and a sealed layout."""
+    row_bytes = max(1, array.nbytes // max(1, len(array)))
+    rows_per_chunk = int(max(1, min(len(array), _CHUNK_BYTES // row_bytes))) if len(array) else None
+    if rows_per_chunk is None:  # no rows: nothing to chunk
+        dataset = group.create_dataset(name, data=array)
+    else:
+        dataset = group.create_dataset(name, data=array, chunks=(rows_per_chunk, *array.shape[1:]), fletcher32=True)
+    set_text_attr(dataset, DIGEST_ATTR, _layout(dataset))
+    return dataset
+
+
+def write_text(group: h5py.Group, name: str, values: Iterable[str]) -> None:
+    """A text dataset: the UTF-8 bytes of ``values`` concatenated, and where each value starts and ends."""
+    encoded = [str(v).encode() for v in values]
+    write_numeric(group, name, np.frombuffer(b"".join(encoded), dtype=np.uint8))
+    write_numeric(group, f"{name}{OFFSETS_SUFFIX}", np.cumsum([0, *map(len, encoded)], dtype=np.int64))
+
+
+def is_text(group: h5py.Group, name: str) -> bool:
+    return f"{name}{OFFSETS_SUFFIX}" in group or group[name].dtype.kind == "O"
+
+
+def read_text(group: h5py.Group, name: str, where: str) -> np.ndarray:
+    """``[N]`` str of a text dataset (schema 1: a variable-length string dataset, read unchecked)."""
+    dataset = group[name]
+    try:
+        if dataset.dtype.kind == "O":
+            return dataset.asstr()[()]
+        data = read_numeric(dataset, where).tobytes()
+        offsets = read_numeric(group[f"{name}{OFFSETS_SUFFIX}"], f"{where}{OFFSETS_SUFFIX}")
+        if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(data) or (np.diff(offsets) < 0).any():
+            raise DamagedCache(f"{where}: text offsets do not fit the text (the file is damaged)")
+        return np.array([data[a:b].decode() for a, b in zip(offsets[:-1], offsets[1:])], dtype=object)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise DamagedCache(f"{where}: text cannot be decoded ({err})") from None
+
+
+def _layout(dataset: h5py.Dataset) -> str:
+    return text_digest([dataset.dtype.str, json.dumps(list(dataset.shape)), json.dumps(dataset.chunks)])
+
+
+def read_numeric(dataset: h5py.Dataset, where: str, index: tuple | slice = ()) -> np.ndarray:
+    """``dataset[index]`` after checking its type, shape and chunking against their digest (when it has one)
+    and that every chunk is there; HDF5 checks each chunk's Fletcher-32 sum as it reads it."""
+    stored = get_text_attr(dataset, DIGEST_ATTR)
+    if stored is not None:
+        if _layout(dataset) != stored:
+            raise DamagedCache(f"{where}: type or shape fails its checksum (the file is damaged)")
+        if dataset.chunks and _chunk_starts(dataset) != _stored_chunk_starts(dataset):
+            raise DamagedCache(f"{where}: its data chunks are not where they belong (the file is damaged)")
+        if dataset.chunks:
+            try:  # the read path's own lookup of the first chunk: a damaged layout can hide it (fill values)
+                dataset.id.read_direct_chunk((0,) * dataset.ndim)
+            except (RuntimeError, OSError, ValueError) as err:
+                raise DamagedCache(f"{where}: its first data chunk cannot be found ({err})") from None
+    return dataset[index]
+
+
+def _chunk_starts(dataset: h5py.Dataset) -> set[tuple[int, ...]]:
+    """Where every chunk of a fully written dataset starts."""
+    grid = [range(0, n, c) for n, c in zip(dataset.shape, dataset.chunks)]
+    return set(itertools.product(*grid))
+
+
+def _stored_chunk_starts(dataset: h5py.Dataset) -> set[tuple[int, ...]]:
+    """Where the chunk index says the stored chunks start (a damaged index reads as fill values otherwise)."""
+    return {tuple(dataset.id.get_chunk_info(i).chunk_offset) for i in range(dataset.id.get_num_chunks())}
+
+
+def write_json_attr(obj: h5py.HLObject, key: str, value: object) -> None:
+    """``obj.attrs[key]`` = JSON text, with its digest in ``obj.attrs[key + ".sha256"]``."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    set_text_attr(obj, key, text)
+    set_text_attr(obj, f"{key}.{DIGEST_ATTR}", text_digest([text]))
+
+
+def read_json_attr(obj: h5py.HLObject, key: str, where: str, default: str = "{}") -> object:
+    """The JSON value of ``obj.attrs[key]``, checked against its digest (when it has one)."""
+    try:
+        if f"{key}.{DIGEST_ATTR}" in obj.attrs and key not in obj.attrs:
+            raise DamagedCache(f"{where}: attribute '{key}' is missing (the file is damaged)")
+        text = get_text_attr(obj, key, default)
+        stored = get_text_attr(obj, f"{key}.{DIGEST_ATTR}")
+        if stored is not None and text_digest([text]) != stored:
+            raise DamagedCache(f"{where}: attribute '{key}' fails its checksum (the file is damaged)")
+        return json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as err:
+        raise DamagedCache(f"{where}: attribute '{key}' cannot be decoded ({err})") from None
+
+
+_MEMBER_KEYS = (MEMBERS_ATTR, f"{MEMBERS_ATTR}.{DIGEST_ATTR}")
+
+
+def seal_members(group: h5py.Group) -> None:
+    """Record the names of a group's members and attributes."""
+    names = {"members": sorted(group), "attributes": sorted(k for k in group.attrs if k not in _MEMBER_KEYS)}
+    write_json_attr(group, MEMBERS_ATTR, names)
+
+
+def check_members(group: h5py.Group, where: str) -> None:
+    """Raise ``DamagedCache`` when the group's members or attributes differ from the sealed names."""
+    if not any(k in group.attrs for k in _MEMBER_KEYS):
+        return  # schema 1: not sealed
+    names = read_json_attr(group, MEMBERS_ATTR, where)
+    found = {"members": sorted(group), "attributes": sorted(k for k in group.attrs if k not in _MEMBER_KEYS)}
+    if names != found:
+        raise DamagedCache(f"{where}: members or attributes differ from those written (the file is damaged)")

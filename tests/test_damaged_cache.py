@@ -1,0 +1,87 @@
+"""A damaged cache is a clear error, never different data: random bit flips end in ``InputError`` or change
+nothing that is read (Fletcher-32 on numeric chunks, SHA-256 on text and JSON attributes)."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cache import CacheReader, Failure, add_stage
+from core.errors import InputError
+from tests.conftest import REPO
+from tests.synth_cache import planted_cache
+
+
+def everything(path) -> dict:
+    """All a user can read from a cache, through the reader."""
+    reader = CacheReader(path)
+    out = {"manifest": reader.manifest.to_dicts(), "failures": reader.failures, "config": reader.config}
+    for stage in reader.stages:
+        out[f"{stage}/provenance"] = reader.provenance(stage)
+        for name in reader.dataset_shapes(stage):
+            out[f"{stage}/{name}"] = reader.read(stage, name)
+    return out
+
+
+def _equal(a, b) -> bool:  # noqa: ANN001
+    if isinstance(a, np.ndarray):
+        return (isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape
+                and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))  # undefined prosody features are NaN
+    return a == b
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    path = planted_cache(tmp_path_factory.mktemp("damage") / "c.h5", n_per_speaker=12)
+    n = len(CacheReader(path))
+    add_stage(path, "state", {"fold_1": np.ones((n, 4), np.float32), "ok": np.ones(n, bool)},
+              {"note": "a state"}, [Failure("u00001", "state", "/x.wav", "a reason")])
+    return path
+
+
+@pytest.mark.parametrize("copy", range(20))
+def test_sixteen_random_bit_flips_give_an_error_or_the_same_data(original, tmp_path, copy):
+    damaged = tmp_path / "damaged.h5"
+    shutil.copy(original, damaged)
+    data = bytearray(damaged.read_bytes())
+    rng = np.random.default_rng(copy)
+    for offset in rng.integers(0, len(data), 16):
+        data[offset] ^= 1 << int(rng.integers(0, 8))
+    damaged.write_bytes(bytes(data))
+    try:
+        read = everything(damaged)
+    except InputError:
+        return  # a clear, one-line error: the CLI prints it and exits 2
+    assert same(read, everything(original))  # nothing silently different
+
+
+def test_a_flip_inside_numeric_data_is_caught_by_its_chunk_checksum(original, tmp_path):
+    import h5py
+
+    with h5py.File(original) as file:
+        offset = file["speech/pooled"].id.get_offset()  # may be None when chunked: use the first chunk
+        offset = offset if offset is not None else file["speech/pooled"].id.get_chunk_info(0).byte_offset
+    damaged = tmp_path / "damaged.h5"
+    data = bytearray(original.read_bytes())
+    data[offset + 100] ^= 0x10
+    damaged.write_bytes(bytes(data))
+    reader = CacheReader(damaged)  # the manifest and provenance are intact
+    with pytest.raises(InputError, match=r"/speech/pooled: cannot be read, the file is damaged"):
+        reader.read("speech", "pooled")
+
+
+def test_cache_info_on_a_damaged_cache_is_one_error_line(original, tmp_path):
+    damaged = tmp_path / "damaged.h5"
+    data = bytearray(original.read_bytes())
+    data[8:40] = bytes(32)  # the superblock after its signature: versions, sizes, addresses
+    damaged.write_bytes(bytes(data))
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "cache", "info", str(damaged)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith(f"error: {damaged}")
