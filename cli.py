@@ -21,9 +21,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # "spawn" re-import this file, and should not pay for them.
 from core.errors import InputError, report_problems  # noqa: E402
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Extract speech, prosody and dialogue-state features once; train valence/arousal heads in seconds.")
-cache_app = typer.Typer(no_args_is_help=True, help="Inspect feature caches.")
+cache_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect and merge feature caches.")
 app.add_typer(cache_app, name="cache")
 
 
@@ -103,7 +103,7 @@ def extract(
     if not launched.published:
         _echo_shard(str(launched.shard), launched.failures)
         if not launched.torchrun:
-            typer.echo(f"when every shard is done: python cli.py cache merge {cache}")
+            typer.echo(f"when every shard is done: python cli.py cache merge --cache {cache}")
         return
     _echo_extracted(cache, df.height, wanted, launched.failures)
 
@@ -153,7 +153,8 @@ _HEAD_OPTIONS = dict(
     loss_weight_valence=typer.Option(None, help="weight of the valence loss (default 1)"),
     loss_weight_arousal=typer.Option(None, help="weight of the arousal loss (default 1)"),
     mse_weight=typer.Option(None, help="add this times the MSE to 1 - CCC (default 0)"),
-    batch_size=typer.Option(None, help="utterances per step (0 = a sixteenth of the training rows, 32-256)"),
+    batch_size=typer.Option(None, help="utterances per step (default 0 = auto: an eighth of the training rows, "
+                                       "64-256)"),
     device=typer.Option("cpu", help="cpu | cuda | auto. Heads are small: a CPU trains a fold in seconds and gives "
                                     "the same numbers on every machine"),
 )
@@ -351,40 +352,54 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
+def _cache_path(cache_option: Optional[Path], cache_argument: Optional[Path], command: str) -> Path:
+    """``--cache PATH`` (as every other command), or the old positional PATH with a deprecation note."""
+    if cache_option is not None and cache_argument is not None:
+        raise InputError(f"give the cache once: `cache {command} --cache PATH`")
+    if cache_argument is not None:
+        typer.echo(f"note: `cache {command} PATH` is deprecated; use `cache {command} --cache PATH`", err=True)
+    path = cache_option or cache_argument
+    if path is None:
+        raise InputError(f"`cache {command}` needs --cache PATH")
+    return path
+
+
 @cache_app.command("info")
-def cache_info(cache: Path = typer.Argument(..., help="an HDF5 feature cache")) -> None:
-    """What a cache holds: rows, stages, shapes, provenance and failures."""
+def cache_info(
+    cache: Optional[Path] = typer.Option(None, help="an HDF5 feature cache"),
+    cache_argument: Optional[Path] = typer.Argument(None, metavar="[PATH]", help="deprecated: use --cache"),
+    as_json: bool = typer.Option(False, "--json", help="print the full record (provenance, failures) as JSON"),
+) -> None:
+    """What a cache holds: rows, hours, speakers, folds, labels, stages, undefined prosody features, failures."""
     import json
+    from dataclasses import asdict
 
     from cache.reader import CacheReader
+    from cache.summary import cache_summary, format_summary
 
-    reader = CacheReader(cache)
-    m = reader.manifest
-    typer.echo(f"{cache}: {len(reader)} utterances, {m['speaker'].n_unique()} speakers, "
-               f"{m['fold'].n_unique()} folds, {m['dialog_id'].n_unique()} dialogues; created {reader.created_utc}")
-    for stage in reader.stages:
-        ok = reader.read(stage, "ok")
-        shapes = reader.dataset_shapes(stage)
-        typer.echo(f"[{stage}] {int(ok.sum())} of {len(ok)} rows ok; "
-                   + ", ".join(f"{k} {v}" for k, v in shapes.items()))
-        typer.echo("  provenance: " + json.dumps(reader.provenance(stage), sort_keys=True))
-    if reader.failures:
-        typer.echo(f"failures ({len(reader.failures)}):")
-        for f in reader.failures[:50]:
-            typer.echo(f"  [{f.stage}] {f.utt_id} {f.path}: {f.reason}")
+    reader = CacheReader(_cache_path(cache, cache_argument, "info"))
+    summary = cache_summary(reader)
+    if as_json:
+        record = {**summary, "config": reader.config, "provenance": {s: reader.provenance(s) for s in reader.stages},
+                  "failure_list": [asdict(f) for f in reader.failures]}
+        typer.echo(json.dumps(record, indent=2, sort_keys=True, default=str))
+    else:
+        typer.echo(format_summary(summary, reader.failures))
 
 
 @cache_app.command("merge")
 def cache_merge(
-    cache: Path = typer.Argument(..., help="the cache every `extract --shard i/n` wrote into"),
+    cache: Optional[Path] = typer.Option(None, help="the cache every `extract --shard i/n` wrote into"),
+    cache_argument: Optional[Path] = typer.Argument(None, metavar="[PATH]", help="deprecated: use --cache"),
     device: str = typer.Option("auto", help="device of the state stage: auto | cpu | cuda"),
 ) -> None:
     """Publish the shards of `extract --shard i/n` into the cache, then run the state stage."""
     from cache import CacheReader
     from pipeline.launch import merge_shards
 
-    failures = merge_shards(cache, device)
-    _echo_extracted(cache, len(CacheReader(cache)), list(failures), failures)
+    path = _cache_path(cache, cache_argument, "merge")
+    failures = merge_shards(path, device)
+    _echo_extracted(path, len(CacheReader(path)), list(failures), failures)
 
 
 def main() -> None:

@@ -157,7 +157,7 @@ def speech_figures(work: Path, sizes: Sizes, device: str, manifest_path: Path, a
     logs = [p.communicate()[0] for p in shards]
     if any(p.returncode for p in shards):
         raise RuntimeError("a shard failed:\n" + "\n".join(log[-2000:] for log in logs))
-    subprocess.run([sys.executable, str(REPO / "cli.py"), "cache", "merge", str(work / "sharded.h5"), "--device", device],
+    subprocess.run([sys.executable, str(REPO / "cli.py"), "cache", "merge", "--cache", str(work / "sharded.h5"), "--device", device],
                    env=env, check=True, capture_output=True)
     seconds = time.perf_counter() - started
     sharded = CacheReader(work / "sharded.h5").read("speech", "pooled").astype(np.float32)

@@ -30,7 +30,7 @@ class TrainConfig:
     dropout: float = 0.3
     block_dropout: float = 0.0  # probability of zeroing a whole input block of an utterance (heads.models)
     epochs: int = 60
-    batch_size: int = 256  # 0 = auto: an eighth of the training rows, between 64 and 256
+    batch_size: int = 0  # 0 = auto: an eighth of the training rows, between 64 and 256 (docs/benchmarks.md)
     lr: float = 1e-3  # shared parts (projections, layer mix) and the shared head
     lr_valence: float | None = None  # valence branch; None = lr
     lr_arousal: float | None = None  # arousal branch; None = lr

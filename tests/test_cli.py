@@ -1,5 +1,6 @@
 """The command line: every command has help, user mistakes are one line with exit status 2."""
 
+import json
 import subprocess
 import sys
 
@@ -35,7 +36,7 @@ def test_a_user_mistake_is_one_line_and_exit_status_2(tmp_path):
                      "--strict")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
-    missing_cache = run_cli("cache", "info", str(tmp_path / "none.h5"))
+    missing_cache = run_cli("cache", "info", "--cache", str(tmp_path / "none.h5"))
     assert missing_cache.returncode == 2 and "cache not found" in missing_cache.stderr
 
 
@@ -47,10 +48,15 @@ def test_extract_then_cache_info_lists_stages_provenance_and_failures(tmp_path, 
                      "--speech-model", str(tiny_wavlm), "--device", "cpu", "--workers", "1")
     assert result.returncode == 0, result.stderr
     assert "speech: 10 of 11 utterances, 1 failed" in result.stdout
-    info = run_cli("cache", "info", str(cache))
-    assert "[speech] 10 of 11 rows ok" in info.stdout and "[prosody] 10 of 11 rows ok" in info.stdout
-    assert "weights_sha256" in info.stdout and "praat-v1" in info.stdout
+    info = run_cli("cache", "info", "--cache", str(cache))
+    assert "[speech] 10 of 11 ok" in info.stdout and "[prosody] 10 of 11 ok" in info.stdout
+    assert "weights sha256" in info.stdout and "praat-v1, 67 features" in info.stdout
     assert "16a01Wz" in info.stdout and "empty" in info.stdout
+    assert "11 utterances, 0.00 h of audio, 10 speakers" in info.stdout and "labels: valence 1.50-1.50" in info.stdout
+    assert "folds: 1: 2 (03, 08)" in info.stdout and "categories: anger 11" in info.stdout
+    record = json.loads(run_cli("cache", "info", "--cache", str(cache), "--json").stdout)
+    assert record["stages"]["prosody"]["ok"] == 10 and "weights_sha256" in record["provenance"]["speech"]["model"]
+    assert [f["utt_id"] for f in record["failure_list"]] == ["16a01Wz", "16a01Wz"]
 
 
 @pytest.mark.skipif(not EMODB.is_dir(), reason="../shared/corpora/emodb is not present on this machine")
@@ -68,12 +74,12 @@ def test_a_job_array_extracts_with_shard_and_publishes_with_cache_merge(tmp_path
             "--cache", str(cache), "--device", "cpu", "--workers", "1", "--loader-workers", "0", "--state-epochs", "1"]
     first = run_cli(*args, "--shard", "0/2")
     assert first.returncode == 0 and "cache merge" in first.stdout and not cache.exists()
-    early = run_cli("cache", "merge", str(cache))
+    early = run_cli("cache", "merge", "--cache", str(cache))
     assert early.returncode == 2 and "--shard 1/2" in early.stderr
     assert run_cli(*args, "--shard", "1/2").returncode == 0
-    merged = run_cli("cache", "merge", str(cache), "--device", "cpu")
+    merged = run_cli("cache", "merge", "--cache", str(cache), "--device", "cpu")
     assert merged.returncode == 0 and "speech: 20 of 20 utterances" in merged.stdout
-    assert "[state] 20 of 20 rows ok" in run_cli("cache", "info", str(cache)).stdout
+    assert "[state] 20 of 20 ok" in run_cli("cache", "info", "--cache", str(cache)).stdout
 
 
 def test_on_error_fail_exits_2_naming_the_bad_file(tmp_path, tiny_wavlm):

@@ -81,7 +81,7 @@ def test_cache_info_on_a_damaged_cache_is_one_error_line(original, tmp_path):
     data = bytearray(original.read_bytes())
     data[8:40] = bytes(32)  # the superblock after its signature: versions, sizes, addresses
     damaged.write_bytes(bytes(data))
-    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "cache", "info", str(damaged)],
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "cache", "info", "--cache", str(damaged)],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith(f"error: {damaged}")

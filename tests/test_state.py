@@ -177,6 +177,6 @@ def test_extract_writes_states_for_every_fold_of_an_iemocap_shaped_tree(tmp_path
     for k in range(1, 6):
         states = reader.read("state", f"fold_{k}")
         assert states.shape == (25, 16) and (np.abs(states).sum(1) > 0).all()
-    info = run_cli("cache", "info", str(tmp_path / "c.h5"))
-    assert "[state] 25 of 25 rows ok" in info.stdout and "fold_5 (25, 16)" in info.stdout
-    assert "PyTorch reference scan" in info.stdout and "updaters" in info.stdout
+    info = run_cli("cache", "info", "--cache", str(tmp_path / "c.h5"))
+    assert "[state] 25 of 25 ok" in info.stdout and "d_state 16, folds [1, 2, 3, 4, 5], 15 updaters" in info.stdout
+    assert "PyTorch reference scan" in info.stdout

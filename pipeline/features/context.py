@@ -1,0 +1,74 @@
+"""Dialogue context that needs no training: a causal average of the previous turns' features.
+
+For each utterance t of a dialogue (its rows in time order), the context is the exponentially weighted mean
+of the *previous* turns' summaries, never the turn itself (the heads already see it)::
+
+    c_t = sum_{s<t} a^(t-1-s) u_s / sum_{s<t} a^(t-1-s)        (c_1 = 0: no previous turn)
+    m_t = 1 - a^(t-1)                                           how much history there is, in [0, 1)
+
+and the state is ``[c_t, m_t]``. The speaker-aware variant keeps two such averages: over the same speaker's
+previous turns and over the other speakers' previous turns, ``[c_self, m_self, c_other, m_other]``.
+
+The summary ``u`` of an utterance is a low-dimensional projection of its cached features: the leading
+principal components of each block (speech, prosody) separately, each scaled to unit variance, so that a
+1024-d speech block does not drown 67 prosody features. The projection is fitted on the training rows of
+each fold only; it uses no labels, so no cross-fitting is needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.standardise import zscore
+
+
+def fit_block_projection(x: np.ndarray, train_rows: np.ndarray, components: int
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Principal axes of one block on ``train_rows``: ``(mean [d], std [d], axes [d, k])`` with each axis scaled
+    so that the projected training rows have unit variance. ``x`` [N, d] float, NaN = missing (-> the mean)."""
+    z, mean, std = zscore(x, x[train_rows])
+    z = np.nan_to_num(z, nan=0.0)
+    train = z[train_rows].astype(np.float64)
+    k = max(1, min(components, train.shape[1], len(train_rows) - 1))
+    covariance = train.T @ train / max(1, len(train_rows) - 1)
+    values, vectors = np.linalg.eigh(covariance)  # ascending
+    values, vectors = values[::-1][:k], vectors[:, ::-1][:, :k]
+    axes = vectors / np.sqrt(np.maximum(values, 1e-12))
+    return mean, std, axes
+
+
+def project_block(x: np.ndarray, mean: np.ndarray, std: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """``[N, d] -> [N, k]`` float32 with a block's fitted projection (NaN = the training mean)."""
+    z = np.clip((x - mean) / std, -10.0, 10.0)
+    return (np.nan_to_num(z, nan=0.0) @ axes).astype(np.float32)
+
+
+def causal_average(u: np.ndarray, sequence: np.ndarray, a: float, keep: np.ndarray | None = None) -> np.ndarray:
+    """``[len(sequence), k + 1]``: for each position t of ``sequence`` (rows in time order), the weighted mean of
+    ``u`` over earlier positions s < t whose ``keep[t, s]`` is true (all earlier ones without ``keep``), with
+    weights ``a^(t-1-s)`` counted over kept positions only, and the history mass ``m_t = 1 - a^n`` (n kept)."""
+    out = np.zeros((len(sequence), u.shape[1] + 1), np.float32)
+    for t in range(len(sequence)):
+        earlier = np.arange(t) if keep is None else np.flatnonzero(keep[t, :t])
+        if len(earlier) == 0:
+            continue
+        lags = np.arange(len(earlier))[::-1]  # the latest kept turn has lag 0
+        weights = a ** lags
+        out[t, :-1] = weights @ u[sequence[earlier]] / weights.sum()
+        out[t, -1] = 1.0 - a ** len(earlier)
+    return out
+
+
+def context_states(u: np.ndarray, sequences: list[np.ndarray], speakers: np.ndarray, a: float,
+                   speaker_aware: bool) -> np.ndarray:
+    """``[N, k + 1]`` (or ``[N, 2k + 2]`` speaker-aware) context of every row of ``sequences``; 0 elsewhere."""
+    width = (u.shape[1] + 1) * (2 if speaker_aware else 1)
+    out = np.zeros((len(u), width), np.float32)
+    for sequence in sequences:
+        if not speaker_aware:
+            out[sequence] = causal_average(u, sequence, a)
+            continue
+        same = speakers[sequence][:, None] == speakers[sequence][None, :]  # [T, T]: turn s by t's speaker
+        out[sequence] = np.concatenate([causal_average(u, sequence, a, same),
+                                        causal_average(u, sequence, a, ~same)], axis=1)
+    return out
