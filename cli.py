@@ -71,8 +71,11 @@ def extract(
     workers: int = typer.Option(0, help="prosody processes (0 = all cores)"),
     loader_workers: int = typer.Option(1, help="DataLoader processes decoding audio for the speech stage"),
     state_grouping: str = typer.Option("dialog", help="state sequences: dialog | speaker | utterance"),
-    state_epochs: int = typer.Option(20, help="training epochs of each dialogue-state updater"),
-    ema: float = typer.Option(0.8, help="EMA coefficient a of the dialogue state"),
+    state_kind: str = typer.Option("ema-features", help="dialogue state: ema-features | ema-features-speaker "
+                                   "(untrained, seconds) | mamba (the learned updater); see README 'Dialogue state'"),
+    state_epochs: int = typer.Option(20, help="mamba: at most this many epochs per updater"),
+    state_width: int = typer.Option(64, help="mamba: width of the state vector"),
+    ema: float = typer.Option(0.8, help="mamba: EMA coefficient a of the dialogue state"),
     learn_ema: bool = typer.Option(False, help="learn a (clipped to [0.6, 0.95])"),
     strict: bool = typer.Option(False, help="fail on manifest problems instead of skipping utterances"),
     force: bool = typer.Option(False, help="replace an existing cache made with other settings"),
@@ -95,8 +98,8 @@ def extract(
                             precision=precision, num_workers=loader_workers,
                             frame_layers=_int_list(frame_layers, "--frame-layers")),
         prosody=ProsodyConfig(workers=workers),
-        state=StateConfig(model=StateModelConfig(ema=ema, learn_ema=learn_ema), grouping=state_grouping,
-                          epochs=state_epochs),
+        state=StateConfig(kind=state_kind, model=StateModelConfig(ema=ema, learn_ema=learn_ema, d_state=state_width),
+                          grouping=state_grouping, epochs=state_epochs),
     )
     wanted = [s.strip() for s in stages.split(",") if s.strip()]
     launched = launch_extract(cache, df, wanted, config, device, on_error, force, shard)
@@ -105,7 +108,7 @@ def extract(
         if not launched.torchrun:
             typer.echo(f"when every shard is done: python cli.py cache merge --cache {cache}")
         return
-    _echo_extracted(cache, df.height, wanted, launched.failures)
+    _echo_extracted(cache, df.height, wanted, launched.failures, config.state.kind)
 
 
 def _echo_shard(shard: str, failures: dict) -> None:
@@ -113,10 +116,11 @@ def _echo_shard(shard: str, failures: dict) -> None:
         typer.echo(f"{stage}: shard {shard} committed" + (f", {len(stage_failures)} failed" if stage_failures else ""))
 
 
-def _echo_extracted(cache: Path, rows: int, wanted: list[str], failures: dict) -> None:
+def _echo_extracted(cache: Path, rows: int, wanted: list[str], failures: dict, state_kind: str) -> None:
     for stage, stage_failures in failures.items():
         if stage == "state":
-            typer.echo("state: dialogue states for every fold (cross-fitted)")
+            how = "cross-fitted updaters" if state_kind == "mamba" else "no labels used"
+            typer.echo(f"state: {state_kind} dialogue states for every fold ({how})")
             continue
         typer.echo(f"{stage}: {rows - len(stage_failures)} of {rows} utterances"
                    + (f", {len(stage_failures)} failed (see `cache info`)" if stage_failures else ""))
@@ -399,7 +403,9 @@ def cache_merge(
 
     path = _cache_path(cache, cache_argument, "merge")
     failures = merge_shards(path, device)
-    _echo_extracted(path, len(CacheReader(path)), list(failures), failures)
+    reader = CacheReader(path)
+    kind = reader.provenance("state").get("kind", "mamba") if "state" in reader.stages else ""
+    _echo_extracted(path, len(reader), list(failures), failures, kind)
 
 
 def main() -> None:

@@ -179,8 +179,8 @@ def state_figures(work: Path, sizes: Sizes, device: str) -> None:
     from pipeline.models.state_model import StateModelConfig
     from pipeline.stages.state import StateConfig, run_state_stage
 
-    config = StateConfig(epochs=sizes.state_epochs) if sizes is FULL else \
-        StateConfig(model=StateModelConfig(d_model=32, d_state=16, ssm_state=8), epochs=sizes.state_epochs)
+    config = StateConfig(kind="mamba", epochs=sizes.state_epochs) if sizes is FULL else \
+        StateConfig(kind="mamba", model=StateModelConfig(d_model=32, d_state=16, ssm_state=8), epochs=sizes.state_epochs)
     kernel = mamba._cuda_selective_scan
     runs = [("PyTorch reference scan", None)]
     if kernel is not None and device.startswith("cuda"):

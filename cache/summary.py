@@ -41,8 +41,9 @@ def cache_summary(reader: CacheReader) -> dict:
         elif stage == "state":
             config = provenance.get("config", {})
             facts.update(kind=config.get("kind", "mamba"), grouping=config.get("grouping"),
-                         d_state=config.get("model", {}).get("d_state"), folds=provenance.get("folds"),
-                         updaters=len(provenance.get("updaters", [])), backend=provenance.get("backend"))
+                         width=provenance.get("width", config.get("model", {}).get("d_state")),
+                         folds=provenance.get("folds"), backend=provenance.get("backend"),
+                         units=len(provenance.get("units", provenance.get("updaters", []))))
         stages[stage] = facts
     return {
         "path": str(reader.path), "schema_version": reader.schema_version, "created_utc": reader.created_utc,
@@ -75,8 +76,9 @@ def format_summary(summary: dict, failures: list, most_undefined: int = 8) -> st
             lines.append(f"{head}; {facts['feature_set']}, {facts['features']} features; most often undefined: "
                          + (", ".join(f"{n} {share:.0%}" for n, share in worst) or "none"))
         elif stage == "state":
-            lines.append(f"{head}; {facts['kind']} over {facts['grouping']}, d_state {facts['d_state']}, folds "
-                         f"{facts['folds']}, {facts['updaters']} updaters, {facts['backend']}")
+            trained = f"{facts['units']} updaters" if facts["kind"] == "mamba" else "projection fitted per fold"
+            lines.append(f"{head}; {facts['kind']} over {facts['grouping']}, width {facts['width']}, folds "
+                         f"{facts['folds']}, {trained}, {facts['backend']}")
         else:
             lines.append(head)
     if failures:

@@ -99,6 +99,10 @@ def check_existing(cache_path: Path, manifest: pl.DataFrame, stages: list[str], 
             todo.append(stage)
             continue
         stored = reader.provenance(stage).get("config")
+        if stored != json.loads(json.dumps(_stage_config(stage, config))) and stage == "state":
+            log.info("state: settings changed; recomputing the state stage only (speech and prosody are kept)")
+            todo.append(stage)  # derived from the cached features in seconds to minutes: replacing it loses nothing
+            continue
         if stored != json.loads(json.dumps(_stage_config(stage, config))):  # compare as stored: tuples are lists
             raise InputError(f"{cache_path}: '{stage}' was extracted with other settings ({stored}); "
                              "refusing to mix them; use another --cache path, or --force to replace it")

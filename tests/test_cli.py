@@ -97,3 +97,15 @@ def test_on_error_fail_exits_2_naming_the_bad_file(tmp_path, tiny_wavlm):
                      "--on-error", "fail", "--batch-seconds", "0.5", "--loader-workers", "0")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'zz.wav'}: cannot decode")
+
+
+def test_extract_state_defaults_are_the_state_configs_defaults():
+    import inspect
+
+    import cli
+    from pipeline.stages.state import StateConfig
+
+    defaults = {name: p.default.default for name, p in inspect.signature(cli.extract).parameters.items()}
+    config = StateConfig()
+    assert (defaults["state_kind"], defaults["state_epochs"], defaults["state_width"], defaults["ema"]) == \
+        (config.kind, config.epochs, config.model.d_state, config.model.ema)

@@ -110,3 +110,17 @@ def test_the_worker_pool_returns_every_files_features_in_row_order(tmp_path):
     assert [f.utt_id for f in pooled[1].failures] == ["u3"] and not pooled[1].arrays["ok"][0]
     means = np.concatenate([pooled[u].arrays["values"][:, f0_mean] for u, _ in units])
     assert np.isnan(means[3]) and np.all(np.diff(np.delete(means, 3)) > 0)  # rising pitch: order kept
+
+
+def test_the_demo_corpus_formant_filter_is_the_two_pole_recurrence():
+    from pipeline.corpora.synthetic import RATE, resonator
+
+    x = np.random.default_rng(3).standard_normal(800)
+    freq, bandwidth = 700.0, 150.0
+    r = np.exp(-np.pi * bandwidth / RATE)
+    a1, a2 = 2 * r * np.cos(2 * np.pi * freq / RATE), -r * r
+    y, y1, y2 = np.zeros_like(x), 0.0, 0.0
+    for i, v in enumerate(x):  # the recurrence, sample by sample
+        y[i] = v + a1 * y1 + a2 * y2
+        y2, y1 = y1, y[i]
+    assert np.abs(resonator(x, freq, bandwidth) - y).max() < 1e-9

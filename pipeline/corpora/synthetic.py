@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+import torch
+import torchaudio
 
 RATE = 16000
 EMOTIONS = {"happy": (4.3, 4.0), "angry": (1.6, 4.4), "sad": (1.7, 1.7), "calm": (4.0, 1.8), "neutral": (3.0, 3.0)}
@@ -32,15 +34,13 @@ def rosenberg_pulse_train(f0_hz: np.ndarray, open_quotient: float, rate: int = R
 
 
 def resonator(x: np.ndarray, freq_hz: float, bandwidth_hz: float, rate: int = RATE) -> np.ndarray:
-    """Two-pole resonance (a formant) applied with a direct recursive loop over samples."""
+    """Two-pole resonance (a formant): ``y[i] = x[i] + a1 y[i-1] + a2 y[i-2]``, float64 (an IIR filter)."""
     r = np.exp(-np.pi * bandwidth_hz / rate)
     a1, a2 = 2 * r * np.cos(2 * np.pi * freq_hz / rate), -r * r
-    y = np.zeros_like(x)
-    y1 = y2 = 0.0
-    for i, v in enumerate(x):
-        y0 = v + a1 * y1 + a2 * y2
-        y[i], y2, y1 = y0, y1, y0
-    return y
+    y = torchaudio.functional.lfilter(torch.from_numpy(np.asarray(x, np.float64)),
+                                      torch.tensor([1.0, -a1, -a2], dtype=torch.float64),
+                                      torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64), clamp=False)
+    return y.numpy()
 
 
 def synth_utterance(valence: float, arousal: float, speaker_f0_hz: float, rng: np.random.Generator,

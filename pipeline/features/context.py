@@ -9,10 +9,9 @@ of the *previous* turns' summaries, never the turn itself (the heads already see
 and the state is ``[c_t, m_t]``. The speaker-aware variant keeps two such averages: over the same speaker's
 previous turns and over the other speakers' previous turns, ``[c_self, m_self, c_other, m_other]``.
 
-The summary ``u`` of an utterance is a low-dimensional projection of its cached features: the leading
-principal components of each block (speech, prosody) separately, each scaled to unit variance, so that a
-1024-d speech block does not drown 67 prosody features. The projection is fitted on the training rows of
-each fold only; it uses no labels, so no cross-fitting is needed.
+The summary ``u`` of an utterance is built by the state stage from its cached features (the leading principal
+components of the speech block, the whole z-scored prosody block); the projection is fitted on the training
+rows of each fold only and uses no labels, so no cross-fitting is needed.
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ from core.standardise import zscore
 
 def fit_block_projection(x: np.ndarray, train_rows: np.ndarray, components: int
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Principal axes of one block on ``train_rows``: ``(mean [d], std [d], axes [d, k])`` with each axis scaled
-    so that the projected training rows have unit variance. ``x`` [N, d] float, NaN = missing (-> the mean)."""
+    """Principal axes of one block on ``train_rows``: ``(mean [d], std [d], axes [d, components])`` with each axis
+    scaled so that the projected training rows have unit variance (columns beyond the block's rank are 0). ``x`` [N, d] float, NaN = missing (-> the mean)."""
     z, mean, std = zscore(x, x[train_rows])
     z = np.nan_to_num(z, nan=0.0)
     train = z[train_rows].astype(np.float64)
@@ -33,7 +32,8 @@ def fit_block_projection(x: np.ndarray, train_rows: np.ndarray, components: int
     covariance = train.T @ train / max(1, len(train_rows) - 1)
     values, vectors = np.linalg.eigh(covariance)  # ascending
     values, vectors = values[::-1][:k], vectors[:, ::-1][:, :k]
-    axes = vectors / np.sqrt(np.maximum(values, 1e-12))
+    axes = np.zeros((train.shape[1], components))  # always ``components`` wide: unused axes stay 0
+    axes[:, :k] = vectors / np.sqrt(np.maximum(values, 1e-12))
     return mean, std, axes
 
 

@@ -27,6 +27,7 @@ class StateModelConfig:
     ema: float = 0.8  # a
     learn_ema: bool = False  # learn a, clipped to [0.6, 0.95]
     dropout: float = 0.1
+    input_dropout: float = 0.0  # dropout on the standardised inputs z (training only)
 
 
 def ema_weights(a: torch.Tensor, steps: int) -> torch.Tensor:
@@ -58,6 +59,8 @@ class DialogueStateUpdater(nn.Module):
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``z`` [batch, T, d_input] (padding at the end) -> ``(c [batch, T, d_state], aux [batch, T, 2])``."""
+        if self.training and self.config.input_dropout > 0:
+            z = nn.functional.dropout(z, self.config.input_dropout)
         h = self.w_in(z)
         x = h
         for mamba, norm in zip(self.mamba, self.norms):

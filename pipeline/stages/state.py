@@ -1,6 +1,18 @@
-"""The dialogue-state stage: per fold, cross-fitted Mamba + EMA context vectors for every utterance.
+"""The dialogue-state stage: per fold, a context vector for every utterance from its dialogue's earlier turns.
 
-No label of fold k's test session reaches any state stored for fold k:
+Three kinds (``StateConfig.kind``):
+
+* ``ema-features``: no training. A causal exponentially weighted mean of the previous turns' features (the
+  speech block's leading principal components and the whole z-scored prosody block;
+  ``pipeline.features.context``), fitted on each fold's training rows (no labels). The current turn is not
+  included: the heads see it already. One unit of work per fold.
+* ``ema-features-speaker``: the same, with separate means over the speaker's own previous turns and over the
+  other speakers' previous turns.
+* ``mamba``: the research note's learned updater (``pipeline.models.state_model``): a causal Mamba over the
+  dialogue's utterances, then an EMA (``c_t`` includes turn t), trained to predict valence and arousal,
+  early-stopped on held-out speakers of its own training folds. Cross-fitted as below.
+
+For ``mamba``, no label of fold k's test session reaches any state stored for fold k:
 
 * test rows of fold k get states from an updater trained on all other folds, ``U(not k)``;
 * training rows in fold j != k get states from ``U(not {j, k})``, trained without j and without k, so the
@@ -33,8 +45,10 @@ from cache.reader import CacheReader
 from cache.schema import Failure
 from core.errors import InputError
 from core.metrics import ccc_loss
+from core.protocol import speaker_disjoint_validation
 from core.provenance import package_versions
 from core.standardise import zscore
+from pipeline.features.context import context_states, fit_block_projection, project_block
 from pipeline.features.layers import check_layer_choice, select_layer
 from pipeline.models.mamba import kernel_available
 from pipeline.models.state_model import DialogueStateUpdater, StateModelConfig
@@ -42,32 +56,48 @@ from pipeline.stages.runner import Stage, StagePlan, run_stage
 
 log = logging.getLogger(__name__)
 GROUPINGS = ("dialog", "speaker", "utterance")
+KINDS = ("ema-features", "ema-features-speaker", "mamba")
 
 
 @dataclass(frozen=True)
 class StateConfig:
     """Settings of the state stage (stored with the cache)."""
 
-    model: StateModelConfig = field(default_factory=StateModelConfig)
+    kind: str = "ema-features"  # ema-features | ema-features-speaker | mamba (see the module docstring)
+    model: StateModelConfig = field(default_factory=StateModelConfig)  # its ``ema`` serves every kind
     grouping: str = "dialog"  # sequences: dialog_id | speaker | each utterance alone
     speech_layer: str = "mean"  # z's speech part: mean | last | N (pipeline.features.layers)
-    epochs: int = 20  # each epoch visits every training sequence once, as a random crop
+    context_components: int = 16  # ema kinds: principal components kept of the speech block
+    context_decay: float = 0.5  # ema kinds: weight a of a turn one step further back (bench_context.py)
+    epochs: int = 20  # mamba: at most this many epochs, each visiting every training sequence as a random crop
     window: int = 32  # crop length (utterances) for training; inference runs whole sequences
     burn_in: int = 4  # crop positions (after a cold start) left out of the loss
     batch_size: int = 32  # crops per step
     lr: float = 2e-3
+    weight_decay: float = 1e-2
+    val_fraction: float = 0.2  # share of each updater's training rows held out (whole speakers) to stop early
+    patience: int = 3  # epochs without a better validation CCC before an updater stops (with val_fraction)
     seed: int = 0
+
+
+def state_width(config: StateConfig, prosody_width: int) -> int:
+    """Width of the stored state vectors (the untrained kinds keep every prosody feature)."""
+    if config.kind == "mamba":
+        return config.model.d_state
+    return (config.context_components + prosody_width + 1) * (2 if config.kind == "ema-features-speaker" else 1)
 
 
 @dataclass
 class StateInputs:
     """What the stage reads: ``z`` features, labels, folds and the sequences (rows in time order)."""
 
-    z: np.ndarray  # [N, d_z] float32, raw (standardised per updater)
+    z: np.ndarray  # [N, d_z] float32, raw (standardised per updater): speech summary, then prosody
     targets: np.ndarray  # [N, 2] valence, arousal
     folds: np.ndarray  # [N] int
     usable: np.ndarray  # [N] bool: speech and prosody both ok
     sequences: list[np.ndarray]  # row indices, each within one fold, in time order
+    speakers: np.ndarray  # [N] str
+    speech_width: int = 0  # z[:, :speech_width] is the speech summary
 
 
 def build_sequences(manifest: pl.DataFrame, usable: np.ndarray, grouping: str) -> list[np.ndarray]:
@@ -97,7 +127,8 @@ def load_state_inputs(reader: CacheReader, config: StateConfig, targets: np.ndar
     m = reader.manifest
     return StateInputs(
         z=z, targets=m.select("valence", "arousal").to_numpy().astype(np.float64) if targets is None else targets,
-        folds=m["fold"].to_numpy(), usable=usable, sequences=build_sequences(m, usable, config.grouping))
+        folds=m["fold"].to_numpy(), usable=usable, sequences=build_sequences(m, usable, config.grouping),
+        speakers=m["speaker"].to_numpy(), speech_width=speech.shape[1])
 
 
 def updater_plan(folds: list[int]) -> list[tuple[int, ...]]:
@@ -120,20 +151,31 @@ def _pad(z: np.ndarray, sequences: list[np.ndarray]) -> tuple[torch.Tensor, torc
 
 def train_updater(inputs: StateInputs, excluded: tuple[int, ...], config: StateConfig, device: torch.device
                   ) -> tuple[DialogueStateUpdater, np.ndarray, dict]:
-    """Train ``U(not excluded)`` on the sequences of the other folds. Returns it, its z, and a summary."""
+    """Train ``U(not excluded)`` on the sequences of the other folds. Returns it, its z, and a summary.
+
+    With ``config.val_fraction > 0`` whole speakers of those folds are held out of the loss (their turns still
+    feed the sequences as context) and the updater keeps the epoch with the best validation CCC on them,
+    stopping after ``config.patience`` epochs without improvement: small corpora overfit an updater quickly.
+    """
     train_mask = inputs.usable & ~np.isin(inputs.folds, excluded)
     z = np.nan_to_num(zscore(inputs.z, inputs.z[train_mask])[0], nan=0.0).astype(np.float32)  # NaN: the mean
     mean, std = inputs.targets[train_mask].mean(0), inputs.targets[train_mask].std(0) + 1e-8
     y = ((inputs.targets - mean) / std).astype(np.float32)
     train_seqs = [s for s in inputs.sequences if train_mask[s[0]]]
+    loss_mask, val_rows = train_mask.copy(), np.zeros(0, np.int64)
+    if config.val_fraction > 0:
+        _, val_rows = speaker_disjoint_validation(inputs.speakers, np.flatnonzero(train_mask), config.val_fraction,
+                                                  seed=config.seed)
+        loss_mask[val_rows] = False
     seed = config.seed  # one initialisation for all updaters keeps their state spaces comparable
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = DialogueStateUpdater(z.shape[1], config.model).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     started = time.perf_counter()
     loss = torch.tensor(float("nan"))
-    for _epoch in range(config.epochs):
+    best_ccc, best_epoch, best_weights, epochs_run = -np.inf, 0, None, 0
+    for epoch in range(1, config.epochs + 1):
         model.train()
         rng.shuffle(train_seqs)
         for start in range(0, len(train_seqs), config.batch_size):
@@ -143,8 +185,9 @@ def train_updater(inputs: StateInputs, excluded: tuple[int, ...], config: StateC
                 crops.append(seq[offset : offset + config.window])
                 skip.append(0 if offset == 0 else config.burn_in)  # a mid-sequence crop starts cold
             zb, mask = _pad(z, crops)
-            for i, k in enumerate(skip):
+            for i, (crop, k) in enumerate(zip(crops, skip)):
                 mask[i, :k] = False
+                mask[i, : len(crop)] &= torch.from_numpy(loss_mask[crop])  # held-out speakers: context only
             if not mask.any():
                 continue
             yb, _ = _pad(y, crops)
@@ -155,11 +198,44 @@ def train_updater(inputs: StateInputs, excluded: tuple[int, ...], config: StateC
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+        epochs_run = epoch
+        if len(val_rows):
+            score = _validation_ccc(model, z, y, train_seqs, val_rows, device)
+            if score > best_ccc:
+                best_ccc, best_epoch = score, epoch
+                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif epoch - best_epoch >= config.patience:
+                break
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
     model.eval()
     summary = {"excluded_folds": list(excluded), "train_sequences": len(train_seqs),
-               "train_utterances": int(train_mask.sum()), "seconds": time.perf_counter() - started,
-               "ema": float(model.ema()), "last_loss": float(loss.detach())}
+               "train_utterances": int(loss_mask.sum()), "validation_utterances": int(len(val_rows)),
+               "epochs_trained": epochs_run, "best_epoch": best_epoch or epochs_run,
+               "validation_ccc": None if best_weights is None else float(best_ccc),
+               "seconds": time.perf_counter() - started, "ema": float(model.ema()),
+               "last_loss": float(loss.detach())}
     return model, z, summary
+
+
+@torch.no_grad()
+def _validation_ccc(model: DialogueStateUpdater, z: np.ndarray, y: np.ndarray, sequences: list[np.ndarray],
+                    rows: np.ndarray, device: torch.device) -> float:
+    """Mean CCC (valence, arousal) of the updater's auxiliary predictions on ``rows``, whole sequences run."""
+    model.eval()
+    predicted: dict[int, np.ndarray] = {}
+    wanted = set(rows.tolist())
+    for seq in sequences:
+        if not wanted.intersection(seq.tolist()):
+            continue
+        _, aux = model(torch.from_numpy(z[seq][None]).to(device))
+        for t, row in enumerate(seq):
+            predicted[int(row)] = aux[0, t].float().cpu().numpy()
+    kept = np.array([r for r in rows if int(r) in predicted])
+    if len(kept) < 2:
+        return -np.inf
+    return float(1 - ccc_loss(torch.from_numpy(np.stack([predicted[int(r)] for r in kept])),
+                              torch.from_numpy(y[kept])).mean())
 
 
 @torch.no_grad()
@@ -202,12 +278,45 @@ def compute_updater_unit(inputs: StateInputs, excluded: tuple[int, ...], config:
     return arrays, summary
 
 
+def compute_context_unit(inputs: StateInputs, fold: int, config: StateConfig) -> tuple[dict[str, np.ndarray], dict]:
+    """The untrained context of every usable row for the experiment of ``fold``: each turn summarised as the
+    leading principal components of its speech vector and its whole z-scored prosody vector (both fitted on
+    the rows of the other folds, no labels), then causal averages over each sequence's previous turns."""
+    started = time.perf_counter()
+    train_rows = np.flatnonzero(inputs.usable & (inputs.folds != fold))
+    speech, prosody = inputs.z[:, : inputs.speech_width], inputs.z[:, inputs.speech_width :]
+    z, _, _ = zscore(prosody, prosody[train_rows])
+    u = np.concatenate([project_block(speech, *fit_block_projection(speech, train_rows, config.context_components)),
+                        np.nan_to_num(np.clip(z, -10, 10), nan=0.0)], axis=1).astype(np.float32)
+    states = context_states(u, inputs.sequences, inputs.speakers, config.context_decay,
+                            speaker_aware=config.kind == "ema-features-speaker")
+    rows = np.flatnonzero(inputs.usable)
+    summary = {"fold": fold, "projection_rows": len(train_rows), "seconds": time.perf_counter() - started}
+    return {f"fold{fold}_rows": rows, f"fold{fold}_states": states[rows]}, summary
+
+
+def state_units(inputs: StateInputs, config: StateConfig) -> list[tuple[int, ...]]:
+    """The units of work: one per fold for the untrained kinds, one per cross-fitted updater for ``mamba``."""
+    if config.kind not in KINDS:
+        raise InputError(f"state kind must be one of {', '.join(KINDS)}, not '{config.kind}'")
+    folds = sorted(set(inputs.folds[inputs.usable].tolist()))
+    return updater_plan(folds) if config.kind == "mamba" else [(k,) for k in folds]
+
+
+def compute_unit(inputs: StateInputs, unit: tuple[int, ...], config: StateConfig, device: torch.device
+                 ) -> tuple[dict[str, np.ndarray], dict]:
+    if config.kind == "mamba":
+        return compute_updater_unit(inputs, unit, config, device)
+    return compute_context_unit(inputs, unit[0], config)
+
+
 def compute_fold_states(inputs: StateInputs, config: StateConfig, device: torch.device) -> dict[int, np.ndarray]:
-    """All folds' states in memory (no cache): ``fold -> [N, d_state]``, zeros for unusable rows."""
+    """All folds' states in memory (no cache): ``fold -> [N, width]``, zeros for unusable rows."""
     folds = sorted(set(inputs.folds.tolist()))
-    out = {k: np.zeros((len(inputs.z), config.model.d_state), np.float32) for k in folds}
-    for excluded in updater_plan(folds):
-        arrays, _ = compute_updater_unit(inputs, excluded, config, device)
+    width = state_width(config, inputs.z.shape[1] - inputs.speech_width)
+    out = {k: np.zeros((len(inputs.z), width), np.float32) for k in folds}
+    for unit in state_units(inputs, config):
+        arrays, _ = compute_unit(inputs, unit, config, device)
         _merge(out, arrays)
     return out
 
@@ -220,33 +329,37 @@ def _merge(out: dict[int, np.ndarray], arrays: dict[str, np.ndarray]) -> None:
 
 
 def state_stage(reader: CacheReader, config: StateConfig, device: torch.device) -> Stage:
-    """The stage contract of ``/state/fold_<k>``: one unit per cross-fitted updater (resumable per updater)."""
+    """The stage contract of ``/state/fold_<k>``: one unit per fold or per cross-fitted updater (resumable)."""
     inputs = load_state_inputs(reader, config)
     folds = sorted(set(inputs.folds.tolist()))
-    plan = updater_plan(folds)
+    plan = state_units(inputs, config)
+    width = state_width(config, inputs.z.shape[1] - inputs.speech_width)
     fingerprint = {"config": asdict(config), "speech": reader.provenance("speech").get("model", {}),
                    "prosody": reader.provenance("prosody").get("feature_set_version")}
-    provenance = {**fingerprint, "folds": folds, "updaters": [list(e) for e in plan],
-                  "backend": "mamba-ssm CUDA kernel" if kernel_available(device) else "PyTorch reference scan",
-                  "device_type": device.type, "packages": package_versions()}
+    backend = ("untrained causal average (numpy)" if config.kind != "mamba" else
+               "mamba-ssm CUDA kernel" if kernel_available(device) else "PyTorch reference scan")
+    provenance = {**fingerprint, "folds": folds, "kind": config.kind, "width": width,
+                  "includes_current_turn": config.kind == "mamba",
+                  "units": [list(e) for e in plan], "backend": backend, "device_type": device.type,
+                  "packages": package_versions()}
 
     def compute(pending: list[tuple[int, list[int]]]) -> Iterator[tuple[int, UnitResult]]:
         for unit, _ in pending:
-            arrays, summary = compute_updater_unit(inputs, plan[unit], config, device)
-            log.info("state: updater without fold(s) %s trained in %.1f s", plan[unit], summary["seconds"])
+            arrays, summary = compute_unit(inputs, plan[unit], config, device)
+            log.info("state: unit %s (%s) done in %.1f s", plan[unit], config.kind, summary["seconds"])
             yield unit, UnitResult(rows=np.zeros(0, np.int64), arrays=arrays, failures=[], summary=summary)
 
     def assemble(units: Iterable[UnitResult], num_rows: int) -> tuple[dict[str, np.ndarray], list[Failure], dict]:
-        out = {k: np.zeros((num_rows, config.model.d_state), np.float32) for k in folds}
+        out = {k: np.zeros((num_rows, width), np.float32) for k in folds}
         summaries = []
         for result in units:
             _merge(out, result.arrays)
             summaries.append(result.summary)  # kept with each unit, so provenance is whole after a resume
         datasets = {f"fold_{k}": v for k, v in out.items()}
         datasets["ok"] = inputs.usable.copy()
-        return datasets, [], {"updater_summaries": summaries}
+        return datasets, [], {"unit_summaries": summaries}
 
-    stage_bytes = len(folds) * reader.manifest.height * config.model.d_state * 4  # float32 per fold
+    stage_bytes = len(folds) * reader.manifest.height * width * 4  # float32 per fold
     return Stage(StagePlan("state", [[] for _ in plan], fingerprint, stage_bytes=stage_bytes), compute, provenance,
                  assemble)
 

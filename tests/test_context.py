@@ -1,0 +1,71 @@
+"""The untrained dialogue context: a causal, bias-corrected EMA of the previous turns' projected features."""
+
+import numpy as np
+import torch
+
+from cache import CacheReader
+from pipeline.features.context import causal_average, context_states, fit_block_projection, project_block
+from pipeline.stages.state import StateConfig, compute_fold_states, load_state_inputs, run_state_stage, state_width
+from tests.test_state import sticky_dialogue_cache
+
+EMA = StateConfig(kind="ema-features", context_components=3)
+
+
+def test_the_context_is_the_weighted_mean_of_the_previous_turns_only():
+    u = np.array([[1.0], [2.0], [4.0], [8.0]])
+    a = 0.5
+    out = causal_average(u, np.arange(4), a)
+    # by hand: t=1 nothing; t=2 u1; t=3 (u2 + a u1)/(1 + a); t=4 (u3 + a u2 + a^2 u1)/(1 + a + a^2)
+    expected = [0.0, 1.0, (2 + 0.5) / 1.5, (4 + 1 + 0.25) / 1.75]
+    assert np.allclose(out[:, 0], expected)
+    assert np.allclose(out[:, 1], [0.0, 1 - a, 1 - a**2, 1 - a**3])  # history mass
+
+
+def test_the_speaker_aware_context_separates_own_turns_from_the_others():
+    u = np.array([[1.0], [10.0], [3.0], [30.0], [5.0]])
+    speakers = np.array(["A", "B", "A", "B", "A"])
+    out = context_states(u, [np.arange(5)], speakers, a=0.5, speaker_aware=True)
+    # turn 5 (A): own previous turns 1 and 3 -> (3 + 0.5 * 1) / 1.5; the others' turns 2 and 4 -> (30 + 5) / 1.5
+    assert np.isclose(out[4, 0], 3.5 / 1.5) and np.isclose(out[4, 2], 35 / 1.5)
+    assert np.allclose(out[0], 0.0)  # the first turn has no history of either kind
+
+
+def test_the_block_projection_whitens_the_training_rows():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 6)) @ rng.standard_normal((6, 6)) + 5
+    train = np.arange(150)
+    mean, std, axes = fit_block_projection(x, train, components=3)
+    projected = project_block(x[train], mean, std, axes)
+    assert np.allclose(np.cov(projected.T), np.eye(3), atol=1e-4)
+    assert fit_block_projection(x[:, :2], train, components=3)[2].shape == (2, 3)  # fixed width, zeros beyond rank
+
+
+def test_ema_states_ignore_every_label_and_have_the_documented_width(tmp_path):
+    path = sticky_dialogue_cache(tmp_path / "c.h5", dialogs_per_fold=2, turns=12)
+    inputs = load_state_inputs(CacheReader(path), EMA)
+    base = compute_fold_states(inputs, EMA, torch.device("cpu"))
+    moved = compute_fold_states(inputs.__class__(**{**inputs.__dict__, "targets": -inputs.targets}), EMA,
+                                torch.device("cpu"))
+    assert all(np.array_equal(base[k], moved[k]) for k in base)
+    assert base[1].shape == (len(inputs.z), state_width(EMA, 4)) == (len(inputs.z), 3 + 4 + 1)
+
+
+def test_each_fold_fits_its_projection_without_its_test_rows(tmp_path):
+    path = sticky_dialogue_cache(tmp_path / "c.h5", dialogs_per_fold=2, turns=12)
+    inputs = load_state_inputs(CacheReader(path), EMA)
+    base = compute_fold_states(inputs, EMA, torch.device("cpu"))
+    z = inputs.z.copy()
+    z[inputs.folds == 2] *= 3.0  # fold 2's own features change: fold 2's projection must not
+    moved = compute_fold_states(inputs.__class__(**{**inputs.__dict__, "z": z}), EMA, torch.device("cpu"))
+    rows = inputs.folds == 4  # fold 4's rows see only fold 4's turns, projected with fold 2's projection
+    assert np.allclose(base[2][rows], moved[2][rows]) and not np.allclose(base[1][rows], moved[1][rows])
+
+
+def test_the_stage_stores_speaker_aware_states_one_unit_per_fold(tmp_path):
+    path = sticky_dialogue_cache(tmp_path / "c.h5")
+    run_state_stage(str(path), StateConfig(kind="ema-features-speaker"), torch.device("cpu"))
+    reader = CacheReader(path)
+    provenance = reader.provenance("state")
+    assert provenance["kind"] == "ema-features-speaker" and provenance["includes_current_turn"] is False
+    assert reader.read("state", "fold_1").shape == (len(reader), 2 * (16 + 4 + 1))
+    assert len(provenance["unit_summaries"]) == 5  # one unit per fold, no updaters
