@@ -160,7 +160,7 @@ def _check_committed(cache: Path, clean: dict[str, np.ndarray]) -> bool:
 def extract_command(manifest: Path, model: Path, cache: Path) -> list[str]:
     return [sys.executable, str(REPO / "cli.py"), "extract", "--corpus", "manifest", "--manifest", str(manifest),
             "--speech-model", str(model), "--device", "cpu", "--batch-seconds", "2", "--workers", "2",
-            "--loader-workers", "1", "--state-epochs", "2", "--cache", str(cache)]
+            "--loader-workers", "1", "--state-kind", "mamba", "--state-epochs", "2", "--cache", str(cache)]
 
 
 def group_members(pgid: int) -> list[int]:
