@@ -164,7 +164,16 @@ _HEAD_OPTIONS = dict(
 )
 
 
-def _seed_list(seeds: int) -> list[int]:
+def _seed_list(seeds: int, seed: Optional[str] = None) -> list[int]:
+    """``--seed 0,3,7`` (explicit seeds) or ``--seeds N`` (seeds 0..N-1)."""
+    if seed is not None:
+        try:
+            chosen = [int(v) for v in seed.split(",") if v.strip()]
+        except ValueError:
+            raise InputError(f"--seed '{seed}': expected seeds such as 0 or 0,3,7") from None
+        if not chosen or len(set(chosen)) != len(chosen) or min(chosen) < 0:
+            raise InputError(f"--seed '{seed}': give distinct non-negative seeds, e.g. 0,3,7")
+        return chosen
     if seeds < 1:
         raise InputError("--seeds must be at least 1")
     return list(range(seeds))
@@ -173,14 +182,16 @@ def _seed_list(seeds: int) -> list[int]:
 @app.command("train-heads")
 def train_heads(
     cache: Path = typer.Option(..., help="a cache with at least the speech or prosody stage"),
-    fold: Optional[int] = typer.Option(None, help="test fold (the others train; validation = held-out training "
-                                                  "speakers); --out is the run folder"),
+    fold: Optional[str] = typer.Option(None, help="test fold K (the others train; validation = held-out training "
+                                                  "speakers), or 'all' for a final model trained on every labelled "
+                                                  "row (for export); --out is the run folder"),
     folds: Optional[str] = typer.Option(None, help="several test folds instead, e.g. 1-5, 1,3 or all; --out then "
                                                    "holds one run folder per fold (fold1, fold2, ...)"),
     out: Path = typer.Option(..., help="run folder to write (with --folds: the folder of the run folders)"),
     variant: str = typer.Option("separate-attn", help="shared | separate | separate-attn | linear, with "
                                                       "+switches and +setting=value (see ablate)"),
     seeds: int = typer.Option(1, help="train this many seeds (0..N-1)"),
+    seed: Optional[str] = typer.Option(None, help="explicit seeds instead of --seeds, e.g. 7 or 0,3,7"),
     label: Optional[str] = typer.Option(None, help="name of the run in tables (default: the variant spec with "
                                                    "every setting that differs from the defaults)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out (whole)"),
@@ -199,8 +210,9 @@ def train_heads(
 
     from cache.reader import CacheReader
     from core.metrics import dimension_metrics
+    from core.protocol import ALL_FOLDS
     from heads.experiment import train_fold
-    from heads.features import load_corpus_arrays
+    from heads.features import add_final_states, load_corpus_arrays
     from heads.progress import TrainingProgress
     from heads.runs import read_run
     from heads.variants import parse_folds
@@ -214,19 +226,75 @@ def train_heads(
     started = time.perf_counter()
     reader = CacheReader(cache)
     arrays = load_corpus_arrays(reader, config.features.layer)
-    fold_list = [fold] if fold is not None else parse_folds(folds, sorted(set(reader.manifest["fold"].to_list())))
-    seed_list = _seed_list(seeds)
+    if fold == "all":
+        if config.features.use_state:
+            add_final_states(arrays, reader)
+        train_fold(arrays, ALL_FOLDS, config, _seed_list(seeds, seed), out, resolve_device(device), label, overwrite)
+        record, _ = read_run(out)
+        typer.echo(f"{out}: final model '{record['label']}' trained on {record['split_sizes']['train']} utterances "
+                   f"(validation speakers {', '.join(record['validation_speakers'])}); no test fold, so no score: "
+                   f"report the cross-validated one. Next: python cli.py export --run {out} --out MODEL_DIR")
+        return
+    fold_list = [_int(fold, "--fold")] if fold is not None else \
+        parse_folds(folds, sorted(set(reader.manifest["fold"].to_list())))
+    seed_list = _seed_list(seeds, seed)
     with TrainingProgress(len(fold_list) * len(seed_list)) as progress:
         for k in fold_list:
             run_dir = out if fold is not None else out / f"fold{k}"
             preds = train_fold(arrays, k, config, seed_list, run_dir, resolve_device(device), label, overwrite,
                                progress)
             m = dimension_metrics(preds)
-            typer.echo(f"{run_dir}: fold {k}, {label or read_run(run_dir)[0]['label']}, {seeds} seed(s); "
+            typer.echo(f"{run_dir}: fold {k}, {label or read_run(run_dir)[0]['label']}, {len(seed_list)} seed(s); "
                        f"test CCC-V {m['ccc_v']:.3f} CCC-A {m['ccc_a']:.3f} MSE-V {m['mse_v']:.3f} "
                        f"MSE-A {m['mse_a']:.3f}")
     typer.echo(f"{len(fold_list)} fold(s) in {time.perf_counter() - started:.1f} s"
                + (f"; evaluate with: python cli.py eval --runs {out}" if len(fold_list) > 1 else ""))
+
+
+@app.command()
+def export(
+    run: Path = typer.Option(..., help="one run folder (train-heads --out/foldK)"),
+    out: Path = typer.Option(..., help="the model folder to write"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing model folder"),
+) -> None:
+    """Write a self-contained model folder (safetensors, statistics, config, model card) for `predict`."""
+    from heads.model_folder import export_model, run_context_projection
+    from heads.runs import read_run
+
+    record, _ = read_run(run)
+    folder = export_model(run, out, run_context_projection(record), overwrite)
+    typer.echo(f"{folder}: model '{record['label']}' (fold {record['fold']}, {len(record['seeds'])} seed(s)); "
+               f"use it with: python cli.py predict --model {folder} --audio FILE ...")
+
+
+@app.command()
+def predict(
+    model: Path = typer.Option(..., help="a model folder written by `export`"),
+    audio: Optional[list[str]] = typer.Option(None, "--audio", help="audio files (repeat --audio)"),
+    manifest_file: Optional[str] = typer.Option(None, "--manifest", help="CSV/Parquet with a path column (and "
+                                                "optionally utt_id, speaker, dialog_id, start_s for context)"),
+    out: Optional[Path] = typer.Option(None, help="write the predictions here (.csv or .parquet); default: print"),
+    speech_model: Optional[str] = typer.Option(None, help="hub id or folder of the speech model (default: the "
+                                               "one the model was trained with; other weights are refused)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    on_error: str = typer.Option("skip", help="skip: report bad files and predict the rest; fail: stop (exit 2)"),
+    cache: Optional[Path] = typer.Option(None, help="keep the extracted features in this cache (default: none kept)"),
+) -> None:
+    """Valence and arousal of new recordings with an exported model."""
+    from heads.model_folder import load_model
+    from heads.predict import predict_audio
+
+    frame, failures = predict_audio(load_model(model), audio, manifest_file, speech_model, device, on_error,
+                                    str(cache) if cache else None)
+    for failure in failures:
+        typer.echo(f"skipped {failure.path}: {failure.reason}", err=True)
+    if out is None:
+        with __import__("polars").Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200):
+            typer.echo(frame.select("utt_id", "valence", "arousal"))
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(out) if out.suffix == ".parquet" else frame.write_csv(out)
+    typer.echo(f"{out}: {frame.height} prediction(s)" + (f", {len(failures)} file(s) skipped" if failures else ""))
 
 
 @app.command("eval")
@@ -277,6 +345,7 @@ def ablate(
                                       "+layer=last|mean|weighted|N]; variants: shared, separate, separate-attn, linear"),
     folds: str = typer.Option("all", help="e.g. 1-5, 1,3 or all"),
     seeds: int = typer.Option(1, help="seeds per variant and fold"),
+    seed: Optional[str] = typer.Option(None, help="explicit seeds instead of --seeds, e.g. 7 or 0,3,7"),
     out: Path = typer.Option(..., help="folder for runs, tables and plots"),
     baseline: Optional[str] = typer.Option(None, help="the variant spec the others are compared with "
                                                       "(default: the first of --variants)"),
@@ -308,18 +377,19 @@ def ablate(
     fold_list = parse_folds(folds, sorted(set(CacheReader(cache).manifest["fold"].to_list())))
     started = time.perf_counter()
     stats = _stats(bootstrap)
-    markdown, evaluation, results = run_ablation(cache, configs, fold_list, _seed_list(seeds), out,
+    seed_list = _seed_list(seeds, seed)
+    markdown, evaluation, results = run_ablation(cache, configs, fold_list, seed_list, out,
                                                  resolve_device(device), stats, baseline_label, overwrite)
     report = write_report(evaluation, out / "report.html", title=f"Head ablation on {cache.name}", results=results)
     typer.echo(markdown)
-    typer.echo(f"{len(configs)} variants x {len(fold_list)} folds x {seeds} seed(s) in "
+    typer.echo(f"{len(configs)} variants x {len(fold_list)} folds x {len(seed_list)} seed(s) in "
                f"{time.perf_counter() - started:.1f} s; tables and plots in {out}/; report {report}")
 
 
 @app.command()
 def report(
     runs: list[Path] = typer.Option(..., "--runs", help="run folders (or a parent folder of runs)"),
-    out: Path = typer.Option(Path("report.html"), help="the HTML file to write"),
+    out: Path = typer.Option(Path("report.html"), help="the HTML file to write, or a folder (report.html in it)"),
     title: str = typer.Option("Valence / arousal heads", help="report title"),
     baseline: Optional[str] = typer.Option(None, help="run label the others are compared with (default: the first)"),
     bootstrap: int = typer.Option(2000, help="speaker-bootstrap resamples for the intervals (0 = no intervals)"),
@@ -331,6 +401,8 @@ def report(
     from heads.runs import expand_runs
 
     evaluation = evaluate_runs(expand_runs(runs))
+    if out.is_dir() or not out.suffix:  # --out is a folder elsewhere in the CLI: accept one here too
+        out = out / "report.html"
     typer.echo(f"report: {write_report(evaluation, out, title=title, stats=_stats(bootstrap), baseline=baseline)}")
 
 
@@ -344,6 +416,13 @@ def demo(
     from demo import run_demo
 
     run_demo(out, corpus, seeds)
+
+
+def _int(text: str, option: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{option} '{text}': expected a fold number or 'all'") from None
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:
@@ -429,7 +508,9 @@ def main() -> None:
         err.show()  # a command given no arguments shows its help
         sys.exit(2)
     except click_errors.ClickException as err:  # usage errors: unknown option, bad value, missing option
-        _fail(f"{err.format_message()} (see `python cli.py {_command_name()} --help`)")
+        hint = ("; repeat the option for each value, e.g. --runs a --runs b"
+                if "unexpected extra argument" in err.format_message() else "")
+        _fail(f"{err.format_message()}{hint} (see `python cli.py {_command_name()} --help`)")
     except (typer.Abort, KeyboardInterrupt):
         code = 130
     except OSError as err:

@@ -1,16 +1,20 @@
 """The built-in demo (``python cli.py demo``): a corpus with no download, a small random WavLM, every
-stage, the ablation of three head variants, a report. An application on top of the packages, like cli.py."""
+stage, the ablation of four head variants, a report, and an exported model predicting files it never saw.
+An application on top of the packages, like cli.py."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import polars as pl
 import typer
 
 from core.errors import InputError
 from heads.ablation import run_ablation
+from heads.model_folder import export_model, load_model, run_context_projection
 from heads.report import write_report
+from heads.runs import read_run
 from heads.train import TrainConfig
 from heads.variants import parse_variant
 from pipeline.corpora import build_manifest
@@ -41,23 +45,39 @@ def run_demo(out: str | Path, corpus: str = "auto", seeds: int = 1) -> Path:
         description = "synthetic dialogues (numpy glottal-pulse speech whose prosody encodes valence and arousal)"
     else:
         raise InputError(f"--corpus must be auto, emodb or synthetic, not {corpus}")
-    typer.echo(f"[1/4] corpus: {description}; {manifest.height} utterances, {manifest['fold'].n_unique()} folds")
+    typer.echo(f"[1/5] corpus: {description}; {manifest.height} utterances, {manifest['fold'].n_unique()} folds")
     typer.echo(f"      NOTE: {UNTRAINED_NOTE}")
     model_dir = out / "tiny_wavlm"
     if not (model_dir / "config.json").is_file():
         save_random_wavlm(model_dir, "small")
     cache = out / f"{corpus}.h5"
-    typer.echo(f"[2/4] extract speech, prosody, dialogue states -> {cache}")
+    typer.echo(f"[2/5] extract speech, prosody, dialogue states -> {cache}")
     extract(cache, manifest, ["speech", "prosody", "state"],
             ExtractConfig(speech=SpeechConfig(model=str(model_dir))), device="auto")
-    typer.echo("[3/4] ablate shared / separate / separate-attn / linear on 5 folds (baseline: shared)")
+    typer.echo("[3/5] ablate shared / separate / separate-attn / linear on 5 folds (baseline: shared)")
     configs = [parse_variant(v, TrainConfig()) for v in ("shared", "separate", "separate-attn", "linear")]
     markdown, evaluation, results = run_ablation(cache, configs, sorted(set(manifest["fold"].to_list())),
                                                  list(range(seeds)), out / "ablation", baseline="shared",
                                                  overwrite=True)  # the demo's own folder: a re-run replaces it
     report = write_report(evaluation, out / "report.html", title=f"Demo: {corpus}", notes=UNTRAINED_NOTE,
                           results=results)
-    typer.echo("[4/4] results:\n" + markdown)
-    typer.echo(f"report: {report}  (tables, metrics.json and plots in {out / 'ablation'}/; "
-               f"{time.perf_counter() - started:.0f} s in all)")
+    typer.echo("[4/5] results:\n" + markdown)
+    typer.echo(f"report: {report}  (tables, metrics.json and plots in {out / 'ablation'}/)")
+    predict_unseen(manifest, out)
+    typer.echo(f"{time.perf_counter() - started:.0f} s in all")
     return report
+
+
+def predict_unseen(manifest: pl.DataFrame, out: Path) -> None:
+    """Export the fold-1 separate-attn model and predict three fold-1 files: its test fold, never trained on."""
+    run_dir = out / "ablation" / "separate-attn" / "fold1"
+    model_dir = export_model(run_dir, out / "model", run_context_projection(read_run(run_dir)[0]), overwrite=True)
+    files = manifest.filter(pl.col("fold") == 1).head(3)
+    listing = out / "unseen.csv"
+    files.select("utt_id", "path", "speaker", "dialog_id", "start_s").write_csv(listing)
+    typer.echo(f"[5/5] predict 3 files of fold 1 (never trained on) with the exported model {model_dir}/:")
+    predicted = load_model(model_dir).predict(manifest=str(listing), device="cpu")
+    shown = predicted.join(files.select("utt_id", "valence", "arousal"), on="utt_id", suffix="_true")
+    for row in shown.iter_rows(named=True):
+        typer.echo(f"      {row['utt_id']}: valence {row['valence']:.2f} (label {row['valence_true']:.2f}), "
+                   f"arousal {row['arousal']:.2f} (label {row['arousal_true']:.2f})")

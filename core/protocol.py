@@ -46,14 +46,18 @@ def speaker_disjoint_validation(
     return train_rows[~is_val], train_rows[is_val]
 
 
+ALL_FOLDS = 0  # the "fold" of a final model: every labelled row trains (or validates), none is a test row
+
+
 def fold_split(folds: np.ndarray, speakers: np.ndarray, usable: np.ndarray, fold: int,
                val_fraction: float) -> FoldSplit:
     """Leave-fold-out split of rows: test = ``fold``; validation = whole speakers of the other folds.
+    ``fold == ALL_FOLDS``: no test rows; the final model trains on every usable row but the validation speakers.
 
     ``folds`` [N] int, ``speakers`` [N] str, ``usable`` [N] bool (rows every needed stage processed);
     unusable rows are left out of all three sets.
     """
-    if fold not in set(folds.tolist()):
+    if fold != ALL_FOLDS and fold not in set(folds.tolist()):
         raise InputError(f"no fold {fold} (folds: {sorted(set(folds.tolist()))})")
     rows = np.arange(len(folds))
     test = rows[(folds == fold) & usable]

@@ -23,7 +23,7 @@ import polars as pl
 from core.columns import TARGETS
 from core.errors import InputError
 from core.metrics import dimension_metrics
-from heads.runs import read_run
+from heads.runs import HISTORY_FILE, HISTORY_SCHEMA, read_run
 from heads.stats import (
     Moments,
     StatsConfig,
@@ -61,6 +61,7 @@ def evaluate_runs(run_dirs: list[str | Path]) -> Evaluation:
     rows, predictions, records = [], {}, {}
     for run_dir in run_dirs:
         record, preds = read_run(run_dir)
+        record["run_dir"] = str(run_dir)  # in memory only: where the report finds history.csv
         label = record["label"]
         if any(r["fold"] == record["fold"] for r in records.get(label, [])):
             raise InputError(f"{run_dir}: a second run of '{label}' for fold {record['fold']}; give each once")
@@ -316,11 +317,37 @@ def comparison_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def seed_spread(evaluation: Evaluation) -> pl.DataFrame:
+    """``label, fold, ccc_v_sd, ccc_a_sd``: sd over seeds (ddof=1) of each fold's CCC; null with one seed."""
+    rows = []
+    for label, preds in evaluation.predictions.items():
+        for (fold,), frame in preds.group_by(["fold"]):
+            per_seed = [dimension_metrics(f) for _, f in frame.group_by(["seed"])]
+            sd = {k: float(np.std([m[k] for m in per_seed], ddof=1)) if len(per_seed) > 1 else None
+                  for k in ("ccc_v", "ccc_a")}
+            rows.append({"label": label, "fold": int(fold), "ccc_v_sd": sd["ccc_v"], "ccc_a_sd": sd["ccc_a"]})
+    return pl.DataFrame(rows, schema={"label": pl.String, "fold": pl.Int64, "ccc_v_sd": pl.Float64,
+                                      "ccc_a_sd": pl.Float64})
+
+
+def learning_histories(evaluation: Evaluation) -> dict[str, pl.DataFrame]:
+    """Label -> every run's ``history.csv`` with a ``fold`` column (runs without one, e.g. linear, are left out)."""
+    out: dict[str, pl.DataFrame] = {}
+    for label, records in evaluation.records.items():
+        frames = [pl.read_csv(Path(r["run_dir"]) / HISTORY_FILE, schema=HISTORY_SCHEMA)
+                  .with_columns(pl.lit(r["fold"]).alias("fold"))
+                  for r in records if "run_dir" in r and (Path(r["run_dir"]) / HISTORY_FILE).is_file()]
+        frames = [f for f in frames if f.height]
+        if frames:
+            out[label] = pl.concat(frames)
+    return out
+
+
 def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str | Path | None = None,
                      stats: StatsConfig = StatsConfig(), baseline: str | None = None) -> tuple[str, dict]:
     """Write ``results.md``, ``results.csv``, ``per_fold.csv``, ``comparisons.csv``, ``metrics.json`` and
     plots; return the markdown (results, then comparisons) and the results."""
-    from heads.plots import plot_attention, plot_forest, plot_per_fold, plot_scatter
+    from heads.plots import plot_attention, plot_forest, plot_learning_curves, plot_per_fold, plot_scatter
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -338,9 +365,11 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str
     (out_dir / "metrics.json").write_text(payload)
     if json_path:
         Path(json_path).write_text(payload)
-    plot_per_fold(evaluation.per_fold, out_dir / "per_fold.png")
+    plot_per_fold(evaluation.per_fold, seed_spread(evaluation), out_dir / "per_fold.png")
     plot_scatter(evaluation.predictions, out_dir / "scatter.png")
     plot_attention(evaluation.predictions, out_dir / "attention.png")
+    if histories := learning_histories(evaluation):
+        plot_learning_curves(histories, out_dir / "learning_curves.png")
     if results["comparisons"]:
         plot_forest(results["comparisons"], out_dir / "forest.png")
     return markdown, results

@@ -34,13 +34,13 @@ def predictions_frame(arrays: CorpusArrays, fold: FoldTensors, model: torch.nn.M
     pred, attention = predict(model, test)
     pred = pred.numpy() * fold.target_std + fold.target_mean
     columns = {
-        "utt_id": arrays.utt_ids[test.rows], "speaker": arrays.speakers[test.rows],
+        "utt_id": arrays.utt_ids[test.rows].astype(str), "speaker": arrays.speakers[test.rows].astype(str),
         "fold": arrays.folds[test.rows], "seed": np.full(len(test.rows), seed),
         "valence_true": test.raw_targets[:, 0], "arousal_true": test.raw_targets[:, 1],
         "valence_pred": pred[:, 0], "arousal_pred": pred[:, 1],
     }
     if arrays.emotions is not None:
-        columns["emotion"] = arrays.emotions[test.rows]
+        columns["emotion"] = pl.Series(arrays.emotions[test.rows].tolist(), dtype=pl.String)  # may hold nulls
     if attention is not None:
         columns.update({
             "attn_valence_prosody": attention["valence"][:, 0].numpy(),
@@ -82,7 +82,7 @@ def _train_seeds(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, conf
         histories += [{"seed": seed, **entry} for entry in head.history]
         layer_weights = head.model.inputs.layer_weights() if hasattr(head.model, "inputs") else None
         per_seed[str(seed)] = {
-            **dimension_metrics(frame), "best_epoch": head.best_epoch, "best_val_ccc": head.best_val_ccc,
+            **(dimension_metrics(frame) if frame.height else {}), "best_epoch": head.best_epoch, "best_val_ccc": head.best_val_ccc,
             "epochs_trained": len(head.history), "train_seconds": seconds,
             "layer_weights": layer_weights.tolist() if layer_weights is not None else None, **head.details,
         }

@@ -20,7 +20,7 @@ import torch
 
 from cache.reader import CacheReader
 from core.errors import InputError
-from core.protocol import FoldSplit, fold_split
+from core.protocol import ALL_FOLDS, FoldSplit, fold_split
 from core.standardise import zscore
 from pipeline.features.layers import check_layer_choice, layer_index, reads_every_layer, select_layer
 
@@ -54,6 +54,25 @@ class CorpusArrays:
     speech_layers: tuple[int, ...] = ()  # which of the cache's L+1 hidden states ``speech`` holds
     num_hidden_states: int = 0  # L+1 in the cache
     source: str = ""  # the cache file, for messages and run records
+
+
+def add_final_states(arrays: CorpusArrays, reader: CacheReader) -> None:
+    """States for a final model (``fold == ALL_FOLDS``): the untrained context with its projection fitted on
+    every usable row (no labels). The learned state would need an updater trained on all folds: refused."""
+    if "state" not in reader.stages or ALL_FOLDS in arrays.states:
+        return
+    from pipeline.stages.state import compute_context_unit, load_state_inputs, state_config_from_dict
+
+    config = state_config_from_dict(reader.provenance("state")["config"])
+    if config.kind == "mamba":
+        raise InputError(f"{reader.path}: a final model (--fold all) with the learned mamba state needs an updater "
+                         "trained on every fold, which this version does not build; use --no-state, or a cache "
+                         "made with --state-kind ema-features")
+    inputs = load_state_inputs(reader, config)
+    arrays_, _ = compute_context_unit(inputs, ALL_FOLDS, config)
+    states = np.zeros_like(next(iter(arrays.states.values())))
+    states[arrays_[f"fold{ALL_FOLDS}_rows"]] = arrays_[f"fold{ALL_FOLDS}_states"]
+    arrays.states[ALL_FOLDS] = states
 
 
 def split_rows(arrays: CorpusArrays, fold: int, val_fraction: float) -> FoldSplit:

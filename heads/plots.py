@@ -1,5 +1,5 @@
-"""PNG figures of head results: per-fold CCC bars, predicted-vs-true scatter, attention histograms, and a
-forest plot of differences from a baseline.
+"""PNG figures of head results: per-fold CCC bars, predicted-vs-true scatter, attention histograms by true
+valence/arousal, learning curves, and a forest plot of differences from a baseline.
 
 Each function writes to ``target``: a file path or a binary file object (the HTML report renders in memory).
 """
@@ -14,18 +14,25 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 
-def plot_per_fold(per_fold: pl.DataFrame, target) -> None:  # noqa: ANN001 - path or binary file
+def plot_per_fold(per_fold: pl.DataFrame, fold_sd: pl.DataFrame | None, target) -> None:  # noqa: ANN001
+    """CCC per fold and label as bars, with the fold's number of test utterances under it; ``fold_sd``
+    (columns label, fold, ccc_v_sd, ccc_a_sd: spread over seeds) draws error bars where there are 2+ seeds."""
     labels = per_fold["label"].unique(maintain_order=True).to_list()
     folds = sorted(per_fold["fold"].unique().to_list())
+    counts = {f: int(per_fold.filter(pl.col("fold") == f)["n_test"].max()) for f in folds}
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     width = 0.8 / max(1, len(labels))
     for ax, metric, title in zip(axes, ("ccc_v", "ccc_a"), ("valence CCC", "arousal CCC")):
         for i, label in enumerate(labels):
             rows = per_fold.filter(pl.col("label") == label).sort("fold")
             x = np.array([folds.index(f) for f in rows["fold"]]) + i * width
-            ax.bar(x, rows[metric].to_numpy(), width, label=label)
-        ax.set_xticks(np.arange(len(folds)) + 0.4 - width / 2, [f"fold {f}" for f in folds])
-        ax.set_title(title)
+            errors = None
+            if fold_sd is not None:
+                sd = rows.join(fold_sd, on=["label", "fold"], how="left")[f"{metric}_sd"].to_numpy()
+                errors = np.where(np.isfinite(sd), sd, 0.0) if np.isfinite(sd).any() else None
+            ax.bar(x, rows[metric].to_numpy(), width, yerr=errors, capsize=2, label=label)
+        ax.set_xticks(np.arange(len(folds)) + 0.4 - width / 2, [f"fold {f}\nn={counts[f]}" for f in folds])
+        ax.set_title(title + (" (bars: sd over seeds)" if fold_sd is not None else ""))
         ax.axhline(0, color="black", lw=0.5)
     axes[0].set_ylabel("CCC")
     handles, names = axes[0].get_legend_handles_labels()
@@ -35,17 +42,35 @@ def plot_per_fold(per_fold: pl.DataFrame, target) -> None:  # noqa: ANN001 - pat
     plt.close(fig)
 
 
+def _ccc(true: np.ndarray, pred: np.ndarray) -> float:
+    if len(true) < 2:
+        return float("nan")
+    cov = np.mean((true - true.mean()) * (pred - pred.mean()))
+    return float(2 * cov / (true.var() + pred.var() + (true.mean() - pred.mean()) ** 2 + 1e-12))
+
+
 def plot_scatter(predictions: dict[str, pl.DataFrame], target) -> None:  # noqa: ANN001 - path or binary file
+    """Predicted vs true per label and dimension, every panel of a dimension on the same axes, with its CCC
+    (pooled over the test utterances of all folds, mean over seeds per utterance)."""
     fig, axes = plt.subplots(len(predictions), 2, figsize=(8, 3.6 * len(predictions)), squeeze=False)
+    limits = {}
+    for dim in ("valence", "arousal"):
+        values = np.concatenate([np.r_[p[f"{dim}_true"].to_numpy(), p[f"{dim}_pred"].to_numpy()]
+                                 for p in predictions.values()])
+        pad = 0.05 * (values.max() - values.min() + 1e-9)
+        limits[dim] = (values.min() - pad, values.max() + pad)
     for row, (label, preds) in enumerate(predictions.items()):
+        preds = preds.group_by("utt_id", maintain_order=True).agg(pl.col("^(valence|arousal)_(true|pred)$").mean())
         for col, dim in enumerate(("valence", "arousal")):
             ax = axes[row, col]
             true, pred = preds[f"{dim}_true"].to_numpy(), preds[f"{dim}_pred"].to_numpy()
             jitter = np.random.default_rng(0).uniform(-0.04, 0.04, len(true))  # categorical corpora stack points
             ax.scatter(true + jitter, pred, s=5, alpha=0.35)
-            lo, hi = min(true.min(), pred.min()), max(true.max(), pred.max())
+            lo, hi = limits[dim]
             ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
-            ax.set_title(f"{label}: {dim}", fontsize=9)
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(lo, hi)
+            ax.set_title(f"{label}: {dim} (pooled CCC {_ccc(true, pred):.3f}, n={len(true)})", fontsize=9)
             ax.set_xlabel("true")
             ax.set_ylabel("predicted")
     fig.tight_layout()
@@ -54,23 +79,52 @@ def plot_scatter(predictions: dict[str, pl.DataFrame], target) -> None:  # noqa:
 
 
 def plot_attention(predictions: dict[str, pl.DataFrame], target) -> None:  # noqa: ANN001 - path or binary file
-    """Histograms of w[0]: what the valence branch gives prosody, what the arousal branch gives speech."""
+    """w[0] of each branch (valence -> prosody, arousal -> speech) split by the utterance's true valence or
+    arousal tertile (low / mid / high), one row per label: does a branch lean differently on calm and
+    excited speech?"""
     with_attention = {k: v for k, v in predictions.items() if "attn_valence_prosody" in v.columns}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for label, preds in with_attention.items():
-        axes[0].hist(preds["attn_valence_prosody"].to_numpy(), bins=30, range=(0, 1), alpha=0.6, label=label)
-        axes[1].hist(preds["attn_arousal_speech"].to_numpy(), bins=30, range=(0, 1), alpha=0.6, label=label)
-    axes[0].set_title("valence branch: weight on prosody (w[0])")
-    axes[1].set_title("arousal branch: weight on speech (w[0])")
-    for ax in axes:
-        ax.set_xlabel("weight")
-    if with_attention:
-        axes[1].legend(fontsize=8)
-    else:
-        for ax in axes:
+    rows = max(1, len(with_attention))
+    fig, axes = plt.subplots(rows, 2, figsize=(10, 3.2 * rows), squeeze=False)
+    for row, (label, preds) in enumerate(with_attention.items()):
+        for col, (dim, column, block) in enumerate((("valence", "attn_valence_prosody", "prosody"),
+                                                   ("arousal", "attn_arousal_speech", "speech"))):
+            ax = axes[row, col]
+            true, weight = preds[f"{dim}_true"].to_numpy(), preds[column].to_numpy()
+            cuts = np.quantile(true, [1 / 3, 2 / 3])
+            groups = np.digitize(true, cuts, right=True)  # 0 low, 1 mid, 2 high
+            for g, name in enumerate(("low", "mid", "high")):
+                chosen = weight[groups == g]
+                if len(chosen):
+                    ax.hist(chosen, bins=30, range=(0, 1), alpha=0.5, label=f"{name} true {dim} (n={len(chosen)})")
+            ax.set_title(f"{label}: {dim} branch, weight on {block} (w[0])", fontsize=9)
+            ax.set_xlabel("weight")
+            ax.set_ylabel("utterances")
+            ax.legend(fontsize=7)
+    if not with_attention:
+        for ax in axes[0]:
             ax.text(0.5, 0.5, "no attention heads among these runs", ha="center", transform=ax.transAxes)
     fig.tight_layout()
-    fig.savefig(target, format="png", dpi=110)
+    fig.savefig(target, format="png", dpi=100)
+    plt.close(fig)
+
+
+def plot_learning_curves(histories: dict[str, pl.DataFrame], target) -> None:  # noqa: ANN001
+    """Training loss and validation mean CCC per epoch, one thin line per fold and seed, per label."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for i, (label, history) in enumerate(histories.items()):
+        for j, ((_fold, _seed), run) in enumerate(history.group_by(["fold", "seed"], maintain_order=True)):
+            run = run.sort("epoch")
+            kwargs = {"color": f"C{i}", "lw": 0.8, "alpha": 0.6, "label": label if j == 0 else None}
+            axes[0].plot(run["epoch"], run["train_loss"], **kwargs)
+            axes[1].plot(run["epoch"], run["val_ccc"], **kwargs)
+    axes[0].set_title("training loss (1 - CCC, + MSE term)")
+    axes[1].set_title("validation mean CCC (held-out training speakers)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    if histories:
+        axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(target, format="png", dpi=100)
     plt.close(fig)
 
 

@@ -1,4 +1,5 @@
-"""One self-contained HTML report of head results: table, figures (inline PNG) and provenance."""
+"""One self-contained HTML report of head results: results first, comparisons, figures (inline PNG), fold /
+speaker / category tables, and the provenance collapsed."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import base64
 import html
 import io
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -13,16 +15,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from core.provenance import code_version  # noqa: E402
 from heads.evaluate import (  # noqa: E402
     MEANING,
     TABLE_COLUMNS,
     Evaluation,
     comparison_markdown,
-    markdown_table,
+    learning_histories,
     results_table,
+    seed_spread,
     summarise,
 )
-from heads.plots import plot_attention, plot_forest, plot_per_fold, plot_scatter  # noqa: E402
+from heads.plots import plot_attention, plot_forest, plot_learning_curves, plot_per_fold, plot_scatter  # noqa: E402
 from heads.stats import StatsConfig  # noqa: E402
 
 
@@ -82,19 +86,62 @@ def _rows_html(rows: list[dict], element_id: str) -> str:
     return f'<table id="{element_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+_BULKY = ("names", "unit_summaries", "updater_summaries", "packages", "file_mtime_ns", "file_size")
+
+
+def _trim(provenance: dict) -> dict:
+    """Cache provenance without its bulky lists (feature names, per-unit summaries, packages listed once)."""
+    return {stage: {k: v for k, v in facts.items() if k not in _BULKY} if isinstance(facts, dict) else facts
+            for stage, facts in (provenance or {}).items()}
+
+
+def _corpus_fingerprint(cache: str | None) -> str:
+    """The manifest fingerprint of the runs' cache (utterances, files, speakers, folds, labels), if it is here."""
+    from cache import CacheReader
+    from core.errors import InputError
+    from core.provenance import table_fingerprint
+
+    try:
+        m = CacheReader(cache).manifest if cache else None
+    except (InputError, OSError):
+        m = None
+    if m is None:
+        return "unknown (the cache is not here)"
+    columns = ("utt_id", "path", "speaker", "fold", "valence", "arousal")
+    return f"{table_fingerprint(m.select(columns).rows())} ({m.height} utterances)"
+
+
+def fold_table(evaluation: Evaluation) -> list[dict]:
+    """Per fold (of the first label): test speakers, utterance counts, validation speakers."""
+    label, records = next(iter(evaluation.records.items()))
+    predictions = evaluation.predictions[label]
+    rows = []
+    for record in sorted(records, key=lambda r: r["fold"]):
+        test = predictions.filter(predictions["fold"] == record["fold"])
+        sizes = record.get("split_sizes", {})
+        rows.append({"fold": record["fold"], "test speakers": ", ".join(sorted(set(test["speaker"].cast(str)))),
+                     "n test": sizes.get("test"), "n train": sizes.get("train"), "n validation": sizes.get("validation"),
+                     "validation speakers": ", ".join(record.get("validation_speakers", []))})
+    return rows
+
+
 def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence / arousal heads", notes: str = "",
                  stats: StatsConfig = StatsConfig(), baseline: str | None = None, results: dict | None = None) -> Path:
-    """Write the HTML report to ``path`` (images embedded, no external files). ``results`` from
-    ``heads.evaluate.write_evaluation`` avoids computing the intervals twice."""
+    """Write the HTML report to ``path`` (images embedded, no external files): results first, then the
+    comparisons, figures, per-fold / per-speaker / per-category tables, and the provenance collapsed.
+    ``results`` from ``heads.evaluate.write_evaluation`` avoids computing the intervals twice."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     results = results or summarise(evaluation, stats, baseline)
     table = results_table(results)
     figures = [
-        ("Per-fold CCC", _png_data_uri(plot_per_fold, evaluation.per_fold)),
+        ("Per-fold CCC (n = test utterances)",
+         _png_data_uri(plot_per_fold, evaluation.per_fold, seed_spread(evaluation))),
         ("Predicted vs true (test utterances of all folds)", _png_data_uri(plot_scatter, evaluation.predictions)),
-        ("Attention weights: what valence and arousal lean on", _png_data_uri(plot_attention, evaluation.predictions)),
+        ("Attention weights by true valence / arousal", _png_data_uri(plot_attention, evaluation.predictions)),
     ]
+    if histories := learning_histories(evaluation):
+        figures.append(("Learning curves", _png_data_uri(plot_learning_curves, histories)))
     if results["comparisons"]:
         figures.insert(0, (f"Differences from {results['comparisons']['baseline']}",
                            _png_data_uri(plot_forest, results["comparisons"])))
@@ -108,31 +155,43 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
         f"{v['attention_mean']['attn_arousal_speech']:.2f} (other {v['attention_mean']['attn_arousal_other']:.2f})</li>"
         for k, v in runs.items() if v["attention_mean"])
     first = next(iter(evaluation.records.values()))[0]
-    provenance = {"cache": first.get("cache"), "cache_provenance": first.get("cache_provenance"),
-                  "runs": {k: [r["config"] for r in v][:1] for k, v in evaluation.records.items()},
-                  "packages": first.get("packages")}
+    provenance = {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "code version": code_version(),
+        "corpus fingerprint": _corpus_fingerprint(first.get("cache")), "cache": first.get("cache"),
+        "packages": first.get("packages"), "cache provenance": _trim(first.get("cache_provenance")),
+        "run configs": {k: v[0]["config"] for k, v in evaluation.records.items()},
+    }
     comparison_rows = [{"run": r["label"], "metric": r["metric"], "Δ": r["delta"], "interval": r["ci"],
                         "p (Holm)": r["p_holm"], "reading": r["reading"]}
                        for r in (results["comparisons"] or {"rows": []})["rows"]]
     speakers = [{"run": label, **row} for label, v in runs.items() for row in v["per_speaker"]]
     categories = [{"run": label, **row} for label, v in runs.items() for row in v["per_category"]]
+    per_fold = evaluation.per_fold.select("label", "fold", "n_test", "seeds", "ccc_v", "ccc_a", "mse_v", "mse_a")
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{html.escape(notes)}</p>" if notes else "",
-        "<h2>Results</h2>", f"<p>{html.escape(MEANING)}.</p>", _table_html(table),
-        f"<pre>{html.escape(markdown_table(table))}</pre>",
-        *([f"<h2>Comparisons</h2><pre>{html.escape(comparison_markdown(results))}</pre>",
-           _rows_html(comparison_rows, "comparisons")] if comparison_rows else []),
+        "<h2>Results</h2>", _table_html(table), f"<p><small>{html.escape(MEANING)}.</small></p>",
+        *([f"<h2>Comparisons with {html.escape(results['comparisons']['baseline'])}</h2>",
+           _rows_html(comparison_rows, "comparisons"),
+           f"<p><small>{html.escape(comparison_markdown(results).split(chr(10))[0])}</small></p>"]
+          if comparison_rows else []),
         f"<h2>Attention</h2><ul>{attention_lines or '<li>no attention heads among these runs</li>'}</ul>",
         *(f'<h2>{html.escape(t)}</h2><img alt="{html.escape(t)}" src="{uri}">' for t, uri in figures),
+        "<h2>Folds</h2>", _rows_html(fold_table(evaluation), "folds"),
+        "<h2>Per fold</h2>", _rows_html(per_fold.to_dicts(), "per-fold"),
         "<h2>Per speaker (test utterances, mean over seeds)</h2>", _rows_html(speakers, "per-speaker"),
         *(["<h2>Per category (error = predicted - true)</h2>", _rows_html(categories, "per-category")]
           if categories else []),
-        "<h2>Provenance</h2>", f"<pre>{html.escape(json.dumps(provenance, indent=2, default=str))}</pre>",
+        "<h2>Provenance</h2>",
+        f"<p>code {html.escape(provenance['code version'])}; corpus fingerprint "
+        f"{html.escape(provenance['corpus fingerprint'])}</p>",
+        f'<details id="provenance"><summary>command line, packages, cache and run settings</summary>'
+        f"<pre>{html.escape(json.dumps(provenance, indent=2, default=str))}</pre></details>",
     ]
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "td:first-child{text-align:left}img{max-width:100%}pre{background:#f6f6f6;padding:8px;overflow:auto}")
+    style = ("body{font-family:sans-serif;max-width:1300px;margin:1em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"
+             "text-align:right}td:first-child{text-align:left}img{max-width:100%}"
+             "pre{background:#f6f6f6;padding:8px;overflow:auto}h1{font-size:22px}h2{font-size:18px}")
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                     f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
     return path

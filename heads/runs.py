@@ -110,7 +110,8 @@ def read_run(run_dir: str | Path) -> tuple[dict, pl.DataFrame]:
         raise InputError(f"{run_dir}: {PREDICTIONS_FILE} lacks column(s) {', '.join(missing)}")
     expected = record.get("split_sizes", {}).get("test")
     counts = {int(s): n for s, n in predictions.group_by("seed").len().iter_rows()}
-    if sorted(counts) != sorted(record.get("seeds", [])) or any(n != expected for n in counts.values()):
+    seeds_ok = sorted(counts) == sorted(record.get("seeds", [])) or (expected == 0 and not counts)  # a final model
+    if not seeds_ok or any(n != expected for n in counts.values()):
         raise InputError(f"{run_dir}: {PREDICTIONS_FILE} does not match {RUN_FILE} (expected {expected} rows for "
                          f"each of seeds {record.get('seeds')}, found {counts}): an interrupted or edited run; "
                          "train it again")

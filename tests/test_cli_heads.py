@@ -40,8 +40,21 @@ def test_train_heads_then_eval_reports_per_fold_and_mean_metrics(cache, tmp_path
     assert {"ccc_v", "ccc_a", "mse_v", "mse_a"} <= set(metrics["folds"]["1"]) and "ccc_avg" in metrics["mean"]
     low, high = metrics["mean_ci"]["ccc_v"]
     assert low <= metrics["mean"]["ccc_v"] <= high and "[" in result.stdout  # intervals in the table too
-    for name in ("results.md", "results.csv", "per_fold.png", "scatter.png", "attention.png"):
+    for name in ("results.md", "results.csv", "per_fold.png", "scatter.png", "attention.png", "learning_curves.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
+    report = run_cli("report", *runs, "--out", str(tmp_path / "report_folder"))
+    assert report.returncode == 0 and (tmp_path / "report_folder" / "report.html").is_file()  # --out: a folder too
+    spaced = run_cli("eval", "--runs", runs[1], runs[3], "--out", str(tmp_path / "eval2"))
+    assert spaced.returncode == 2 and spaced.stderr.startswith("error:") and "--runs a --runs b" in spaced.stderr
+
+
+def test_explicit_seeds_are_the_seeds_trained(cache, tmp_path):
+    run = tmp_path / "run"
+    result = run_cli("train-heads", "--cache", str(cache), "--fold", "1", "--out", str(run), "--seed", "3,7",
+                     "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+    assert set(pl.read_csv(run / "predictions.csv")["seed"]) == {3, 7}
+    assert (run / "head_seed7.safetensors").is_file() and not (run / "head_seed0.safetensors").exists()
 
 
 def test_ablate_runs_every_variant_and_fold_in_one_command(cache, tmp_path):

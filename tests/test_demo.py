@@ -1,5 +1,5 @@
 """The README's main command: the demo runs every stage and prints the 4-variant x 5-fold table and the
-differences from the baseline."""
+differences from the baseline, then predicts three unseen files with an exported model."""
 
 from tests.test_cli import run_cli
 
@@ -13,3 +13,5 @@ def test_the_synthetic_demo_runs_end_to_end(tmp_path):
     assert "untrained" in result.stdout
     assert (tmp_path / "report.html").stat().st_size > 10_000
     assert len(list((tmp_path / "ablation").glob("*/fold*/run.json"))) == 20
+    assert "[5/5] predict 3 files of fold 1" in result.stdout and result.stdout.count("(label ") == 6  # valence and arousal of 3 files
+    assert (tmp_path / "model" / "model.json").is_file()

@@ -37,7 +37,8 @@ def report(tmp_path_factory):
 
 def test_the_report_is_one_file_with_table_figures_and_provenance(report):
     text = report.read_text()
-    assert 'id="results"' in text and text.count("data:image/png;base64,") == 5  # + forest plot, layer weights
+    # per fold, scatter, attention, learning curves + forest plot, layer weights
+    assert 'id="results"' in text and text.count("data:image/png;base64,") == 6
     assert "separate-attn" in text and "valence branch gives prosody" in text and "Provenance" in text
     assert 'id="comparisons"' in text and "Differences from" in text and 'id="per-speaker"' in text
     assert not re.search(r'src="(?!data:)', text)  # nothing external to fetch
@@ -49,11 +50,27 @@ def test_the_report_renders_in_headless_chromium(report, tmp_path):
                           report.as_uri()], capture_output=True, text=True, timeout=120).stdout
     results = dom[dom.index('<table id="results">'):]
     assert results[:results.index("</table>")].count("<tr>") == 1 + 3
-    assert dom.count("<img") == 5
+    assert dom.count("<img") == 6
     shot = tmp_path / "shot.png"
     subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
-                    "--window-size=1200,2400", report.as_uri()], capture_output=True, timeout=120)
+                    "--window-size=1400,900", report.as_uri()], capture_output=True, timeout=120)
     import matplotlib.image
 
     pixels = matplotlib.image.imread(shot)
-    assert pixels.shape[0] == 2400 and np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0).shape[0] > 50
+    assert pixels.shape[:2] == (900, 1400) and np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0).shape[0] > 20
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (bash scripts/bootstrap.sh --test installs it)")
+def test_in_a_1400x900_window_the_results_are_above_the_fold_and_provenance_is_collapsed(report, tmp_path):
+    probe = ("<script>window.addEventListener('load', () => {"
+             "const r = document.getElementById('results').getBoundingClientRect();"
+             "const p = document.getElementById('provenance').getBoundingClientRect();"
+             "document.body.setAttribute('data-probe', `${r.bottom} ${p.height} ${window.innerHeight}`);});</script>")
+    page = tmp_path / "probe.html"
+    page.write_text(report.read_text().replace("</body>", probe + "</body>"))
+    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900",
+                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    bottom, provenance_height, viewport = (float(v) for v in re.search(r'data-probe="([^"]+)"', dom).group(1).split())
+    assert 0 < bottom <= viewport <= 900  # the whole results table shows without scrolling (browser bars included)
+    assert provenance_height < 40  # closed <details>: only its one-line summary takes room

@@ -185,14 +185,18 @@ def test_an_interrupt_during_an_atomic_write_is_delivered_after_it():
 
 
 def test_ctrl_c_during_prosody_stops_at_once_with_a_message(tmp_path):
+    """160 utterances: enough prosody work left when the first chunk commits, even on a loaded machine."""
     lines = ["utt_id,path,speaker,fold,valence,arousal"]
-    for i in range(40):
+    for i in range(160):
         write_wav(tmp_path / f"u{i}.wav", speechlike(i, 2.0))
         lines.append(f"u{i},u{i}.wav,s{i % 6},{i % 3 + 1},3,3")
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
     proc = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "extract", "--corpus", "manifest", "--manifest",
                              str(tmp_path / "m.csv"), "--cache", str(tmp_path / "c.h5"), "--stages", "prosody",
-                             "--workers", "2"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+                             "--workers", "2"], cwd=REPO, stderr=subprocess.PIPE, text=True,
+                            # as in a terminal: a test run started in the background (`cmd &`) inherits SIGINT
+                            # ignored, and a process that starts with SIGINT ignored never sees Ctrl-C
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     parts = Path(f"{tmp_path / 'c.h5'}.parts") / "prosody"
     deadline = time.monotonic() + 120
     while not list(parts.glob("unit-*.npz")) and time.monotonic() < deadline:

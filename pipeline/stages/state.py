@@ -34,7 +34,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import polars as pl
@@ -47,7 +47,7 @@ from core.errors import InputError
 from core.metrics import ccc_loss
 from core.protocol import speaker_disjoint_validation
 from core.provenance import package_versions
-from core.standardise import zscore
+from core.standardise import CLIP, zscore
 from pipeline.features.context import context_states, fit_block_projection, project_block
 from pipeline.features.layers import check_layer_choice, select_layer
 from pipeline.models.mamba import kernel_available
@@ -78,6 +78,14 @@ class StateConfig:
     val_fraction: float = 0.2  # share of each updater's training rows held out (whole speakers) to stop early
     patience: int = 3  # epochs without a better validation CCC before an updater stops (with val_fraction)
     seed: int = 0
+
+
+def state_config_from_dict(stored: dict) -> StateConfig:
+    """The ``StateConfig`` stored with a cache (``asdict`` form) back as a config; unknown keys are ignored."""
+    names = {f.name for f in fields(StateConfig)}
+    model = StateModelConfig(**{k: v for k, v in stored.get("model", {}).items()
+                                if k in {f.name for f in fields(StateModelConfig)}})
+    return StateConfig(**{k: v for k, v in stored.items() if k in names and k != "model"}, model=model)
 
 
 def state_width(config: StateConfig, prosody_width: int) -> int:
@@ -278,16 +286,31 @@ def compute_updater_unit(inputs: StateInputs, excluded: tuple[int, ...], config:
     return arrays, summary
 
 
+def fit_context_projection(inputs: StateInputs, train_rows: np.ndarray, config: StateConfig) -> dict[str, np.ndarray]:
+    """The untrained kinds' per-turn summary, fitted on ``train_rows`` (no labels): the speech block's leading
+    principal components (``speech_mean/std/axes``) and the prosody block's z-scoring (``prosody_mean/std``)."""
+    speech, prosody = inputs.z[:, : inputs.speech_width], inputs.z[:, inputs.speech_width :]
+    mean, std, axes = fit_block_projection(speech, train_rows, config.context_components)
+    _, prosody_mean, prosody_std = zscore(prosody, prosody[train_rows])
+    return {"speech_mean": mean, "speech_std": std, "speech_axes": axes, "prosody_mean": prosody_mean,
+            "prosody_std": prosody_std}
+
+
+def turn_summaries(speech: np.ndarray, prosody: np.ndarray, projection: dict[str, np.ndarray]) -> np.ndarray:
+    """``[N, components + F]`` float32 summaries ``u`` of turns: ``speech`` [N, D] (the state's speech layer),
+    ``prosody`` [N, F] with NaN for undefined values (-> the training mean)."""
+    z = np.clip((prosody - projection["prosody_mean"]) / projection["prosody_std"], -CLIP, CLIP)
+    u_speech = project_block(speech, projection["speech_mean"], projection["speech_std"], projection["speech_axes"])
+    return np.concatenate([u_speech, np.nan_to_num(z, nan=0.0)], axis=1).astype(np.float32)
+
+
 def compute_context_unit(inputs: StateInputs, fold: int, config: StateConfig) -> tuple[dict[str, np.ndarray], dict]:
-    """The untrained context of every usable row for the experiment of ``fold``: each turn summarised as the
-    leading principal components of its speech vector and its whole z-scored prosody vector (both fitted on
-    the rows of the other folds, no labels), then causal averages over each sequence's previous turns."""
+    """The untrained context of every usable row for the experiment of ``fold``: each turn summarised with a
+    projection fitted on the rows of the other folds, then causal averages over each sequence's previous turns."""
     started = time.perf_counter()
     train_rows = np.flatnonzero(inputs.usable & (inputs.folds != fold))
-    speech, prosody = inputs.z[:, : inputs.speech_width], inputs.z[:, inputs.speech_width :]
-    z, _, _ = zscore(prosody, prosody[train_rows])
-    u = np.concatenate([project_block(speech, *fit_block_projection(speech, train_rows, config.context_components)),
-                        np.nan_to_num(np.clip(z, -10, 10), nan=0.0)], axis=1).astype(np.float32)
+    projection = fit_context_projection(inputs, train_rows, config)
+    u = turn_summaries(inputs.z[:, : inputs.speech_width], inputs.z[:, inputs.speech_width :], projection)
     states = context_states(u, inputs.sequences, inputs.speakers, config.context_decay,
                             speaker_aware=config.kind == "ema-features-speaker")
     rows = np.flatnonzero(inputs.usable)

@@ -1,0 +1,229 @@
+"""A trained model as one self-contained folder (``export``), and loading it again (``load_model``).
+
+    model/
+      model.json            what the features are and how they are normalised: speech model id and weight
+                            checksum, layer choice, prosody feature set and names, state kind and settings,
+                            head variant, config, block sizes, seeds, training corpus, cross-validated metrics
+      head_seed<k>.safetensors   head weights + z-scoring statistics + target scale (one per seed)
+      context.safetensors   the untrained dialogue context's projection (speech mean/std/axes, prosody
+                            mean/std), fitted on the training rows
+      README.md             the model card
+      CHECKSUMS             sha256 of every file above; a changed or missing file is refused
+
+No pickle anywhere: safetensors and JSON only, so loading a model cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
+
+from core.errors import InputError
+from core.provenance import utc_now
+from core.standardise import CLIP
+from heads.models import BlockSizes
+from heads.runs import load_head, read_run
+
+MODEL_FILE = "model.json"
+CONTEXT_FILE = "context.safetensors"
+CHECKSUMS = "CHECKSUMS"
+FORMAT_VERSION = 1
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.ndarray] | None,
+                 overwrite: bool = False) -> Path:
+    """Write the model folder of the run in ``run_dir`` to ``out``. ``context`` is the state projection the run's
+    states were made with (``pipeline.stages.state.context_projection``), None for a run without state."""
+    record, _ = read_run(run_dir)
+    features = record["effective_features"]
+    provenance = record.get("cache_provenance", {})
+    state = provenance.get("state", {})
+    if features.get("per_speaker_norm"):
+        raise InputError(f"{run_dir}: a speaker-normalised run needs each new speaker's statistics; export a run "
+                         "trained without --speaker-norm")
+    if features.get("use_state") and state.get("kind", "mamba") == "mamba":
+        raise InputError(f"{run_dir}: the run uses the learned (mamba) dialogue state, which export does not carry "
+                         "yet; train on a cache made with --state-kind ema-features, or with --no-state")
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise InputError(f"{out}: exists; choose another --out or pass --overwrite")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for seed in record["seeds"]:
+        shutil.copyfile(Path(run_dir) / f"head_seed{seed}.safetensors", out / f"head_seed{seed}.safetensors")
+    if features.get("use_state"):
+        save_numpy({k: np.ascontiguousarray(v, np.float32) for k, v in context.items()}, str(out / CONTEXT_FILE))
+    speech = provenance.get("speech", {})
+    model = {
+        "format_version": FORMAT_VERSION, "exported_utc": utc_now(), "label": record["label"],
+        "variant": record["config"]["variant"], "config": record["config"], "features": features,
+        "sizes": record["sizes"], "seeds": record["seeds"], "fold": record["fold"],
+        "speech_model": speech.get("model", {}), "speech_config": speech.get("config", {}),
+        "prosody_feature_set": provenance.get("prosody", {}).get("feature_set_version"),
+        "prosody_config": provenance.get("prosody", {}).get("config", {}),
+        "state": {"kind": state.get("kind"), "config": state.get("config")} if features.get("use_state") else None,
+        "training": {"cache": record.get("cache"), "split_sizes": record.get("split_sizes"),
+                     "validation_speakers": record.get("validation_speakers"),
+                     "metrics_per_seed": record.get("metrics_per_seed")},
+    }
+    (out / MODEL_FILE).write_text(json.dumps(model, indent=1, default=str))
+    (out / "README.md").write_text(model_card(model))
+    files = sorted(p.name for p in out.iterdir())
+    (out / CHECKSUMS).write_text("".join(f"{_sha256(out / name)}  {name}\n" for name in files))
+    return out
+
+
+def run_context_projection(record: dict) -> dict[str, np.ndarray] | None:
+    """The untrained context projection the run's states were made with: fitted, as in the state stage, on the
+    usable rows outside the run's test fold (all usable rows for ``--fold all``). None without a state."""
+    if not record["effective_features"].get("use_state"):
+        return None
+    from cache import CacheReader
+    from pipeline.stages.state import fit_context_projection, load_state_inputs, state_config_from_dict
+
+    path = Path(record["cache"])
+    if not path.is_file():
+        raise InputError(f"{path}: the run's cache is needed once, to export its dialogue-context projection")
+    reader = CacheReader(path)
+    config = state_config_from_dict(reader.provenance("state")["config"])
+    inputs = load_state_inputs(reader, config)
+    train_rows = np.flatnonzero(inputs.usable & (inputs.folds != record["fold"]))
+    return fit_context_projection(inputs, train_rows, config)
+
+
+def model_card(model: dict) -> str:
+    """The model folder's README.md: what it was trained on, how well it did, what it is for."""
+    speech = model["speech_model"]
+    metrics = model["training"]["metrics_per_seed"] or {}
+    fold = model["fold"]
+    scores = ""
+    if metrics and fold != 0:
+        means = {k: np.mean([m[k] for m in metrics.values()]) for k in ("ccc_v", "ccc_a", "mse_v", "mse_a")}
+        scores = (f"Held-out fold {fold} (speakers never seen in training), mean over {len(metrics)} seed(s): "
+                  f"CCC-V {means['ccc_v']:.3f}, CCC-A {means['ccc_a']:.3f}, MSE-V {means['mse_v']:.3f}, "
+                  f"MSE-A {means['mse_a']:.3f}. For intervals see the evaluation of all folds (`cli.py eval`).\n")
+    else:
+        scores = ("Trained on every labelled utterance (`--fold all`): it has no held-out score of its own. "
+                  "Report the cross-validated results of the same settings (`cli.py eval` over folds 1-K).\n")
+    state = model["state"]
+    return f"""# Valence/arousal model `{model['label']}`
+
+* head: `{model['variant']}`, {len(model['seeds'])} seed(s) averaged; blocks: speech {model['features']['use_speech']}
+  (layer `{model['features']['layer']}`), prosody {model['features']['use_prosody']}, dialogue state
+  {state['kind'] if state else 'none'}
+* speech model: `{speech.get('model_id')}` (weights sha256 `{speech.get('weights_sha256')}`); predictions with
+  any other weights are refused
+* prosody: feature set `{model['prosody_feature_set']}`
+* training corpus: `{model['training']['cache']}`, fold `{'all (final model)' if fold == 0 else fold}`, split {model['training']['split_sizes']}
+* exported {model['exported_utc']}
+
+## Results
+
+{scores}
+## Intended use and limits
+
+Research on valence and arousal in speech: outputs are on the training corpus's label scale and are only as
+good as that corpus's match to your recordings (language, recording conditions, acted vs natural speech,
+speakers). Not for decisions about individuals. With a dialogue state, context comes from the previous files
+of the same `dialog_id` in `start_s` order; without a manifest, each file is predicted alone.
+
+## Use
+
+    python cli.py predict --model <this folder> --audio a.wav b.flac --out predictions.csv
+
+    from heads.model_folder import load_model
+    predictions = load_model("<this folder>").predict(["a.wav", "b.flac"])
+"""
+
+
+def verify_checksums(folder: Path) -> None:
+    """Refuse a model folder whose files differ from the ones exported (or lack any)."""
+    listing = folder / CHECKSUMS
+    if not (folder / MODEL_FILE).is_file() or not listing.is_file():
+        raise InputError(f"{folder}: not a model folder (no {MODEL_FILE} or {CHECKSUMS}); make one with `cli.py export`")
+    for line in listing.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        path = folder / name
+        if not path.is_file():
+            raise InputError(f"{path}: missing from the model folder")
+        if _sha256(path) != digest:
+            raise InputError(f"{path}: changed since export (sha256 differs); re-export the model")
+
+
+class ExportedModel:
+    """A loaded model folder: heads (one per seed), their statistics, the context projection."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        verify_checksums(self.folder)
+        self.record = json.loads((self.folder / MODEL_FILE).read_text())
+        if self.record.get("format_version") != FORMAT_VERSION:
+            raise InputError(f"{self.folder}: model format {self.record.get('format_version')} is not "
+                             f"{FORMAT_VERSION}, the one this version reads")
+        sizes = BlockSizes(**self.record["sizes"])
+        dropout = self.record["config"]["dropout"]
+        self.heads = [load_head(self.folder / f"head_seed{s}.safetensors", self.record["variant"], sizes, dropout)
+                      for s in self.record["seeds"]]
+        self.context = load_numpy(str(self.folder / CONTEXT_FILE)) if self.record["state"] else None
+
+    @property
+    def speech_checksum(self) -> str | None:
+        return self.record["speech_model"].get("weights_sha256")
+
+    def predict(self, audio: list[str] | None = None, manifest: str | None = None, speech_model: str | None = None,
+                device: str = "auto", on_error: str = "skip", cache: str | None = None):  # noqa: ANN201
+        """Valence and arousal of new audio (``heads.predict.predict_audio``); returns a polars DataFrame."""
+        from heads.predict import predict_audio
+
+        return predict_audio(self, audio, manifest, speech_model, device, on_error, cache)[0]
+
+
+def load_model(folder: str | Path) -> ExportedModel:
+    """Load a folder written by ``cli.py export`` (checksums verified first)."""
+    return ExportedModel(folder)
+
+
+def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.ndarray | None,
+                 state: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Mean over seeds of the heads on raw features (z-scored here with each head's saved statistics):
+    ``([n, 2] valence/arousal on the corpus scale, {attention column -> [n]})``."""
+    from heads.features import SplitTensors
+    from heads.train import predict
+
+    n = len(prosody if prosody is not None else speech)
+
+    def block(values: np.ndarray | None, name: str, stats: dict[str, np.ndarray]) -> torch.Tensor:
+        if values is None or f"{name}_mean" not in stats:
+            return torch.zeros(n, 0)
+        z = np.clip((values - stats[f"{name}_mean"]) / stats[f"{name}_std"], -CLIP, CLIP)  # as in training
+        return torch.from_numpy(np.nan_to_num(z, nan=0.0).astype(np.float32))
+
+    outputs, attention = [], []
+    for head, stats in model.heads:
+        split = SplitTensors(np.arange(n), block(speech, "speech", stats), block(prosody, "prosody", stats),
+                             block(state, "state", stats), torch.zeros(n, 2), np.zeros((n, 2)))
+        pred, attn = predict(head, split)
+        outputs.append(pred.numpy() * stats["target_std"] + stats["target_mean"])
+        if attn is not None:
+            attention.append({"attn_valence_prosody": attn["valence"][:, 0].numpy(),
+                              "attn_valence_other": attn["valence"][:, 1].numpy(),
+                              "attn_arousal_speech": attn["arousal"][:, 0].numpy(),
+                              "attn_arousal_other": attn["arousal"][:, 1].numpy()})
+    mean_attention = {k: np.mean([a[k] for a in attention], 0) for k in attention[0]} if attention else {}
+    return np.mean(outputs, 0), mean_attention

@@ -1,0 +1,85 @@
+"""Valence and arousal of new recordings with an exported model: the same speech and prosody stages as
+``extract`` (batched, into a temporary cache unless one is given), the dialogue context, then the heads."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from cache import CacheReader
+from cache.schema import Failure
+from core.errors import InputError
+from heads.model_folder import ExportedModel, head_outputs
+from pipeline.corpora.prediction import prediction_manifest
+from pipeline.extract import ExtractConfig, extract
+from pipeline.features.context import context_states
+from pipeline.features.layers import select_layer
+from pipeline.stages.prosody import ProsodyConfig
+from pipeline.stages.speech import SpeechConfig
+from pipeline.stages.state import build_sequences, state_config_from_dict, turn_summaries
+
+log = logging.getLogger(__name__)
+
+
+def _config(cls: type, stored: dict, **changes: object) -> object:
+    names = {f.name for f in fields(cls)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in names}
+    return cls(**{**values, **changes})
+
+
+def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str | None, speech_model: str | None,
+                  device: str = "auto", on_error: str = "skip", cache: str | None = None
+                  ) -> tuple[pl.DataFrame, list[Failure]]:
+    """Predictions ``utt_id, path, valence, arousal`` (+ attention weights) for every file that could be read,
+    and the failures of the others. ``speech_model`` defaults to the one the model was trained with; weights
+    with another checksum are refused (``InputError``)."""
+    rows, problems = prediction_manifest(audio, manifest)
+    for problem in problems:
+        log.warning("skipped: %s", problem)
+    speech_id = speech_model or model.record["speech_model"].get("model_id")
+    config = ExtractConfig(
+        speech=_config(SpeechConfig, model.record["speech_config"], model=str(speech_id), batch_seconds=0.0,
+                       frame_layers=(), num_workers=0),
+        # a handful of files is done before a process pool would have started
+        prosody=_config(ProsodyConfig, model.record["prosody_config"], workers=1 if rows.height <= 32 else 0),
+    )
+    with tempfile.TemporaryDirectory(prefix="predict-") as tmp:
+        path = Path(cache) if cache else Path(tmp) / "predict.h5"
+        extract(path, rows, ["speech", "prosody"], config, device=device, on_error=on_error)
+        reader = CacheReader(path)
+        checksum = reader.provenance("speech")["model"].get("weights_sha256")
+        if checksum != model.speech_checksum:
+            raise InputError(f"{speech_id}: speech model weights differ from the ones this model was trained on "
+                             f"(sha256 {checksum} != {model.speech_checksum}); use --speech-model with those weights")
+        frame = predict_cached(model, reader)
+        return frame, reader.failures
+
+
+def predict_cached(model: ExportedModel, reader: CacheReader) -> pl.DataFrame:
+    """Predictions for the rows of a cache holding the speech and prosody stages of new audio."""
+    m = reader.manifest
+    ok = reader.ok(["speech", "prosody"])
+    features = model.record["features"]
+    pooled = reader.read("speech", "pooled")
+    prosody = reader.read("prosody", "values")
+    layer = features["layer"]
+    speech = pooled.astype(np.float32) if layer == "weighted" else select_layer(pooled, layer)
+    state = None
+    if model.record["state"]:
+        config = state_config_from_dict(model.record["state"]["config"])
+        u = turn_summaries(select_layer(pooled, config.speech_layer), prosody, model.context)
+        sequences = build_sequences(m, ok, config.grouping)
+        state = context_states(u, sequences, m["speaker"].to_numpy(), config.context_decay,
+                               speaker_aware=config.kind == "ema-features-speaker")
+    rows = np.flatnonzero(ok)
+    values, attention = head_outputs(model, speech[rows] if features["use_speech"] else None,
+                                     prosody[rows] if features["use_prosody"] else None,
+                                     state[rows] if state is not None else None)
+    columns = {"utt_id": m["utt_id"].to_numpy()[rows], "path": m["path"].to_numpy()[rows],
+               "valence": values[:, 0], "arousal": values[:, 1], **attention}
+    return pl.DataFrame(columns)

@@ -1,0 +1,154 @@
+"""export + predict: a model folder predicts new audio exactly as the run predicted its test rows, in a fresh
+process without the cache or the runs; wrong speech weights, missing files and damaged folders are clear."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cache import CacheReader
+from heads.experiment import train_fold
+from heads.features import FeatureConfig, load_corpus_arrays
+from heads.train import TrainConfig
+from tests.test_cli import run_cli
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_wavlm):
+    """A cache of the IEMOCAP-shaped tree (ema-features state), a fold-1 run with state and one without."""
+    from pipeline.corpora import read_iemocap
+    from pipeline.extract import ExtractConfig, extract
+    from pipeline.stages.prosody import ProsodyConfig
+    from pipeline.stages.speech import SpeechConfig
+    from tests.synth import write_iemocap_tree
+
+    work = tmp_path_factory.mktemp("predict")
+    manifest, _ = read_iemocap(write_iemocap_tree(work))
+    cache = work / "c.h5"
+    extract(cache, manifest, ["speech", "prosody", "state"],
+            ExtractConfig(speech=SpeechConfig(model=str(tiny_wavlm)), prosody=ProsodyConfig(workers=1)), device="cpu")
+    arrays = load_corpus_arrays(CacheReader(cache))
+    config = TrainConfig(epochs=3)
+    train_fold(arrays, 1, config, [0, 1], work / "runs" / "state" / "fold1")
+    train_fold(arrays, 1, TrainConfig(epochs=3, features=FeatureConfig(use_state=False)), [0],
+               work / "runs" / "no-state" / "fold1")
+    return work, cache
+
+
+def _export(run_dir, out):
+    result = run_cli("export", "--run", str(run_dir), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _export_in_process(run_dir, out):
+    from heads.model_folder import export_model, run_context_projection
+    from heads.runs import read_run
+
+    return export_model(run_dir, out, run_context_projection(read_run(run_dir)[0]))
+
+
+def _exported(work, name, out):
+    return _export_in_process(work / "runs" / name / "fold1", out)
+
+
+def _fold1_manifest(cache, path):
+    m = CacheReader(cache).manifest.filter(pl.col("fold") == 1)
+    m.select("utt_id", "path", "speaker", "dialog_id", "start_s").write_csv(path)
+    return m
+
+
+def _compare(predicted_csv, run_dir):
+    expected = (pl.read_csv(run_dir / "predictions.csv").group_by("utt_id")
+                .agg(pl.col("valence_pred").mean(), pl.col("arousal_pred").mean()))
+    got = pl.read_csv(predicted_csv).join(expected, on="utt_id")
+    assert got.height == expected.height
+    return max(np.abs(got["valence"] - got["valence_pred"]).max(), np.abs(got["arousal"] - got["arousal_pred"]).max())
+
+
+def test_predict_with_dialogue_order_equals_the_runs_test_predictions_in_a_fresh_process(trained, tmp_path):
+    work, cache = trained
+    model = _export(work / "runs" / "state" / "fold1", tmp_path / "model")
+    manifest = _fold1_manifest(cache, tmp_path / "new.csv")
+    moved = tmp_path / "elsewhere.h5"
+    shutil.move(cache, moved)  # the model must not need the cache (nor the runs) any more
+    try:
+        result = run_cli("predict", "--model", str(model), "--manifest", str(tmp_path / "new.csv"),
+                         "--out", str(tmp_path / "p.csv"), "--device", "cpu")
+    finally:
+        shutil.move(moved, cache)
+    assert result.returncode == 0, result.stderr
+    assert _compare(tmp_path / "p.csv", work / "runs" / "state" / "fold1") <= 1e-5
+    assert manifest.height == pl.read_csv(tmp_path / "p.csv").height
+    card = (model / "README.md").read_text()
+    assert "Intended use and limits" in card and "weights sha256" in card
+
+
+def test_the_python_api_on_plain_files_equals_the_runs_predictions_for_a_model_without_state(trained, tmp_path):
+    from heads.model_folder import load_model
+
+    work, cache = trained
+    model = _exported(work, "no-state", tmp_path / "model")
+    files = CacheReader(cache).manifest.filter(pl.col("fold") == 1)["path"].to_list()
+    load_model(model).predict(files, device="cpu").write_csv(tmp_path / "p.csv")
+    predicted = pl.read_csv(tmp_path / "p.csv")
+    assert set(predicted["utt_id"]) == {Path(f).stem for f in files}
+    assert _compare(tmp_path / "p.csv", work / "runs" / "no-state" / "fold1") <= 1e-5
+
+
+def test_other_speech_weights_are_refused_with_one_error_line(trained, tmp_path):
+    from testing.random_wavlm import save_random_wavlm
+
+    work, cache = trained
+    model = _exported(work, "no-state", tmp_path / "model")
+    other = save_random_wavlm(tmp_path / "other_wavlm", "tiny", norm="layer", seed=7)
+    file = CacheReader(cache).manifest["path"][0]
+    result = run_cli("predict", "--model", str(model), "--audio", file, "--speech-model", str(other))
+    assert result.returncode == 2 and "speech model weights differ" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_file_is_reported_and_the_rest_predicted(trained, tmp_path, caplog):
+    from heads.model_folder import load_model
+
+    work, cache = trained
+    model = _exported(work, "no-state", tmp_path / "model")
+    file = CacheReader(cache).manifest["path"][0]
+    predicted = load_model(model).predict([file, str(tmp_path / "gone.wav")], device="cpu")
+    assert predicted.height == 1 and "gone.wav" in caplog.text
+
+
+def test_a_changed_model_file_is_refused(trained, tmp_path):
+    from core.errors import InputError
+    from heads.model_folder import load_model
+
+    work, _ = trained
+    model = _exported(work, "no-state", tmp_path / "model")
+    head = model / "head_seed0.safetensors"
+    data = bytearray(head.read_bytes())
+    data[-5] ^= 0xFF
+    head.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="changed since export"):
+        load_model(model)
+
+
+def test_a_final_model_trains_on_every_labelled_row_and_predicts_after_export(trained, tmp_path):
+    from heads.model_folder import load_model
+    from heads.runs import read_run
+
+    work, cache = trained
+    run = tmp_path / "final"
+    result = run_cli("train-heads", "--cache", str(cache), "--fold", "all", "--out", str(run), "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+    record, predictions = read_run(run)
+    reader = CacheReader(cache)
+    sizes = record["split_sizes"]
+    assert sizes["test"] == 0 and predictions.height == 0
+    assert sizes["train"] + sizes["validation"] == int(reader.ok(reader.stages).sum())
+    model = _export_in_process(run, tmp_path / "model")
+    _fold1_manifest(cache, tmp_path / "new.csv")
+    predicted = load_model(model).predict(manifest=str(tmp_path / "new.csv"), device="cpu")
+    assert predicted.height == 5 and predicted["valence"].is_finite().all()
+    assert "no held-out score" in (model / "README.md").read_text()
