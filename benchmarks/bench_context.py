@@ -14,7 +14,8 @@ and emotion (files repeat inside a speaker's dialogues, never across folds); its
 the EmoDB cache, its valence/arousal are the file's labels.
 
 For each p the script builds one cache per state kind (``--kinds``), runs the state stage (timed), trains
-``--head`` with the state and without it on every fold and seed, and prints the table of means with
+``--head`` with the state (gate off), without it, and with ``--gate`` also with the state gate (train with
+and without the state, keep the better on validation speakers) on every fold and seed, and prints the table of means with
 speaker-bootstrap intervals and paired differences from the no-state runs (``heads.evaluate``).
 ``--corpus-seed`` draws a different corpus: the defaults were chosen on seed 0 and confirmed on seed 1.
 """
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=50)
     parser.add_argument("--corpus-seed", type=int, default=0)
     parser.add_argument("--state-epochs", type=int, default=None, help="mamba: override StateConfig().epochs")
+    parser.add_argument("--gate", action="store_true", help="also train each kind with the state gate (heads.experiment)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_context"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -115,7 +117,8 @@ def main() -> None:
         raise SystemExit(f"bench_context needs the EmoDB corpus at {SHARED_EMODB}")
     keep_freed_memory()
     source = build("emodb", Path("/tmp/bench_head_defaults"))
-    with_state = parse_variant(args.head, TrainConfig())
+    with_state = replace(parse_variant(args.head, TrainConfig()), state_gate=False)
+    gated = replace(with_state, state_gate=True)
     without_state = replace(with_state, features=replace(with_state.features, use_state=False))
     seeds = list(range(args.seeds))
     for p in (float(v) for v in args.persistence.split(",")):
@@ -137,6 +140,10 @@ def main() -> None:
                 run_dir = work / "runs" / f"state={kind}" / f"fold{fold}"
                 train_fold(arrays, fold, with_state, seeds, run_dir, label=f"state={kind}", overwrite=True)
                 run_dirs.append(run_dir)
+                if args.gate:
+                    run_dir = work / "runs" / f"state={kind}+gate" / f"fold{fold}"
+                    train_fold(arrays, fold, gated, seeds, run_dir, label=f"state={kind}+gate", overwrite=True)
+                    run_dirs.append(run_dir)
                 if kind == args.kinds.split(",")[0]:
                     run_dir = work / "runs" / "no-state" / f"fold{fold}"
                     train_fold(arrays, fold, without_state, seeds, run_dir, label="no-state", overwrite=True)

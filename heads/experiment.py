@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from heads.runs import (
     PREDICTIONS_FILE,
     config_record,
     new_run_dir,
+    read_run_json,
     save_head,
     write_run_json,
 )
@@ -65,7 +67,40 @@ def train_fold(arrays: CorpusArrays, test_fold: int, config: TrainConfig, seeds:
     progress = progress or TrainingProgress(len(seeds), live=False)
     with new_run_dir(out_dir, overwrite) as tmp:
         predictions = _train_seeds(arrays, split, fold, config, seeds, tmp, device, label, progress)
+        if config.state_gate and fold.effective.use_state:
+            predictions = _gate_state(arrays, split, config, seeds, tmp, device, label, predictions)
     return predictions
+
+
+def _gate_state(arrays: CorpusArrays, split: FoldSplit, config: TrainConfig, seeds: list[int], run_dir: Path,
+                device: torch.device, label: str, with_state: pl.DataFrame) -> pl.DataFrame:
+    """Train the same heads without the state on the same split; keep whichever has the better mean
+    validation CCC (held-out training speakers; never the test fold). A state that carries nothing for a corpus
+    cost the heads 0.06-0.16 CCC-V in bench_context.py; the gate keeps that cost near 0 and the gain where
+    the context is real. The decision is recorded in run.json (``state_gate``)."""
+    without_config = replace(config, features=replace(config.features, use_state=False))
+    without_fold = prepare_fold(arrays, split, without_config.features)
+    alternative = run_dir / ".without-state"  # inside the run's temporary folder: cleaned up with it
+    alternative.mkdir()
+    try:
+        without = _train_seeds(arrays, split, without_fold, without_config, seeds, alternative, device, label,
+                               TrainingProgress(len(seeds), live=False))
+        scores = {name: float(np.mean([m["best_val_ccc"] for m in read_run_json(folder)["metrics_per_seed"].values()]))
+                  for name, folder in (("with_state", run_dir), ("without_state", alternative))}
+        keep_state = scores["with_state"] > scores["without_state"]
+        if not keep_state:
+            for path in run_dir.iterdir():
+                if path != alternative:
+                    path.unlink()
+            for path in alternative.iterdir():
+                shutil.move(str(path), run_dir / path.name)
+        record = read_run_json(run_dir)
+        record["config"] = config_record(config)  # what was asked for; effective_features: what was used
+        record["state_gate"] = {**scores, "chosen": "with_state" if keep_state else "without_state"}
+        write_run_json(run_dir, record)
+    finally:
+        shutil.rmtree(alternative, ignore_errors=True)
+    return with_state if keep_state else without
 
 
 def _train_seeds(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, config: TrainConfig, seeds: list[int],

@@ -86,6 +86,8 @@ def plot_attention(predictions: dict[str, pl.DataFrame], target) -> None:  # noq
     rows = max(1, len(with_attention))
     fig, axes = plt.subplots(rows, 2, figsize=(10, 3.2 * rows), squeeze=False)
     for row, (label, preds) in enumerate(with_attention.items()):
+        preds = preds.group_by("utt_id", maintain_order=True).agg(  # one point per utterance: mean over seeds
+            pl.col("valence_true", "arousal_true", "attn_valence_prosody", "attn_arousal_speech").mean())
         for col, (dim, column, block) in enumerate((("valence", "attn_valence_prosody", "prosody"),
                                                    ("arousal", "attn_arousal_speech", "speech"))):
             ax = axes[row, col]
@@ -148,7 +150,7 @@ def plot_forest(comparisons: dict, target) -> None:  # noqa: ANN001 - path or bi
                         va="center", fontsize=7)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_title(f"Δ{metric} vs {comparisons['baseline']}", fontsize=9)
-        ax.set_xlabel("difference (interval: 95 % paired speaker bootstrap)")
+        ax.set_xlabel("Δ, 95 % paired speaker-bootstrap interval", fontsize=8)
     axes[0][0].set_yticks(range(len(labels)), labels)
     axes[0][0].invert_yaxis()
     fig.tight_layout()

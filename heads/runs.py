@@ -76,6 +76,11 @@ def write_run_json(run_dir: Path, record: dict) -> None:
     (run_dir / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
 
 
+def read_run_json(run_dir: Path) -> dict:
+    """``run.json`` of a run folder being written (no checks; ``read_run`` checks finished runs)."""
+    return json.loads((Path(run_dir) / RUN_FILE).read_text())
+
+
 def expand_runs(runs: list[Path]) -> list[Path]:
     """Run folders; a folder holding run folders (e.g. an ablate output) stands for all runs inside it."""
     expanded = []

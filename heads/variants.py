@@ -25,14 +25,19 @@ def _settings() -> dict[str, str]:
     return {f.name.replace("_", "-"): f.name for f in fields(TrainConfig) if f.name not in ("variant", "features")}
 
 
-def _setting_value(field_name: str, text: str, spec: str) -> float | int | None:
+def _setting_value(field_name: str, text: str, spec: str) -> float | int | bool | None:
     kind = next(f.type for f in fields(TrainConfig) if f.name == field_name)  # annotations are strings here
     try:
         if "None" in kind and text.lower() == "none":
             return None
+        if kind == "bool":
+            if text.lower() not in ("0", "1", "true", "false", "on", "off"):
+                raise ValueError(text)
+            return text.lower() in ("1", "true", "on")
         return int(text) if kind == "int" else float(text)
     except ValueError:
-        raise InputError(f"'{spec}': {field_name.replace('_', '-')}={text} is not a number") from None
+        raise InputError(f"'{spec}': {field_name.replace('_', '-')}={text} is not a "
+                         f"{'switch (on/off)' if kind == 'bool' else 'number'}") from None
 
 
 def parse_variant(spec: str, base: TrainConfig) -> TrainConfig:
@@ -77,7 +82,10 @@ def run_label(config: TrainConfig) -> str:
     for name, field_name in _settings().items():
         value = getattr(config, field_name)
         if value != getattr(defaults, field_name):
-            parts.append(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}")
+            if isinstance(value, bool):
+                parts.append(f"{name}={'on' if value else 'off'}")
+            else:
+                parts.append(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}")
     return "+".join(parts)
 
 

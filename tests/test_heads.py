@@ -14,7 +14,7 @@ from heads.features import FeatureConfig, load_corpus_arrays, prepare_fold, spli
 from heads.models import BlockSizes, build_head
 from heads.runs import load_head, read_run
 from heads.train import TrainConfig, block_sizes
-from heads.variants import parse_variant
+from heads.variants import parse_variant, run_label
 from tests.synth_cache import planted_cache
 
 
@@ -154,3 +154,11 @@ def test_reading_only_the_chosen_layer_gives_the_same_fold_tensors(planted, laye
     assert torch.equal(full.train.speech, single.train.speech) and torch.equal(full.test.speech, single.test.speech)
     with pytest.raises(InputError, match="needs every hidden state"):
         prepare_fold(one_layer, split_rows(one_layer, 1, 0.1), FeatureConfig(layer="weighted"))
+
+
+def test_a_switch_setting_takes_on_or_off_and_its_label_parses_back():
+    config = parse_variant("separate-attn+state-gate=off", TrainConfig())
+    assert config.state_gate is False and run_label(config) == "separate-attn+state-gate=off"
+    assert parse_variant(run_label(config), TrainConfig()) == config
+    with pytest.raises(InputError, match="state-gate=maybe is not a switch"):
+        parse_variant("separate-attn+state-gate=maybe", TrainConfig())

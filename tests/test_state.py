@@ -1,6 +1,7 @@
 """Dialogue states: the scan is Mamba's recurrence, states are causal, no test label leaks, and on
 dialogues whose emotion persists the state helps held-out predictions."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -157,7 +158,7 @@ def test_heads_with_the_state_beat_heads_without_it_on_persistent_dialogues(stic
     arrays = load_corpus_arrays(reader)
     scores = {}
     for use_state in (True, False):
-        config = TrainConfig(variant="separate", features=FeatureConfig(use_state=use_state))
+        config = TrainConfig(variant="separate", features=FeatureConfig(use_state=use_state), state_gate=False)
         ccc = [dimension_metrics(train_fold(arrays, k, config, [0], tmp_path / f"{use_state}{k}"))
                for k in range(1, 6)]
         scores[use_state] = np.mean([(m["ccc_v"] + m["ccc_a"]) / 2 for m in ccc])
@@ -189,3 +190,28 @@ def test_extract_writes_states_for_every_fold_of_an_iemocap_shaped_tree(tmp_path
     info = run_cli("cache", "info", "--cache", str(tmp_path / "c.h5"))
     assert "[state] 25 of 25 ok" in info.stdout and "mamba over dialog, width 16, folds [1, 2, 3, 4, 5], 15 updaters" in info.stdout
     assert "PyTorch reference scan" in info.stdout
+
+
+def test_the_state_gate_keeps_an_informative_state_and_drops_a_noise_state(sticky, tmp_path):
+    """The gate trains with and without the state and keeps the better on validation speakers."""
+    arrays = load_corpus_arrays(CacheReader(sticky))
+    config = TrainConfig(variant="separate", epochs=12)
+    noise = {k: np.random.default_rng(k).standard_normal(v.shape).astype(np.float32) for k, v in arrays.states.items()}
+    chosen = {}
+    for name, states in (("real", arrays.states), ("noise", noise)):
+        arrays.states = states
+        chosen[name] = []
+        for k in range(1, 6):
+            train_fold(arrays, k, config, [0], tmp_path / name / f"fold{k}")
+            record = json.loads((tmp_path / name / f"fold{k}" / "run.json").read_text())
+            gate = record["state_gate"]
+            assert gate["chosen"] == ("with_state" if record["effective_features"]["use_state"] else "without_state")
+            assert (gate["with_state"] > gate["without_state"]) == (gate["chosen"] == "with_state")
+            chosen[name].append(gate["chosen"])
+    assert chosen["real"] == ["with_state"] * 5
+    assert chosen["noise"].count("without_state") >= 4, chosen
+    from heads.evaluate import evaluate_runs
+
+    # one label whose folds chose differently (folds 1-2 kept a state, 3-5 mostly not) is one table
+    runs = [tmp_path / ("real" if k <= 2 else "noise") / f"fold{k}" for k in range(1, 6)]
+    assert evaluate_runs(runs).per_fold.height == 5
