@@ -42,11 +42,12 @@ def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str |
     for problem in problems:
         log.warning("skipped: %s", problem)
     speech_id = speech_model or model.record["speech_model"].get("model_id")
+    few = rows.height <= 32  # a handful of files is done before worker processes would have started
+    stored_speech = model.record["speech_config"]
     config = ExtractConfig(
-        speech=_config(SpeechConfig, model.record["speech_config"], model=str(speech_id), batch_seconds=0.0,
-                       frame_layers=(), num_workers=0),
-        # a handful of files is done before a process pool would have started
-        prosody=_config(ProsodyConfig, model.record["prosody_config"], workers=1 if rows.height <= 32 else 0),
+        speech=_config(SpeechConfig, stored_speech, model=str(speech_id), batch_seconds=0.0, frame_layers=(),
+                       num_workers=0 if few else stored_speech.get("num_workers", 1)),
+        prosody=_config(ProsodyConfig, model.record["prosody_config"], workers=1 if few else 0),
     )
     with tempfile.TemporaryDirectory(prefix="predict-") as tmp:
         path = Path(cache) if cache else Path(tmp) / "predict.h5"
