@@ -101,12 +101,13 @@ def main() -> None:
     import torch
 
     from cache import CacheReader
+    from cache.paths import CachePaths
     from pipeline.stages.state import StateConfig, run_state_stage
 
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "bench_state.h5"
-    cache.unlink(missing_ok=True)
+    CachePaths(cache).remove_all()  # the cache and any parts an interrupted earlier run left
     build_cache(cache, args.utterances, args.dialogues)
     for kind in args.kinds.split(","):
         config = StateConfig(kind=kind)

@@ -1,6 +1,7 @@
 """train-heads, eval and ablate work from a cache alone and write what they promise."""
 
 import json
+import subprocess
 
 import polars as pl
 import pytest
@@ -24,14 +25,14 @@ def test_train_heads_then_eval_reports_per_fold_and_mean_metrics(cache, tmp_path
     runs = []
     for fold in (1, 2):
         run = tmp_path / f"fold{fold}"
-        result = run_cli("train-heads", "--cache", str(cache), "--fold", str(fold), "--out", str(run), "--seeds", "2")
+        result = cli_in_process("train-heads", "--cache", str(cache), "--fold", str(fold), "--out", str(run), "--seeds", "2")
         assert result.returncode == 0, result.stderr
         assert f"fold {fold}, separate-attn+no-state, 2 seed(s)" in result.stdout
         assert (run / "head_seed0.safetensors").is_file() and (run / "head_seed1.safetensors").is_file()
         preds = pl.read_csv(run / "predictions.csv")
         assert set(preds["seed"]) == {0, 1} and "attn_valence_prosody" in preds.columns
         runs += ["--runs", str(run)]
-    result = run_cli("eval", *runs, "--out", str(tmp_path / "eval"), "--json", str(tmp_path / "m.json"))
+    result = cli_in_process("eval", *runs, "--out", str(tmp_path / "eval"), "--json", str(tmp_path / "m.json"))
     assert result.returncode == 0, result.stderr
     # the planted cache has no dialogue states: runs are labelled by what they used
     assert "| separate-attn+no-state | 2 |" in result.stdout and "valence->prosody" in result.stdout
@@ -42,10 +43,37 @@ def test_train_heads_then_eval_reports_per_fold_and_mean_metrics(cache, tmp_path
     assert low <= metrics["mean"]["ccc_v"] <= high and "[" in result.stdout  # intervals in the table too
     for name in ("results.md", "results.csv", "per_fold.png", "scatter.png", "attention.png", "learning_curves.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
-    report = run_cli("report", *runs, "--out", str(tmp_path / "report_folder"))
-    assert report.returncode == 0 and (tmp_path / "report_folder" / "report.html").is_file()  # --out: a folder too
-    spaced = run_cli("eval", "--runs", runs[1], runs[3], "--out", str(tmp_path / "eval2"))
-    assert spaced.returncode == 2 and spaced.stderr.startswith("error:") and "--runs a --runs b" in spaced.stderr
+    assert main_in_process("report", *runs, "--out", str(tmp_path / "report_folder"), "--bootstrap", "0")[0] == 0
+    assert (tmp_path / "report_folder" / "report.html").is_file()  # --out may be a folder, as elsewhere
+    code, err = main_in_process("eval", "--runs", runs[1], runs[3], "--out", str(tmp_path / "eval2"))
+    assert code == 2 and err.startswith("error:") and "--runs a --runs b" in err
+
+
+def main_in_process(*args: str) -> tuple[int, str]:
+    """``python cli.py ARGS`` without a new interpreter (the same ``cli.main``): (exit status, stderr)."""
+    result = cli_in_process(*args)
+    return result.returncode, result.stderr
+
+
+def cli_in_process(*args: str) -> subprocess.CompletedProcess:
+    """``run_cli`` without a new interpreter: the same ``cli.main``, its exit status, stdout and stderr."""
+    import contextlib
+    import io
+    import sys
+
+    import cli
+
+    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = ["cli.py", *args]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            cli.main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(["cli.py", *args], code, out.getvalue(), err.getvalue())
 
 
 def test_explicit_seeds_are_the_seeds_trained(cache, tmp_path):
@@ -77,18 +105,19 @@ def test_ablate_runs_every_variant_and_fold_in_one_command(cache, tmp_path):
 
 
 def test_bad_head_arguments_are_one_line_errors(cache, tmp_path):
-    result = run_cli("ablate", "--cache", str(cache), "--variants", "shared", "--folds", "7", "--out", str(tmp_path))
-    assert result.returncode == 2 and "no fold(s) [7]" in result.stderr
-    result = run_cli("eval", "--runs", str(tmp_path / "nothing"))
-    assert result.returncode == 2 and "no head runs found" in result.stderr
+    code, err = main_in_process("ablate", "--cache", str(cache), "--variants", "shared", "--folds", "7",
+                                "--out", str(tmp_path))
+    assert code == 2 and err.startswith("error:") and "no fold(s) [7]" in err
+    code, err = main_in_process("eval", "--runs", str(tmp_path / "nothing"))
+    assert code == 2 and err.startswith("error:") and "no head runs found" in err
 
 
 def test_runs_that_differ_in_a_setting_share_one_table_and_are_compared_with_a_baseline(cache, tmp_path):
     for name, extra in (("a", ["--label", "shared-lr-1e-3"]), ("b", ["--lr", "3e-3"]), ("lin", ["--variant", "linear"])):
-        result = run_cli("train-heads", "--cache", str(cache), "--folds", "1-3", "--out", str(tmp_path / name),
+        result = cli_in_process("train-heads", "--cache", str(cache), "--folds", "1-3", "--out", str(tmp_path / name),
                          "--epochs", "10", *(["--variant", "shared"] if name != "lin" else []), *extra)
         assert result.returncode == 0, result.stderr
-    result = run_cli("eval", "--runs", str(tmp_path / "a"), "--runs", str(tmp_path / "b"), "--runs", str(tmp_path / "lin"),
+    result = cli_in_process("eval", "--runs", str(tmp_path / "a"), "--runs", str(tmp_path / "b"), "--runs", str(tmp_path / "lin"),
                      "--baseline", str(tmp_path / "lin"), "--out", str(tmp_path / "eval"), "--bootstrap", "300")
     assert result.returncode == 0, result.stderr
     for label in ("shared-lr-1e-3", "shared+no-state+epochs=10+lr=0.003"):  # the label, and the default one

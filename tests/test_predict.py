@@ -13,6 +13,7 @@ from heads.experiment import train_fold
 from heads.features import FeatureConfig, load_corpus_arrays
 from heads.train import TrainConfig
 from tests.test_cli import run_cli
+from tests.test_cli_heads import main_in_process
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +73,15 @@ def test_predict_with_dialogue_order_equals_the_runs_test_predictions_in_a_fresh
     work, cache = trained
     model = _export(work / "runs" / "state" / "fold1", tmp_path / "model")
     manifest = _fold1_manifest(cache, tmp_path / "new.csv")
-    moved = tmp_path / "elsewhere.h5"
-    shutil.move(cache, moved)  # the model must not need the cache (nor the runs) any more
+    moved, runs = tmp_path / "elsewhere.h5", tmp_path / "runs-elsewhere"
+    shutil.move(cache, moved)  # the model must not need the cache nor the runs any more
+    shutil.move(work / "runs", runs)
     try:
         result = run_cli("predict", "--model", str(model), "--manifest", str(tmp_path / "new.csv"),
                          "--out", str(tmp_path / "p.csv"), "--device", "cpu")
     finally:
         shutil.move(moved, cache)
+        shutil.move(runs, work / "runs")
     assert result.returncode == 0, result.stderr
     assert _compare(tmp_path / "p.csv", work / "runs" / "state" / "fold1") <= 1e-5
     assert manifest.height == pl.read_csv(tmp_path / "p.csv").height
@@ -105,9 +108,10 @@ def test_other_speech_weights_are_refused_with_one_error_line(trained, tmp_path)
     model = _exported(work, "no-state", tmp_path / "model")
     other = save_random_wavlm(tmp_path / "other_wavlm", "tiny", norm="layer", seed=7)
     file = CacheReader(cache).manifest["path"][0]
-    result = run_cli("predict", "--model", str(model), "--audio", file, "--speech-model", str(other))
-    assert result.returncode == 2 and "speech model weights differ" in result.stderr
-    assert "Traceback" not in result.stderr
+    code, err = main_in_process("predict", "--model", str(model), "--audio", file, "--speech-model", str(other),
+                                "--device", "cpu")
+    assert code == 2 and err.startswith("error:") and "speech model weights differ" in err
+    assert "Traceback" not in err
 
 
 def test_a_missing_file_is_reported_and_the_rest_predicted(trained, tmp_path, caplog):

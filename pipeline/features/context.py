@@ -27,9 +27,9 @@ def fit_block_projection(x: np.ndarray, train_rows: np.ndarray, components: int
     scaled so that the projected training rows have unit variance (columns beyond the block's rank are 0). ``x`` [N, d] float, NaN = missing (-> the mean)."""
     z, mean, std = zscore(x, x[train_rows])
     z = np.nan_to_num(z, nan=0.0)
-    train = z[train_rows].astype(np.float64)
+    train = z[train_rows].astype(np.float32)  # float32 products: half the time of float64 at 1024 dimensions
     k = max(1, min(components, train.shape[1], len(train_rows) - 1))
-    covariance = train.T @ train / max(1, len(train_rows) - 1)
+    covariance = (train.T @ train).astype(np.float64) / max(1, len(train_rows) - 1)
     values, vectors = np.linalg.eigh(covariance)  # ascending
     values, vectors = values[::-1][:k], vectors[:, ::-1][:, :k]
     axes = np.zeros((train.shape[1], components))  # always ``components`` wide: unused axes stay 0

@@ -228,22 +228,26 @@ def train_updater(inputs: StateInputs, excluded: tuple[int, ...], config: StateC
 
 @torch.no_grad()
 def _validation_ccc(model: DialogueStateUpdater, z: np.ndarray, y: np.ndarray, sequences: list[np.ndarray],
-                    rows: np.ndarray, device: torch.device) -> float:
-    """Mean CCC (valence, arousal) of the updater's auxiliary predictions on ``rows``, whole sequences run."""
+                    rows: np.ndarray, device: torch.device, batch: int = 64) -> float:
+    """Mean CCC (valence, arousal) of the updater's auxiliary predictions on ``rows``, whole sequences run
+    (padded batches of similar length, as in ``states_of``)."""
     model.eval()
-    predicted: dict[int, np.ndarray] = {}
-    wanted = set(rows.tolist())
-    for seq in sequences:
-        if not wanted.intersection(seq.tolist()):
-            continue
-        _, aux = model(torch.from_numpy(z[seq][None]).to(device))
-        for t, row in enumerate(seq):
-            predicted[int(row)] = aux[0, t].float().cpu().numpy()
-    kept = np.array([r for r in rows if int(r) in predicted])
-    if len(kept) < 2:
+    wanted = np.zeros(len(z), bool)
+    wanted[rows] = True
+    chosen = sorted((s for s in sequences if wanted[s].any()), key=len)
+    predicted, truth = [], []
+    for start in range(0, len(chosen), batch):
+        chunk = chosen[start : start + batch]
+        zb, _ = _pad(z, chunk)
+        _, aux = model(zb.to(device))
+        aux = aux.float().cpu().numpy()
+        for i, seq in enumerate(chunk):
+            keep = wanted[seq]
+            predicted.append(aux[i, : len(seq)][keep])
+            truth.append(y[seq][keep])
+    if sum(len(p) for p in predicted) < 2:
         return -np.inf
-    return float(1 - ccc_loss(torch.from_numpy(np.stack([predicted[int(r)] for r in kept])),
-                              torch.from_numpy(y[kept])).mean())
+    return float(1 - ccc_loss(torch.from_numpy(np.concatenate(predicted)), torch.from_numpy(np.concatenate(truth))).mean())
 
 
 @torch.no_grad()
