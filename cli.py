@@ -72,7 +72,7 @@ def extract(
     loader_workers: int = typer.Option(1, help="DataLoader processes decoding audio for the speech stage"),
     state_grouping: str = typer.Option("dialog", help="state sequences: dialog | speaker | utterance"),
     state_kind: str = typer.Option("ema-features", help="dialogue state: ema-features | ema-features-speaker "
-                                   "(untrained, seconds) | mamba (the learned updater); see README 'Dialogue state'"),
+                                   "(untrained, seconds) | mamba (the learned updater); see README 'The dialogue state'"),
     state_epochs: int = typer.Option(20, help="mamba: at most this many epochs per updater"),
     state_width: int = typer.Option(64, help="mamba: width of the state vector"),
     ema: float = typer.Option(0.8, help="mamba: EMA coefficient a of the dialogue state"),

@@ -104,6 +104,7 @@ def main() -> None:
     import torch
     from bench_head_defaults import build
 
+    from cache import CacheReader
     from demo import SHARED_EMODB
     from heads.evaluate import evaluate_runs, write_evaluation
     from heads.experiment import train_fold
@@ -135,7 +136,7 @@ def main() -> None:
             started = time.perf_counter()
             run_state_stage(str(cache), config, torch.device("cpu"))
             timings[kind] = time.perf_counter() - started
-            arrays = load_corpus_arrays(__import__("cache").CacheReader(cache))
+            arrays = load_corpus_arrays(CacheReader(cache))
             for fold in range(1, 6):
                 run_dir = work / "runs" / f"state={kind}" / f"fold{fold}"
                 train_fold(arrays, fold, with_state, seeds, run_dir, label=f"state={kind}", overwrite=True)

@@ -17,4 +17,9 @@ def zscore(x: np.ndarray, train: np.ndarray, axis: int = 0) -> tuple[np.ndarray,
     std = np.nanstd(train, axis=axis)
     mean = np.where(np.isfinite(mean), mean, 0.0)
     std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
-    return np.clip((x - mean) / std, -CLIP, CLIP), mean, std
+    return standardise(x, mean, std), mean, std
+
+
+def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``clip((x - mean) / std, -CLIP, CLIP)`` with statistics fitted before (``zscore``); NaN stays NaN."""
+    return np.clip((x - mean) / std, -CLIP, CLIP)

@@ -52,13 +52,14 @@ class Evaluation:
     per_fold: pl.DataFrame  # label, fold, n_test, seeds, ccc_v, ..., rmse_a (mean over seeds)
     predictions: dict[str, pl.DataFrame]  # label -> all test predictions of all folds and seeds
     records: dict[str, list[dict]]  # label -> run.json of each fold
+    seed_sd: pl.DataFrame | None = None  # label, fold, ccc_v_sd, ccc_a_sd: sd over seeds (ddof=1), null for one seed
 
 
 def evaluate_runs(run_dirs: list[str | Path]) -> Evaluation:
     """Read runs (one folder per fold and configuration) and compute per-fold metrics."""
     if not run_dirs:
         raise InputError("no runs given")
-    rows, predictions, records = [], {}, {}
+    rows, spread, predictions, records = [], [], {}, {}
     for run_dir in run_dirs:
         record, preds = read_run(run_dir)
         record["run_dir"] = str(run_dir)  # in memory only: where the report finds history.csv
@@ -72,9 +73,14 @@ def evaluate_runs(run_dirs: list[str | Path]) -> Evaluation:
         means = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
         rows.append({"label": label, "fold": record["fold"], "n_test": preds.height // len(record["seeds"]),
                      "seeds": len(record["seeds"]), **means})
+        spread.append({"label": label, "fold": record["fold"], **{
+            f"{k}_sd": float(np.std([m[k] for m in per_seed], ddof=1)) if len(per_seed) > 1 else None
+            for k in ("ccc_v", "ccc_a")}})
     check_complete(records)
     per_fold = pl.DataFrame(rows).sort("label", "fold")
-    return Evaluation(per_fold, predictions, records)
+    seed_sd = pl.DataFrame(spread, schema={"label": pl.String, "fold": pl.Int64, "ccc_v_sd": pl.Float64,
+                                           "ccc_a_sd": pl.Float64})
+    return Evaluation(per_fold, predictions, records, seed_sd)
 
 
 def check_complete(records: dict[str, list[dict]]) -> None:
@@ -317,19 +323,6 @@ def comparison_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def seed_spread(evaluation: Evaluation) -> pl.DataFrame:
-    """``label, fold, ccc_v_sd, ccc_a_sd``: sd over seeds (ddof=1) of each fold's CCC; null with one seed."""
-    rows = []
-    for label, preds in evaluation.predictions.items():
-        for (fold,), frame in preds.group_by(["fold"]):
-            per_seed = [dimension_metrics(f) for _, f in frame.group_by(["seed"])]
-            sd = {k: float(np.std([m[k] for m in per_seed], ddof=1)) if len(per_seed) > 1 else None
-                  for k in ("ccc_v", "ccc_a")}
-            rows.append({"label": label, "fold": int(fold), "ccc_v_sd": sd["ccc_v"], "ccc_a_sd": sd["ccc_a"]})
-    return pl.DataFrame(rows, schema={"label": pl.String, "fold": pl.Int64, "ccc_v_sd": pl.Float64,
-                                      "ccc_a_sd": pl.Float64})
-
-
 def learning_histories(evaluation: Evaluation) -> dict[str, pl.DataFrame]:
     """Label -> every run's ``history.csv`` with a ``fold`` column (runs without one, e.g. linear, are left out)."""
     out: dict[str, pl.DataFrame] = {}
@@ -365,7 +358,7 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str
     (out_dir / "metrics.json").write_text(payload)
     if json_path:
         Path(json_path).write_text(payload)
-    plot_per_fold(evaluation.per_fold, seed_spread(evaluation), out_dir / "per_fold.png")
+    plot_per_fold(evaluation.per_fold, evaluation.seed_sd, out_dir / "per_fold.png")
     plot_scatter(evaluation.predictions, out_dir / "scatter.png")
     plot_attention(evaluation.predictions, out_dir / "attention.png")
     if histories := learning_histories(evaluation):

@@ -26,7 +26,7 @@ from heads.runs import (
     save_head,
     write_run_json,
 )
-from heads.train import TrainConfig, block_sizes, predict, train_head
+from heads.train import TrainConfig, attention_columns, block_sizes, predict, train_head
 from heads.variants import run_label
 
 
@@ -44,12 +44,7 @@ def predictions_frame(arrays: CorpusArrays, fold: FoldTensors, model: torch.nn.M
     if arrays.emotions is not None:
         columns["emotion"] = pl.Series(arrays.emotions[test.rows].tolist(), dtype=pl.String)  # may hold nulls
     if attention is not None:
-        columns.update({
-            "attn_valence_prosody": attention["valence"][:, 0].numpy(),
-            "attn_valence_other": attention["valence"][:, 1].numpy(),
-            "attn_arousal_speech": attention["arousal"][:, 0].numpy(),
-            "attn_arousal_other": attention["arousal"][:, 1].numpy(),
-        })
+        columns.update(attention_columns(attention))
     return pl.DataFrame(columns)
 
 

@@ -61,18 +61,14 @@ def add_final_states(arrays: CorpusArrays, reader: CacheReader) -> None:
     every usable row (no labels). The learned state would need an updater trained on all folds: refused."""
     if "state" not in reader.stages or ALL_FOLDS in arrays.states:
         return
-    from pipeline.stages.state import compute_context_unit, load_state_inputs, state_config_from_dict
+    from pipeline.stages.state import context_fold_states, load_state_inputs, state_config_from_dict
 
     config = state_config_from_dict(reader.provenance("state")["config"])
     if config.kind == "mamba":
         raise InputError(f"{reader.path}: a final model (--fold all) with the learned mamba state needs an updater "
                          "trained on every fold, which this version does not build; use --no-state, or a cache "
                          "made with --state-kind ema-features")
-    inputs = load_state_inputs(reader, config)
-    arrays_, _ = compute_context_unit(inputs, ALL_FOLDS, config)
-    states = np.zeros_like(next(iter(arrays.states.values())))
-    states[arrays_[f"fold{ALL_FOLDS}_rows"]] = arrays_[f"fold{ALL_FOLDS}_states"]
-    arrays.states[ALL_FOLDS] = states
+    arrays.states[ALL_FOLDS] = context_fold_states(load_state_inputs(reader, config), ALL_FOLDS, config)
 
 
 def split_rows(arrays: CorpusArrays, fold: int, val_fraction: float) -> FoldSplit:

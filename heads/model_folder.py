@@ -27,7 +27,7 @@ from safetensors.numpy import save_file as save_numpy
 
 from core.errors import InputError
 from core.provenance import utc_now
-from core.standardise import CLIP
+from core.standardise import standardise
 from heads.models import BlockSizes
 from heads.runs import load_head, read_run
 
@@ -204,14 +204,14 @@ def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.nd
     """Mean over seeds of the heads on raw features (z-scored here with each head's saved statistics):
     ``([n, 2] valence/arousal on the corpus scale, {attention column -> [n]})``."""
     from heads.features import SplitTensors
-    from heads.train import predict
+    from heads.train import attention_columns, predict
 
     n = len(prosody if prosody is not None else speech)
 
     def block(values: np.ndarray | None, name: str, stats: dict[str, np.ndarray]) -> torch.Tensor:
         if values is None or f"{name}_mean" not in stats:
             return torch.zeros(n, 0)
-        z = np.clip((values - stats[f"{name}_mean"]) / stats[f"{name}_std"], -CLIP, CLIP)  # as in training
+        z = standardise(values, stats[f"{name}_mean"], stats[f"{name}_std"])  # as in training
         return torch.from_numpy(np.nan_to_num(z, nan=0.0).astype(np.float32))
 
     outputs, attention = [], []
@@ -221,9 +221,6 @@ def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.nd
         pred, attn = predict(head, split)
         outputs.append(pred.numpy() * stats["target_std"] + stats["target_mean"])
         if attn is not None:
-            attention.append({"attn_valence_prosody": attn["valence"][:, 0].numpy(),
-                              "attn_valence_other": attn["valence"][:, 1].numpy(),
-                              "attn_arousal_speech": attn["arousal"][:, 0].numpy(),
-                              "attn_arousal_other": attn["arousal"][:, 1].numpy()})
+            attention.append(attention_columns(attn))
     mean_attention = {k: np.mean([a[k] for a in attention], 0) for k in attention[0]} if attention else {}
     return np.mean(outputs, 0), mean_attention

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from core.metrics import ccc  # noqa: E402
+
 
 def plot_per_fold(per_fold: pl.DataFrame, fold_sd: pl.DataFrame | None, target) -> None:  # noqa: ANN001
     """CCC per fold and label as bars, with the fold's number of test utterances under it; ``fold_sd``
@@ -42,13 +44,6 @@ def plot_per_fold(per_fold: pl.DataFrame, fold_sd: pl.DataFrame | None, target) 
     plt.close(fig)
 
 
-def _ccc(true: np.ndarray, pred: np.ndarray) -> float:
-    if len(true) < 2:
-        return float("nan")
-    cov = np.mean((true - true.mean()) * (pred - pred.mean()))
-    return float(2 * cov / (true.var() + pred.var() + (true.mean() - pred.mean()) ** 2 + 1e-12))
-
-
 def plot_scatter(predictions: dict[str, pl.DataFrame], target) -> None:  # noqa: ANN001 - path or binary file
     """Predicted vs true per label and dimension, every panel of a dimension on the same axes, with its CCC
     (pooled over the test utterances of all folds, mean over seeds per utterance)."""
@@ -70,7 +65,7 @@ def plot_scatter(predictions: dict[str, pl.DataFrame], target) -> None:  # noqa:
             ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
             ax.set_xlim(lo, hi)
             ax.set_ylim(lo, hi)
-            ax.set_title(f"{label}: {dim} (pooled CCC {_ccc(true, pred):.3f}, n={len(true)})", fontsize=9)
+            ax.set_title(f"{label}: {dim} (pooled CCC {ccc(pred, true):.3f}, n={len(true)})", fontsize=9)
             ax.set_xlabel("true")
             ax.set_ylabel("predicted")
     fig.tight_layout()

@@ -23,7 +23,6 @@ from heads.evaluate import (  # noqa: E402
     comparison_markdown,
     learning_histories,
     results_table,
-    seed_spread,
     summarise,
 )
 from heads.plots import plot_attention, plot_forest, plot_learning_curves, plot_per_fold, plot_scatter  # noqa: E402
@@ -136,7 +135,7 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
     table = results_table(results)
     figures = [
         ("Per-fold CCC (n = test utterances)",
-         _png_data_uri(plot_per_fold, evaluation.per_fold, seed_spread(evaluation))),
+         _png_data_uri(plot_per_fold, evaluation.per_fold, evaluation.seed_sd)),
         ("Predicted vs true (test utterances of all folds)", _png_data_uri(plot_scatter, evaluation.predictions)),
         ("Attention weights by true valence / arousal", _png_data_uri(plot_attention, evaluation.predictions)),
     ]

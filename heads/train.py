@@ -105,6 +105,15 @@ def predict(model: torch.nn.Module, split: SplitTensors) -> tuple[torch.Tensor, 
     return pred.cpu(), None if attention is None else {k: v.cpu() for k, v in attention.items()}
 
 
+def attention_columns(attention: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The attention weights of ``predict`` as the columns of predictions.csv: each branch's ``w[0]`` (valence
+    -> prosody, arousal -> speech) and ``w[1]`` (the other blocks)."""
+    return {"attn_valence_prosody": attention["valence"][:, 0].numpy(),
+            "attn_valence_other": attention["valence"][:, 1].numpy(),
+            "attn_arousal_speech": attention["arousal"][:, 0].numpy(),
+            "attn_arousal_other": attention["arousal"][:, 1].numpy()}
+
+
 def validation_ccc(model: torch.nn.Module, split: SplitTensors) -> np.ndarray:
     """[2] validation CCC of valence and arousal."""
     pred, _ = predict(model, split)

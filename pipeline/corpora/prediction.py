@@ -39,10 +39,10 @@ def prediction_manifest(audio: list[str] | None = None, manifest: str | None = N
         where = str(source) if source else str(record["path"])
         path = Path(str(record["path"]))
         path = path if path.is_absolute() else (base / path)
-        duration, rate = audio_header(path) if path.is_file() else (None, None)
         if not path.is_file():
             problems.append(Problem(where, f"missing audio file {path}", line if source else None))
             continue
+        duration, rate = audio_header(path)
         utt_id = str(record.get("utt_id") or path.stem)
         if utt_id in seen:
             utt_id = f"{utt_id}#{line}"  # two files with one name in different folders

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.standardise import zscore
+from core.standardise import standardise, zscore
 
 
 def fit_block_projection(x: np.ndarray, train_rows: np.ndarray, components: int
@@ -39,8 +39,7 @@ def fit_block_projection(x: np.ndarray, train_rows: np.ndarray, components: int
 
 def project_block(x: np.ndarray, mean: np.ndarray, std: np.ndarray, axes: np.ndarray) -> np.ndarray:
     """``[N, d] -> [N, k]`` float32 with a block's fitted projection (NaN = the training mean)."""
-    z = np.clip((x - mean) / std, -10.0, 10.0)
-    return (np.nan_to_num(z, nan=0.0) @ axes).astype(np.float32)
+    return (np.nan_to_num(standardise(x, mean, std), nan=0.0) @ axes).astype(np.float32)
 
 
 def causal_average(u: np.ndarray, sequence: np.ndarray, a: float, keep: np.ndarray | None = None) -> np.ndarray:

@@ -47,7 +47,7 @@ from core.errors import InputError
 from core.metrics import ccc_loss
 from core.protocol import speaker_disjoint_validation
 from core.provenance import package_versions
-from core.standardise import CLIP, zscore
+from core.standardise import standardise, zscore
 from pipeline.features.context import context_states, fit_block_projection, project_block
 from pipeline.features.layers import check_layer_choice, select_layer
 from pipeline.models.mamba import kernel_available
@@ -226,44 +226,42 @@ def train_updater(inputs: StateInputs, excluded: tuple[int, ...], config: StateC
     return model, z, summary
 
 
+def _sequence_outputs(model: DialogueStateUpdater, z: np.ndarray, sequences: list[np.ndarray], device: torch.device,
+                      batch: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(rows, c [T, d_state], aux [T, 2])`` of each whole sequence (causal), run in padded batches of
+    similar length (less padding)."""
+    ordered = sorted(sequences, key=len)
+    for start in range(0, len(ordered), batch):
+        chunk = ordered[start : start + batch]
+        zb, _ = _pad(z, chunk)
+        c, aux = (x.float().cpu().numpy() for x in model(zb.to(device)))
+        for i, seq in enumerate(chunk):
+            yield seq, c[i, : len(seq)], aux[i, : len(seq)]
+
+
 @torch.no_grad()
 def _validation_ccc(model: DialogueStateUpdater, z: np.ndarray, y: np.ndarray, sequences: list[np.ndarray],
-                    rows: np.ndarray, device: torch.device, batch: int = 64) -> float:
-    """Mean CCC (valence, arousal) of the updater's auxiliary predictions on ``rows``, whole sequences run
-    (padded batches of similar length, as in ``states_of``)."""
+                    rows: np.ndarray, device: torch.device) -> float:
+    """Mean CCC (valence, arousal) of the updater's auxiliary predictions on ``rows``, whole sequences run."""
     model.eval()
     wanted = np.zeros(len(z), bool)
     wanted[rows] = True
-    chosen = sorted((s for s in sequences if wanted[s].any()), key=len)
     predicted, truth = [], []
-    for start in range(0, len(chosen), batch):
-        chunk = chosen[start : start + batch]
-        zb, _ = _pad(z, chunk)
-        _, aux = model(zb.to(device))
-        aux = aux.float().cpu().numpy()
-        for i, seq in enumerate(chunk):
-            keep = wanted[seq]
-            predicted.append(aux[i, : len(seq)][keep])
-            truth.append(y[seq][keep])
+    for seq, _, aux in _sequence_outputs(model, z, [s for s in sequences if wanted[s].any()], device):
+        predicted.append(aux[wanted[seq]])
+        truth.append(y[seq][wanted[seq]])
     if sum(len(p) for p in predicted) < 2:
         return -np.inf
     return float(1 - ccc_loss(torch.from_numpy(np.concatenate(predicted)), torch.from_numpy(np.concatenate(truth))).mean())
 
 
 @torch.no_grad()
-def states_of(model: DialogueStateUpdater, z: np.ndarray, sequences: list[np.ndarray], device: torch.device,
-              batch: int = 64) -> dict[int, np.ndarray]:
+def states_of(model: DialogueStateUpdater, z: np.ndarray, sequences: list[np.ndarray], device: torch.device
+              ) -> dict[int, np.ndarray]:
     """Row -> c_t [d_state] for every row of ``sequences`` (whole sequences, causal)."""
     out: dict[int, np.ndarray] = {}
-    ordered = sorted(sequences, key=len)  # similar lengths per batch: less padding
-    for start in range(0, len(ordered), batch):
-        chunk = ordered[start : start + batch]
-        zb, _ = _pad(z, chunk)
-        c, _ = model(zb.to(device))
-        c = c.float().cpu().numpy()
-        for i, seq in enumerate(chunk):
-            for t, row in enumerate(seq):
-                out[int(row)] = c[i, t]
+    for seq, c, _ in _sequence_outputs(model, z, sequences, device):
+        out.update(zip(seq.tolist(), c))
     return out
 
 
@@ -303,7 +301,7 @@ def fit_context_projection(inputs: StateInputs, train_rows: np.ndarray, config: 
 def turn_summaries(speech: np.ndarray, prosody: np.ndarray, projection: dict[str, np.ndarray]) -> np.ndarray:
     """``[N, components + F]`` float32 summaries ``u`` of turns: ``speech`` [N, D] (the state's speech layer),
     ``prosody`` [N, F] with NaN for undefined values (-> the training mean)."""
-    z = np.clip((prosody - projection["prosody_mean"]) / projection["prosody_std"], -CLIP, CLIP)
+    z = standardise(prosody, projection["prosody_mean"], projection["prosody_std"])
     u_speech = project_block(speech, projection["speech_mean"], projection["speech_std"], projection["speech_axes"])
     return np.concatenate([u_speech, np.nan_to_num(z, nan=0.0)], axis=1).astype(np.float32)
 
@@ -320,6 +318,15 @@ def compute_context_unit(inputs: StateInputs, fold: int, config: StateConfig) ->
     rows = np.flatnonzero(inputs.usable)
     summary = {"fold": fold, "projection_rows": len(train_rows), "seconds": time.perf_counter() - started}
     return {f"fold{fold}_rows": rows, f"fold{fold}_states": states[rows]}, summary
+
+
+def context_fold_states(inputs: StateInputs, fold: int, config: StateConfig) -> np.ndarray:
+    """``[N, width]`` untrained context for the experiment of ``fold`` (0 for unusable rows); with
+    ``fold = core.protocol.ALL_FOLDS`` the projection is fitted on every usable row (a final model)."""
+    arrays, _ = compute_context_unit(inputs, fold, config)
+    out = {fold: np.zeros((len(inputs.z), state_width(config, inputs.z.shape[1] - inputs.speech_width)), np.float32)}
+    _merge(out, arrays)
+    return out[fold]
 
 
 def state_units(inputs: StateInputs, config: StateConfig) -> list[tuple[int, ...]]:
