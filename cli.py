@@ -36,8 +36,8 @@ warnings.showwarning = _warn_line
 
 @app.command()
 def manifest(
-    corpus: str = typer.Option(..., help="iemocap | emodb | manifest"),
-    root: Optional[str] = typer.Option(None, help="corpus folder (IEMOCAP_full_release/ or EmoDB)"),
+    corpus: str = typer.Option(..., help="iemocap | emodb | msp-podcast | manifest"),
+    root: Optional[str] = typer.Option(None, help="corpus folder (IEMOCAP_full_release/, EmoDB, or MSP-Podcast with Audios/ and Labels/)"),
     manifest_file: Optional[str] = typer.Option(None, "--manifest", help="your CSV/Parquet manifest (--corpus manifest)"),
     out: Path = typer.Option(..., help="where to write the normalised manifest (.csv or .parquet)"),
     strict: bool = typer.Option(False, help="fail on the first problem instead of skipping the utterance"),
@@ -56,7 +56,7 @@ def manifest(
 
 @app.command()
 def extract(
-    corpus: str = typer.Option(..., help="iemocap | emodb | manifest"),
+    corpus: str = typer.Option(..., help="iemocap | emodb | msp-podcast | manifest"),
     cache: Path = typer.Option(..., help="the HDF5 cache to create or complete"),
     root: Optional[str] = typer.Option(None, help="corpus folder"),
     manifest_file: Optional[str] = typer.Option(None, "--manifest", help="your CSV/Parquet manifest"),
@@ -187,7 +187,12 @@ def train_heads(
                                                   "row (for export); --out is the run folder"),
     folds: Optional[str] = typer.Option(None, help="several test folds instead, e.g. 1-5, 1,3 or all; --out then "
                                                    "holds one run folder per fold (fold1, fold2, ...)"),
-    out: Path = typer.Option(..., help="run folder to write (with --folds: the folder of the run folders)"),
+    split: Optional[str] = typer.Option(None, help="corpora with predefined partitions (MSP-Podcast, a manifest "
+                                                   "with a split column): the test set, e.g. Test1 (trains on train, "
+                                                   "stops early on dev); several (Test1,Test2) or all: --out holds "
+                                                   "one run folder per test set"),
+    out: Path = typer.Option(..., help="run folder to write (with --folds/several --split: the folder of the run "
+                                       "folders)"),
     variant: str = typer.Option("separate-attn", help="shared | separate | separate-attn | linear, with "
                                                       "+switches and +setting=value (see ablate)"),
     seeds: int = typer.Option(1, help="train this many seeds (0..N-1)"),
@@ -212,17 +217,18 @@ def train_heads(
     from core.metrics import dimension_metrics
     from core.protocol import ALL_FOLDS
     from heads.experiment import train_fold
-    from heads.features import add_final_states, load_corpus_arrays
+    from heads.features import add_final_states, corpus_experiments, load_corpus_arrays
     from heads.progress import TrainingProgress
     from heads.runs import read_run
-    from heads.variants import parse_folds
+    from heads.variants import parse_experiments
     from pipeline.runtime.device import resolve_device
 
     config = _train_config(variant, layer, no_speech, no_prosody, no_state, speaker_norm, epochs=epochs, lr=lr,
                            lr_valence=lr_valence, lr_arousal=lr_arousal, loss_weight_valence=loss_weight_valence,
                            loss_weight_arousal=loss_weight_arousal, mse_weight=mse_weight, batch_size=batch_size)
-    if (fold is None) == (folds is None):
-        raise InputError("give --fold K (one run folder) or --folds 1-5 (a folder of run folders)")
+    if sum(x is not None for x in (fold, folds, split)) != 1:
+        raise InputError("give one of --fold K (one run folder), --folds 1-5 (a folder of run folders) or, with "
+                         "predefined partitions, --split Test1")
     started = time.perf_counter()
     reader = CacheReader(cache)
     arrays = load_corpus_arrays(reader, config.features.layer)
@@ -231,23 +237,27 @@ def train_heads(
             add_final_states(arrays, reader)
         train_fold(arrays, ALL_FOLDS, config, _seed_list(seeds, seed), out, resolve_device(device), label, overwrite)
         record, _ = read_run(out)
+        report = "the test sets' scores" if arrays.splits is not None else "the cross-validated one"
         typer.echo(f"{out}: final model '{record['label']}' trained on {record['split_sizes']['train']} utterances "
-                   f"(validation speakers {', '.join(record['validation_speakers'])}); no test fold, so no score: "
-                   f"report the cross-validated one. Next: python cli.py export --run {out} --out MODEL_DIR")
+                   f"(validation speakers {', '.join(record['validation_speakers'])}); no test rows, so no score: "
+                   f"report {report}. Next: python cli.py export --run {out} --out MODEL_DIR")
         return
-    fold_list = [_int(fold, "--fold")] if fold is not None else \
-        parse_folds(folds, sorted(set(reader.manifest["fold"].to_list())))
+    _, test_sets = corpus_experiments(reader.manifest)
+    fold_list = parse_experiments(str(_int(fold, "--fold")) if fold is not None else folds, split,
+                                  arrays.experiments(), test_sets)
+    one_folder = fold is not None or (split is not None and "," not in split and split != "all")
     seed_list = _seed_list(seeds, seed)
     with TrainingProgress(len(fold_list) * len(seed_list)) as progress:
         for k in fold_list:
-            run_dir = out if fold is not None else out / f"fold{k}"
+            run_dir = out if one_folder else out / arrays.experiment_folder(k)
             preds = train_fold(arrays, k, config, seed_list, run_dir, resolve_device(device), label, overwrite,
                                progress)
             m = dimension_metrics(preds)
-            typer.echo(f"{run_dir}: fold {k}, {label or read_run(run_dir)[0]['label']}, {len(seed_list)} seed(s); "
+            typer.echo(f"{run_dir}: {arrays.experiment_name(k)}, {label or read_run(run_dir)[0]['label']}, "
+                       f"{len(seed_list)} seed(s); "
                        f"test CCC-V {m['ccc_v']:.3f} CCC-A {m['ccc_a']:.3f} MSE-V {m['mse_v']:.3f} "
                        f"MSE-A {m['mse_a']:.3f}")
-    typer.echo(f"{len(fold_list)} fold(s) in {time.perf_counter() - started:.1f} s"
+    typer.echo(f"{len(fold_list)} {'test set' if test_sets else 'fold'}(s) in {time.perf_counter() - started:.1f} s"
                + (f"; evaluate with: python cli.py eval --runs {out}" if len(fold_list) > 1 else ""))
 
 
@@ -344,6 +354,8 @@ def ablate(
                                  help="comma-separated specs: variant[+no-speech|+no-prosody|+no-state|+speaker-norm|"
                                       "+layer=last|mean|weighted|N]; variants: shared, separate, separate-attn, linear"),
     folds: str = typer.Option("all", help="e.g. 1-5, 1,3 or all"),
+    split: Optional[str] = typer.Option(None, help="with predefined partitions: test sets, e.g. Test1,Test2 "
+                                                   "(default: all)"),
     seeds: int = typer.Option(1, help="seeds per variant and fold"),
     seed: Optional[str] = typer.Option(None, help="explicit seeds instead of --seeds, e.g. 7 or 0,3,7"),
     out: Path = typer.Option(..., help="folder for runs, tables and plots"),
@@ -361,9 +373,10 @@ def ablate(
 
     from cache.reader import CacheReader
     from heads.ablation import run_ablation
+    from heads.features import corpus_experiments
     from heads.report import write_report
     from heads.train import TrainConfig
-    from heads.variants import parse_folds, parse_variant, run_label
+    from heads.variants import parse_experiments, parse_variant, run_label
     from pipeline.runtime.device import resolve_device
 
     given = {k: v for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size)) if v is not None}
@@ -374,7 +387,7 @@ def ablate(
     baseline_label = run_label(parse_variant(baseline, base)) if baseline else None
     if baseline_label and baseline_label not in {run_label(c) for c in configs}:
         raise InputError(f"--baseline {baseline} is not among --variants")
-    fold_list = parse_folds(folds, sorted(set(CacheReader(cache).manifest["fold"].to_list())))
+    fold_list = parse_experiments(folds, split, *corpus_experiments(CacheReader(cache).manifest))
     started = time.perf_counter()
     stats = _stats(bootstrap)
     seed_list = _seed_list(seeds, seed)

@@ -13,7 +13,7 @@ table of means with speaker-bootstrap intervals and the paired differences from 
 * ``synthetic``: the demo's synthetic dialogue corpus (glottal-pulse speech whose prosody encodes valence and
   arousal non-linearly) through the real extraction, states included;
 * ``planted-swap``: the same with the relations swapped (valence in speech, arousal in prosody), another seed;
-* ``sticky``: ``tests/test_state.sticky_dialogue_cache`` (dialogues whose emotion persists; noisy features)
+* ``sticky``: ``tests/synth_cache.sticky_dialogue_cache`` (dialogues whose emotion persists; noisy features)
   with its cross-fitted states;
 * ``iemocap-shape``: ``benchmarks/bench_heads.build_cache`` (10,039 rows, wavlm-large shapes, planted
   structure in some layers): what a default costs in time at IEMOCAP scale.
@@ -48,7 +48,8 @@ def build(name: str, work: Path) -> Path:
         import torch
 
         from pipeline.stages.state import run_state_stage
-        from tests.test_state import SMALL, sticky_dialogue_cache
+        from tests.synth_cache import sticky_dialogue_cache
+        from tests.test_state import SMALL
 
         sticky_dialogue_cache(cache)
         run_state_stage(str(cache), SMALL, torch.device("cpu"))

@@ -23,7 +23,7 @@ from cache.integrity import (
 )
 from cache.schema import MANIFEST_GROUP, NULL_SUFFIX, OK_DATASET, PROVENANCE_ATTR, READABLE_SCHEMAS, STAGES
 from cache.writer import read_failures
-from core.columns import ALL_COLUMNS
+from core.columns import ALL_COLUMNS, OPTIONAL_COLUMNS
 from core.errors import InputError
 
 # What h5py, numpy and polars raise on a damaged file (HDF5 errors surface as OSError, KeyError, ValueError...).
@@ -128,6 +128,9 @@ def _read_manifest(group: h5py.Group, version: int, path: Path) -> pl.DataFrame:
     columns = {}
     for name, dtype in ALL_COLUMNS.items():
         where = f"{path}: /{MANIFEST_GROUP}/{name}"
+        if name not in group and name in OPTIONAL_COLUMNS:  # a column added after the cache was written
+            columns[name] = None
+            continue
         if dtype == pl.String:
             values = pl.Series(name, read_text(group, name, where), dtype=pl.String)
         else:
@@ -148,4 +151,6 @@ def _read_manifest(group: h5py.Group, version: int, path: Path) -> pl.DataFrame:
         elif dtype.is_float():
             values = values.fill_nan(None)  # schema 2 writes masks, but NaN is never a value we keep
         columns[name] = values
-    return pl.DataFrame(columns)
+    height = len(columns["utt_id"])
+    return pl.DataFrame({name: values if values is not None else pl.Series(name, [None] * height, dtype=ALL_COLUMNS[name])
+                         for name, values in columns.items()})

@@ -12,7 +12,8 @@ def cache_summary(reader: CacheReader) -> dict:
     """The facts ``cache info`` prints, as a JSON-serialisable dict (``--json`` adds the full provenance)."""
     m = reader.manifest
     folds = {}
-    for (fold,), rows in m.group_by("fold", maintain_order=True):
+    partitioned = m["split"].null_count() < m.height  # then by partition name (train, dev, Test1, ...)
+    for (fold,), rows in m.group_by("split" if partitioned else "fold", maintain_order=True):
         folds[str(fold)] = {"utterances": rows.height, "speakers": sorted(rows["speaker"].unique().to_list()),
                             "hours": float(rows["duration_s"].fill_null(0.0).sum()) / 3600}
     labels = {}
@@ -42,13 +43,14 @@ def cache_summary(reader: CacheReader) -> dict:
             config = provenance.get("config", {})
             facts.update(kind=config.get("kind", "mamba"), grouping=config.get("grouping"),
                          width=provenance.get("width", config.get("model", {}).get("d_state")),
-                         folds=provenance.get("folds"), backend=provenance.get("backend"),
+                         folds=provenance.get("folds"), partitions=bool(provenance.get("partitions")),
+                         backend=provenance.get("backend"),
                          units=len(provenance.get("units", provenance.get("updaters", []))))
         stages[stage] = facts
     return {
         "path": str(reader.path), "schema_version": reader.schema_version, "created_utc": reader.created_utc,
         "utterances": m.height, "hours": float(m["duration_s"].fill_null(0.0).sum()) / 3600,
-        "speakers": m["speaker"].n_unique(), "dialogues": m["dialog_id"].n_unique(), "folds": folds,
+        "speakers": m["speaker"].n_unique(), "dialogues": m["dialog_id"].n_unique(), "folds": folds, "partitioned": partitioned,
         "labels": labels, "emotions": dict(zip(emotions["emotion"].to_list(), emotions["count"].to_list())),
         "stages": stages, "failures": len(reader.failures),
     }
@@ -59,7 +61,7 @@ def format_summary(summary: dict, failures: list, most_undefined: int = 8) -> st
     lines = [f"{summary['path']}: {summary['utterances']} utterances, {summary['hours']:.2f} h of audio, "
              f"{summary['speakers']} speakers, {summary['dialogues']} dialogues; schema {summary['schema_version']}, "
              f"created {summary['created_utc']}"]
-    lines.append("folds: " + "; ".join(f"{k}: {v['utterances']} ({', '.join(v['speakers'])})"
+    lines.append(("partitions: " if summary.get("partitioned") else "folds: ") + "; ".join(f"{k}: {v['utterances']} ({', '.join(v['speakers'])})"
                                        for k, v in summary["folds"].items()))
     lines.append("labels: " + "; ".join(f"{k} {v['min']:.2f}-{v['max']:.2f} (mean {v['mean']:.2f})"
                                         for k, v in summary["labels"].items()))
@@ -76,8 +78,10 @@ def format_summary(summary: dict, failures: list, most_undefined: int = 8) -> st
             lines.append(f"{head}; {facts['feature_set']}, {facts['features']} features; most often undefined: "
                          + (", ".join(f"{n} {share:.0%}" for n, share in worst) or "none"))
         elif stage == "state":
-            trained = f"{facts['units']} updaters" if facts["kind"] == "mamba" else "projection fitted per fold"
-            lines.append(f"{head}; {facts['kind']} over {facts['grouping']}, width {facts['width']}, folds "
+            fitted = "on the train partition" if facts["partitions"] else "per fold"
+            trained = f"{facts['units']} updaters" if facts["kind"] == "mamba" else f"projection fitted {fitted}"
+            experiments = "test sets" if facts["partitions"] else "folds"
+            lines.append(f"{head}; {facts['kind']} over {facts['grouping']}, width {facts['width']}, {experiments} "
                          f"{facts['folds']}, {trained}, {facts['backend']}")
         else:
             lines.append(head)

@@ -1,6 +1,11 @@
 """The columns of the normalised manifest (one row per utterance), shared by corpora, cache and heads.
 
-Ratings use the corpus's own scale (IEMOCAP and our EmoDB mapping: 1-5). The order of the dicts is the
+Ratings use the corpus's own scale (IEMOCAP and our EmoDB mapping: 1-5; MSP-Podcast: 1-7).
+
+A corpus is evaluated either by k folds (``fold`` 1..k, leave one out) or by predefined partitions (``split``:
+``train``, ``dev`` and named test sets). With partitions, ``fold`` numbers the test sets (1 = the first test
+set in name order, see ``core.protocol.partition_folds``) and is 0 on train and dev rows, so every fold-keyed
+record (runs, predictions, states) also serves partitions. The order of the dicts is the
 column order of every manifest file and of the cache's ``/manifest`` group.
 """
 
@@ -24,6 +29,7 @@ REQUIRED_COLUMNS: dict[str, pl.DataType] = {
 OPTIONAL_COLUMNS: dict[str, pl.DataType] = {
     "dominance": pl.Float64(),
     "emotion": pl.String(),
+    "split": pl.String(),  # predefined partitions: "train", "dev" or a test set's name; null for fold corpora
 }
 ALL_COLUMNS = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
 TARGETS = ("valence", "arousal")  # what the heads predict, in this order

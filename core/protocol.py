@@ -1,12 +1,19 @@
-"""The evaluation protocol: which rows train, validate and test one fold.
+"""The evaluation protocol: which rows train, validate and test one experiment.
 
-Leave-one-fold-out: the test fold's rows are the test set; validation (for early stopping) is whole
-speakers held out of the other folds, never the test fold. Every caller (``train-heads``, ``ablate``,
-benchmarks) goes through ``fold_split`` with the same settings, so their splits agree.
+Two protocols, one record format (an experiment is named by an int ``fold`` everywhere):
+
+* leave-one-fold-out: the test fold's rows are the test set; validation (for early stopping) is whole
+  speakers held out of the other folds, never the test fold (``fold_split``);
+* predefined partitions (MSP-Podcast's Train / Development / Test1 ...): train on ``train``, stop early on
+  ``dev``, test on one named test set; ``fold`` is that test set's number (``partition_folds``).
+
+Every caller (``train-heads``, ``ablate``, the state stage, benchmarks) goes through ``experiment_split``
+with the same settings, so their splits agree.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,3 +70,88 @@ def fold_split(folds: np.ndarray, speakers: np.ndarray, usable: np.ndarray, fold
     test = rows[(folds == fold) & usable]
     train, validation = speaker_disjoint_validation(speakers, rows[(folds != fold) & usable], val_fraction)
     return FoldSplit(fold=fold, train=train, validation=validation, test=test)
+
+
+TRAIN_SPLIT, DEV_SPLIT = "train", "dev"
+_SPLIT_ALIASES = {"train": TRAIN_SPLIT, "training": TRAIN_SPLIT, "dev": DEV_SPLIT, "development": DEV_SPLIT,
+                  "validation": DEV_SPLIT, "valid": DEV_SPLIT, "val": DEV_SPLIT}
+
+
+def canonical_split(name: str) -> str:
+    """``Train``/``training`` -> ``train``, ``Development``/``validation``/``val`` -> ``dev``; any other name is a
+    test set and is kept as written (``Test1``)."""
+    name = name.strip()
+    return _SPLIT_ALIASES.get(name.lower(), name)
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def test_set_names(splits: np.ndarray | list[str]) -> list[str]:
+    """The test sets of a partitioned corpus in natural name order (``Test2`` before ``Test10``)."""
+    names = {str(s) for s in splits} - {TRAIN_SPLIT, DEV_SPLIT}
+    return sorted(names, key=_natural_key)
+
+
+def partition_folds(splits: np.ndarray | list[str]) -> np.ndarray:
+    """``[N] int``: the number of each row's test set (1 = the first of ``test_set_names``), 0 on train and dev."""
+    number = {name: i for i, name in enumerate(test_set_names(splits), start=1)}
+    return np.array([number.get(str(s), 0) for s in splits], dtype=np.int64)
+
+
+def partition_split(splits: np.ndarray, folds: np.ndarray, speakers: np.ndarray, usable: np.ndarray, fold: int,
+                    val_fraction: float) -> FoldSplit:
+    """Predefined partitions: train = ``train`` rows, validation = ``dev`` rows (without any: whole speakers held
+    out of ``train``, as ``fold_split`` does), test = the rows of test set number ``fold`` (``partition_folds``);
+    ``fold == ALL_FOLDS``: no test rows (a final model)."""
+    names = test_set_names(splits)
+    if fold != ALL_FOLDS and not 1 <= fold <= len(names):
+        raise InputError(f"no test set number {fold} (test sets: {', '.join(names) or 'none'})")
+    rows = np.arange(len(splits))
+    train = rows[(splits == TRAIN_SPLIT) & usable]
+    validation = rows[(splits == DEV_SPLIT) & usable]
+    if len(train) == 0:
+        raise InputError("the partitions have no usable 'train' rows")
+    if len(validation) == 0:
+        train, validation = speaker_disjoint_validation(speakers, train, val_fraction)
+    test = rows[(folds == fold) & (splits != TRAIN_SPLIT) & (splits != DEV_SPLIT) & usable] if fold != ALL_FOLDS \
+        else rows[:0]
+    return FoldSplit(fold=fold, train=train, validation=validation, test=test)
+
+
+def experiment_split(folds: np.ndarray, splits: np.ndarray | None, speakers: np.ndarray, usable: np.ndarray,
+                     fold: int, val_fraction: float) -> FoldSplit:
+    """The split of experiment ``fold``: ``partition_split`` when the corpus has partitions (``splits`` not
+    None), else ``fold_split``."""
+    if splits is not None:
+        return partition_split(splits, folds, speakers, usable, fold, val_fraction)
+    return fold_split(folds, speakers, usable, fold, val_fraction)
+
+
+def experiment_name(fold: int, splits: np.ndarray | list[str] | None) -> str:
+    """How tables name experiment ``fold``: ``fold 3``, a test set's name (``Test1``), or ``all`` (final model)."""
+    if fold == ALL_FOLDS:
+        return "all"
+    if splits is None:
+        return f"fold {fold}"
+    names = test_set_names(splits)
+    return names[fold - 1] if 1 <= fold <= len(names) else f"test set {fold}"
+
+
+def speaker_groups(speakers: np.ndarray, rows: np.ndarray, groups: int, seed: int = VALIDATION_SEED) -> np.ndarray:
+    """``[N] int``: the speakers of ``rows`` dealt into ``groups`` groups (1..groups) of similar row counts
+    (largest speaker first, each to the currently smallest group; ties broken by a seeded order), 0 on other rows.
+    For cross-fitting within one partition: each speaker's rows lie in exactly one group."""
+    out = np.zeros(len(speakers), dtype=np.int64)
+    names, counts = np.unique(speakers[rows], return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(names))
+    order = order[np.argsort(-counts[order], kind="stable")]  # largest first, seeded among equals
+    sizes = np.zeros(min(groups, len(names)), dtype=np.int64)
+    group_of = {}
+    for i in order:
+        g = int(np.argmin(sizes))
+        group_of[names[i]] = g + 1
+        sizes[g] += counts[i]
+    out[rows] = [group_of[s] for s in speakers[rows]]
+    return out

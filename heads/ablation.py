@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 def run_ablation(cache: str | Path, configs: list[TrainConfig], folds: list[int], seeds: list[int],
                  out: str | Path, device: torch.device = torch.device("cpu"), stats: StatsConfig = StatsConfig(),
                  baseline: str | None = None, overwrite: bool = False) -> tuple[str, Evaluation, dict]:
-    """Train every config on every fold; write runs to ``out/<label>/fold<k>`` and tables/plots to ``out``.
+    """Train every config on every fold (or test set); write runs to ``out/<label>/fold<k>`` (``out/<label>/<test
+    set>``) and tables/plots to ``out``.
     Returns the markdown (results and differences from ``baseline``, default the first config), the runs
     and the results of ``heads.evaluate.summarise``. Existing runs are replaced only with ``overwrite``."""
     out = Path(out)
@@ -42,7 +43,7 @@ def run_ablation(cache: str | Path, configs: list[TrainConfig], folds: list[int]
     with TrainingProgress(len(folds) * len(configs) * len(seeds)) as progress:
         for fold in folds:
             for config, label in zip(configs, labels):
-                run_dir = out / label / f"fold{fold}"
+                run_dir = out / label / arrays.experiment_folder(fold)
                 train_fold(arrays, fold, config, seeds, run_dir, device, overwrite=overwrite, progress=progress)
                 run_dirs.append(run_dir)
     evaluation = evaluate_runs(run_dirs)

@@ -55,6 +55,11 @@ class Evaluation:
     seed_sd: pl.DataFrame | None = None  # label, fold, ccc_v_sd, ccc_a_sd: sd over seeds (ddof=1), null for one seed
 
 
+def experiment_title(record: dict) -> str:
+    """How a run's experiment is named in tables: ``fold 3`` or a test set (``Test1``); older runs: by fold."""
+    return record.get("test_set") or f"fold {record['fold']}"
+
+
 def evaluate_runs(run_dirs: list[str | Path]) -> Evaluation:
     """Read runs (one folder per fold and configuration) and compute per-fold metrics."""
     if not run_dirs:
@@ -71,7 +76,8 @@ def evaluate_runs(run_dirs: list[str | Path]) -> Evaluation:
             if label in predictions else preds
         per_seed = [dimension_metrics(preds.filter(pl.col("seed") == s)) for s in record["seeds"]]
         means = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
-        rows.append({"label": label, "fold": record["fold"], "n_test": preds.height // len(record["seeds"]),
+        rows.append({"label": label, "fold": record["fold"], "test_set": experiment_title(record),
+                     "n_test": preds.height // len(record["seeds"]),
                      "seeds": len(record["seeds"]), **means})
         spread.append({"label": label, "fold": record["fold"], **{
             f"{k}_sd": float(np.std([m[k] for m in per_seed], ddof=1)) if len(per_seed) > 1 else None
@@ -323,6 +329,22 @@ def comparison_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def per_test_set_markdown(evaluation: Evaluation, results: dict) -> str:
+    """With predefined partitions each test set is a result of its own (MSP-Podcast papers report Test1 and
+    Test2 apart): one row per run and test set, with its speaker-bootstrap interval. Empty for k folds."""
+    if not any(r.get("protocol") == "partitions" for recs in evaluation.records.values() for r in recs):
+        return ""
+    lines = ["Per test set (mean over seeds [95 % speaker-bootstrap interval]; the table above averages the test "
+             "sets):", "", "| run | test set | n | CCC-V | CCC-A | MSE-V | MSE-A |", "|---|---|---|---|---|---|---|"]
+    for label, records in evaluation.records.items():
+        for record in sorted(records, key=lambda r: r["fold"]):
+            cell = results["runs"][label]["folds"][str(record["fold"])]
+            ci = cell.get("ci", {})
+            values = [_cell(cell[k], *(ci.get(k) or [None, None])) for k in ("ccc_v", "ccc_a", "mse_v", "mse_a")]
+            lines.append(f"| {label} | {experiment_title(record)} | {cell['n_test']} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
 def learning_histories(evaluation: Evaluation) -> dict[str, pl.DataFrame]:
     """Label -> every run's ``history.csv`` with a ``fold`` column (runs without one, e.g. linear, are left out)."""
     out: dict[str, pl.DataFrame] = {}
@@ -346,7 +368,8 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str
     out_dir.mkdir(parents=True, exist_ok=True)
     results = summarise(evaluation, stats, baseline)
     table = results_table(results)
-    markdown = "\n\n".join(part for part in (markdown_table(table), comparison_markdown(results)) if part)
+    markdown = "\n\n".join(part for part in (markdown_table(table), per_test_set_markdown(evaluation, results),
+                                              comparison_markdown(results)) if part)
     (out_dir / "results.md").write_text(markdown + "\n")
     table.write_csv(out_dir / "results.csv")
     evaluation.per_fold.write_csv(out_dir / "per_fold.csv")

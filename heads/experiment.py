@@ -121,7 +121,8 @@ def _train_seeds(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, conf
     pl.DataFrame(histories, schema=HISTORY_SCHEMA).write_csv(out_dir / HISTORY_FILE)
     write_run_json(out_dir, {
         "label": label, "config": config_record(config), "effective_features": fold.effective.__dict__,
-        "fold": split.fold, "seeds": seeds, "sizes": block_sizes(fold, config).__dict__,
+        "fold": split.fold, "test_set": arrays.experiment_name(split.fold),
+        "protocol": "partitions" if arrays.splits is not None else "folds", "seeds": seeds, "sizes": block_sizes(fold, config).__dict__,
         "split_sizes": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
         "validation_speakers": sorted(set(arrays.speakers[split.validation].tolist())),
         "cache": arrays.source, "cache_provenance": arrays.provenance, "packages": package_versions(),

@@ -20,7 +20,7 @@ import torch
 
 from cache.reader import CacheReader
 from core.errors import InputError
-from core.protocol import ALL_FOLDS, FoldSplit, fold_split
+from core.protocol import ALL_FOLDS, FoldSplit, experiment_name, experiment_split, test_set_names
 from core.standardise import zscore
 from pipeline.features.layers import check_layer_choice, layer_index, reads_every_layer, select_layer
 
@@ -46,7 +46,7 @@ class CorpusArrays:
     targets: np.ndarray  # [N, 2] float64: valence, arousal on the corpus scale
     utt_ids: np.ndarray
     speakers: np.ndarray
-    folds: np.ndarray
+    folds: np.ndarray  # [N] int: the fold, or with partitions the test set's number (0: train / dev)
     usable: np.ndarray  # [N] bool: every stage the cache holds processed the row
     emotions: np.ndarray | None = None  # [N] category labels where the manifest has them (None: no column values)
     prosody_names: list[str] = field(default_factory=list)
@@ -54,12 +54,30 @@ class CorpusArrays:
     speech_layers: tuple[int, ...] = ()  # which of the cache's L+1 hidden states ``speech`` holds
     num_hidden_states: int = 0  # L+1 in the cache
     source: str = ""  # the cache file, for messages and run records
+    splits: np.ndarray | None = None  # [N] str partition (train / dev / test set name); None: k folds
+
+    def experiments(self) -> list[int]:
+        """Every fold, or every test set's number (partitions), of the usable rows."""
+        return sorted(set(self.folds[self.usable].tolist()) - ({0} if self.splits is not None else set()))
+
+    def experiment_name(self, fold: int) -> str:
+        """``fold 3``, ``Test1`` or ``all`` (``core.protocol.experiment_name``)."""
+        return experiment_name(fold, self.splits)
+
+    def experiment_folder(self, fold: int) -> str:
+        """The run folder name of experiment ``fold``: ``fold3``, or the test set's name (``Test1``)."""
+        if self.splits is None:
+            return f"fold{fold}"
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in self.experiment_name(fold))
 
 
 def add_final_states(arrays: CorpusArrays, reader: CacheReader) -> None:
     """States for a final model (``fold == ALL_FOLDS``): the untrained context with its projection fitted on
     every usable row (no labels). The learned state would need an updater trained on all folds: refused."""
     if "state" not in reader.stages or ALL_FOLDS in arrays.states:
+        return
+    if arrays.splits is not None and arrays.states:  # partitions: every experiment has the train partition's states
+        arrays.states[ALL_FOLDS] = next(iter(arrays.states.values()))
         return
     from pipeline.stages.state import context_fold_states, load_state_inputs, state_config_from_dict
 
@@ -71,10 +89,19 @@ def add_final_states(arrays: CorpusArrays, reader: CacheReader) -> None:
     arrays.states[ALL_FOLDS] = context_fold_states(load_state_inputs(reader, config), ALL_FOLDS, config)
 
 
+def corpus_experiments(manifest) -> tuple[list[int], list[str] | None]:  # noqa: ANN001 - polars.DataFrame
+    """``(fold numbers, test set names or None)`` of a manifest: its k folds, or its partitions' test sets."""
+    if manifest["split"].null_count() == manifest.height:
+        return sorted(set(manifest["fold"].to_list())), None
+    names = test_set_names(manifest["split"].to_numpy())
+    return list(range(1, len(names) + 1)), names
+
+
 def split_rows(arrays: CorpusArrays, fold: int, val_fraction: float) -> FoldSplit:
-    """The protocol's split of ``fold`` (``core.protocol.fold_split``) over the rows every stage processed."""
+    """The protocol's split of ``fold`` (``core.protocol.experiment_split``: folds or partitions) over the rows
+    every stage processed."""
     try:
-        return fold_split(arrays.folds, arrays.speakers, arrays.usable, fold, val_fraction)
+        return experiment_split(arrays.folds, arrays.splits, arrays.speakers, arrays.usable, fold, val_fraction)
     except InputError as err:
         raise InputError(f"{arrays.source}: {err}") from None
 
@@ -108,6 +135,7 @@ def load_corpus_arrays(reader: CacheReader, layer: str | None = None) -> CorpusA
         emotions=m["emotion"].to_numpy() if m["emotion"].null_count() < m.height else None,
         prosody_names=list(reader.read("prosody", "names")) if "prosody" in reader.stages else [],
         provenance={s: reader.provenance(s) for s in reader.stages}, source=str(reader.path),
+        splits=m["split"].to_numpy() if m["split"].null_count() < m.height else None,
     )
 
 

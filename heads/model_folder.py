@@ -74,6 +74,7 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
         "format_version": FORMAT_VERSION, "exported_utc": utc_now(), "label": record["label"],
         "variant": record["config"]["variant"], "config": record["config"], "features": features,
         "sizes": record["sizes"], "seeds": record["seeds"], "fold": record["fold"],
+        "test_set": record.get("test_set"), "protocol": record.get("protocol", "folds"),
         "speech_model": speech.get("model", {}), "speech_config": speech.get("config", {}),
         "prosody_feature_set": provenance.get("prosody", {}).get("feature_set_version"),
         "prosody_config": provenance.get("prosody", {}).get("config", {}),
@@ -95,7 +96,7 @@ def run_context_projection(record: dict) -> dict[str, np.ndarray] | None:
     if not record["effective_features"].get("use_state"):
         return None
     from cache import CacheReader
-    from pipeline.stages.state import fit_context_projection, load_state_inputs, state_config_from_dict
+    from pipeline.stages.state import fit_context_projection, load_state_inputs, projection_rows, state_config_from_dict
 
     path = Path(record["cache"])
     if not path.is_file():
@@ -103,8 +104,7 @@ def run_context_projection(record: dict) -> dict[str, np.ndarray] | None:
     reader = CacheReader(path)
     config = state_config_from_dict(reader.provenance("state")["config"])
     inputs = load_state_inputs(reader, config)
-    train_rows = np.flatnonzero(inputs.usable & (inputs.folds != record["fold"]))
-    return fit_context_projection(inputs, train_rows, config)
+    return fit_context_projection(inputs, projection_rows(inputs, record["fold"]), config)
 
 
 def model_card(model: dict) -> str:
@@ -115,9 +115,15 @@ def model_card(model: dict) -> str:
     scores = ""
     if metrics and fold != 0:
         means = {k: np.mean([m[k] for m in metrics.values()]) for k in ("ccc_v", "ccc_a", "mse_v", "mse_a")}
-        scores = (f"Held-out fold {fold} (speakers never seen in training), mean over {len(metrics)} seed(s): "
+        held_out = f"Test set {model['test_set']}" if model.get("protocol") == "partitions" else \
+            f"Held-out fold {fold} (speakers never seen in training)"
+        scores = (f"{held_out}, mean over {len(metrics)} seed(s): "
                   f"CCC-V {means['ccc_v']:.3f}, CCC-A {means['ccc_a']:.3f}, MSE-V {means['mse_v']:.3f}, "
                   f"MSE-A {means['mse_a']:.3f}. For intervals see the evaluation of all folds (`cli.py eval`).\n")
+    elif model.get("protocol") == "partitions":
+        scores = ("Trained on the corpus's train partition, stopped early on its dev partition (`--fold all`): it "
+                  "has no test score of its own. Report the test sets' results of the same settings (`cli.py eval` "
+                  "over `train-heads --split all`).\n")
     else:
         scores = ("Trained on every labelled utterance (`--fold all`): it has no held-out score of its own. "
                   "Report the cross-validated results of the same settings (`cli.py eval` over folds 1-K).\n")

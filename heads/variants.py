@@ -89,6 +89,30 @@ def run_label(config: TrainConfig) -> str:
     return "+".join(parts)
 
 
+def parse_experiments(folds: str | None, split: str | None, available: list[int], test_sets: list[str] | None
+                      ) -> list[int]:
+    """The experiments a command names: ``folds`` (``1-5``, ``1,3``, ``all``) on a corpus with k folds, ``split``
+    (``Test1``, ``Test1,Test2``, ``all``) on one with predefined partitions (``test_sets`` in number order);
+    returns fold numbers (a test set's number is its position in ``test_sets``, from 1)."""
+    if test_sets is None:
+        if split is not None:
+            raise InputError(f"--split {split}: this cache has folds {sorted(available)}, not predefined partitions; "
+                             "use --fold/--folds")
+        return parse_folds(folds or "all", available)
+    if folds not in (None, "all"):
+        raise InputError(f"--fold(s) {folds}: this cache has predefined partitions; name a test set with --split "
+                         f"({', '.join(test_sets)} or all)")
+    if split in (None, "all"):
+        return list(range(1, len(test_sets) + 1))
+    number = {name.lower(): i for i, name in enumerate(test_sets, start=1)}
+    chosen = [part.strip() for part in split.split(",") if part.strip()]
+    unknown = [name for name in chosen if name.lower() not in number]
+    if unknown or not chosen:
+        raise InputError(f"--split {split}: no test set {', '.join(unknown) or '(empty)'} in this cache (test sets: "
+                         f"{', '.join(test_sets)}; train and dev are not test sets)")
+    return [number[name.lower()] for name in chosen]
+
+
 def parse_folds(text: str, available: list[int]) -> list[int]:
     """``1-5``, ``1,3,4`` or ``all`` -> fold numbers, each of which must exist."""
     if text == "all":

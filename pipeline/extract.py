@@ -56,7 +56,7 @@ def check_request(stages: list[str], on_error: str, manifest: pl.DataFrame) -> N
         raise InputError(f"unknown stage(s): {', '.join(unknown)} (available: {', '.join(STAGES)})")
     if on_error not in ("skip", "fail"):
         raise InputError(f"--on-error must be skip or fail, not {on_error}")
-    if "state" in stages:
+    if "state" in stages and manifest["split"].null_count() == manifest.height:  # k folds (not partitions)
         updater_plan(sorted(set(manifest["fold"].drop_nulls().to_list())))  # needs >= 3 folds
 
 

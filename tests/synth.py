@@ -111,3 +111,71 @@ def write_emodb_tree(root: Path, emotions: str = "WN", seconds: float = 0.5) -> 
         for j, emotion in enumerate(emotions):
             write_wav(root / "wav" / f"{speaker}a01{emotion}a.wav", speechlike(100 * i + j, seconds, rate=22050), rate=22050)
     return root
+
+
+# --- MSP-Podcast-shaped tree ---------------------------------------------------------------------
+
+MSP_FIELDS = ("FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set")
+
+
+def msp_record(file_name: str, **fields) -> dict:
+    """One consensus-label record (ratings 1-7); ``fields`` override the defaults."""
+    return {"FileName": file_name, "EmoClass": "N", "EmoAct": 4.0, "EmoVal": 4.0, "EmoDom": 4.0, "SpkrID": 1,
+            "Gender": "Female", "Split_Set": "Train", **fields}
+
+
+# 5 podcasts, segments listed out of order; podcast 0001 has three-number names; Unknown speakers in four podcasts.
+MSP_RECORDS = (
+    msp_record("MSP-PODCAST_0001_0008.wav", EmoClass="N", EmoAct=2.2, EmoVal=4.0, EmoDom=2.6, SpkrID=127),
+    msp_record("MSP-PODCAST_0001_0003.wav", EmoClass="H", EmoAct=5.5, EmoVal=6.2, EmoDom=5.0, SpkrID=127),
+    msp_record("MSP-PODCAST_0001_0011_0002.wav", EmoClass="A", EmoAct=6.4, EmoVal=1.8, EmoDom=5.8, SpkrID="Unknown"),
+    msp_record("MSP-PODCAST_0001_0011_0001.wav", EmoClass="S", EmoAct=1.6, EmoVal=2.0, EmoDom=2.2, SpkrID="Unknown",
+               Gender="Male"),
+    msp_record("MSP-PODCAST_0002_0002.wav", EmoClass="X", EmoAct=3.8, EmoVal=3.6, EmoDom=3.8, SpkrID=45,
+               Split_Set="Development"),
+    msp_record("MSP-PODCAST_0002_0001.wav", EmoClass="N", EmoAct=4.0, EmoVal=4.2, EmoDom=4.0, SpkrID=45,
+               Split_Set="Development"),
+    msp_record("MSP-PODCAST_0002_0004.wav", EmoClass="U", EmoAct=5.2, EmoVal=5.0, EmoDom=4.4, SpkrID="unknown",
+               Split_Set="Development"),
+    msp_record("MSP-PODCAST_0003_0005.wav", EmoClass="C", EmoAct=4.6, EmoVal=2.4, EmoDom=5.2, SpkrID=30,
+               Gender="Male", Split_Set="Test1"),
+    msp_record("MSP-PODCAST_0003_0002.wav", EmoClass="D", EmoAct=4.2, EmoVal=2.0, EmoDom=4.6, SpkrID="Unknown",
+               Split_Set="Test1"),
+    msp_record("MSP-PODCAST_0004_0010.wav", EmoClass="F", EmoAct=5.8, EmoVal=2.6, EmoDom=None, SpkrID=31,
+               Gender="Male", Split_Set="Test2"),
+    msp_record("MSP-PODCAST_0004_0007.wav", EmoClass="O", EmoAct=3.0, EmoVal=3.4, EmoDom=3.2, SpkrID="Unknown",
+               Split_Set="Test2"),
+    msp_record("MSP-PODCAST_0005_0001.wav", EmoClass="N", EmoAct=3.4, EmoVal=4.4, EmoDom=3.6, SpkrID="Unknown"),
+    msp_record("MSP-PODCAST_0005_0002.wav", EmoClass="H", EmoAct=4.8, EmoVal=5.6, EmoDom=4.2, SpkrID=127),
+)
+
+
+def write_msp_tree(root: Path, fmt: str = "csv", seconds: float = 0.3, extra: tuple[dict, ...] = (),
+                   missing_audio: tuple[str, ...] = ()) -> Path:
+    """``root/Audios/*.wav`` and ``root/Labels/labels_consensus.<csv|json>`` for ``MSP_RECORDS + extra``.
+
+    ``fmt``: ``csv`` (line i+2 = record i), ``json`` (object keyed by file name, written by hand so that a repeated
+    name stays repeated) or ``json-list`` (list of objects with FileName). Every record gets a 16 kHz wav but those
+    named in ``missing_audio``.
+    """
+    import json  # imported here: this section is appended to the module
+
+    records = [*MSP_RECORDS, *extra]
+    labels = root / "Labels"
+    labels.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        lines = [",".join(MSP_FIELDS)] + [",".join("" if r[f] is None else str(r[f]) for f in MSP_FIELDS)
+                                          for r in records]
+        (labels / "labels_consensus.csv").write_text("\n".join(lines) + "\n")
+    elif fmt == "json":
+        entries = [f"  {json.dumps(r['FileName'])}: {json.dumps({f: r[f] for f in MSP_FIELDS[1:]})}" for r in records]
+        (labels / "labels_consensus.json").write_text("{\n" + ",\n".join(entries) + "\n}\n")
+    elif fmt == "json-list":
+        (labels / "labels_consensus.json").write_text(json.dumps(records, indent=1))
+    else:
+        raise ValueError(f"fmt must be csv, json or json-list, not {fmt}")
+    (root / "Audios").mkdir(parents=True, exist_ok=True)
+    for seed, record in enumerate(records):
+        if record["FileName"] not in missing_audio:
+            write_wav(root / "Audios" / record["FileName"], speechlike(500 + seed, seconds))
+    return root

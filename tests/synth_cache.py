@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 
 from cache import add_stage, create_cache
+from core.protocol import partition_folds
 from pipeline.corpora.manifest import normalise_manifest
 
 
@@ -40,4 +41,44 @@ def planted_cache(path: Path, n_per_speaker: int = 60, seed: int = 0, layers: in
     add_stage(path, "speech", {"pooled": speech, "ok": ok}, {"model": "synthetic"}, [])
     add_stage(path, "prosody", {"values": prosody, "defined": np.isfinite(prosody), "ok": ok,
                                 "names": np.array([f"p{i}" for i in range(n_prosody)], dtype=object)}, {}, [])
+    return path
+
+
+def sticky_dialogue_cache(path: Path, seed: int = 0, dialogs_per_fold: int = 6, turns: int = 40, noise: float = 2.0,
+                          stay: float = 0.92, partitions: bool = False) -> Path:
+    """5 folds of dialogues; each dialogue's (valence, arousal) is a sticky Markov chain over 4 states,
+    and each utterance's acoustics are that state plus strong noise. With ``partitions`` the folds become
+    predefined partitions instead: folds 1-3 ``train``, fold 4 ``dev``, fold 5's dialogues ``Test1`` and
+    ``Test2`` (half each)."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[1.5, 1.5], [1.5, 4.5], [4.5, 1.5], [4.5, 4.5]])
+    rows, speech, prosody = [], [], []
+    for fold in range(1, 6):
+        for d in range(dialogs_per_fold):
+            state = rng.integers(4)
+            for t in range(turns):
+                if rng.random() > stay:
+                    state = rng.integers(4)
+                v, a = centres[state] + 0.2 * rng.standard_normal(2)
+                split = ("train" if fold <= 3 else "dev" if fold == 4 else "Test1" if d < dialogs_per_fold // 2
+                         else "Test2")
+                rows.append(dict(utt_id=f"f{fold}d{d}t{t:03d}", path=f"/syn/f{fold}d{d}t{t}.wav", duration_s=2.0,
+                                 sample_rate=16000, speaker=f"f{fold}s{t % 2}", dialog_id=f"f{fold}d{d}",
+                                 start_s=float(t), fold=fold, valence=v, arousal=a,
+                                 split=split if partitions else None))
+                speech.append(np.concatenate([[a - 3, v - 3], np.zeros(6)]) + noise * rng.standard_normal(8))
+                prosody.append(np.concatenate([[v - 3, a - 3], np.zeros(2)]) + noise * rng.standard_normal(4))
+    frame = pl.DataFrame(rows)
+    if partitions:
+        frame = frame.with_columns(fold=pl.Series(partition_folds(frame["split"].to_numpy())))
+    manifest = normalise_manifest(frame)
+    order = {u: i for i, u in enumerate(r["utt_id"] for r in rows)}
+    index = np.array([order[u] for u in manifest["utt_id"]])
+    n = len(rows)
+    create_cache(path, manifest, {})
+    pooled = np.stack(speech)[index][:, None, :].repeat(2, axis=1).astype(np.float16)
+    add_stage(path, "speech", {"pooled": pooled, "ok": np.ones(n, bool)}, {"model": {"model_id": "synthetic"}}, [])
+    values = np.stack(prosody)[index].astype(np.float32)
+    add_stage(path, "prosody", {"values": values, "defined": np.ones_like(values, bool), "ok": np.ones(n, bool),
+                                "names": np.array(["p0", "p1", "p2", "p3"], dtype=object)}, {}, [])
     return path

@@ -6,7 +6,7 @@ import torch
 from cache import CacheReader
 from pipeline.features.context import causal_average, context_states, fit_block_projection, project_block
 from pipeline.stages.state import StateConfig, compute_fold_states, load_state_inputs, run_state_stage, state_width
-from tests.test_state import sticky_dialogue_cache
+from tests.synth_cache import sticky_dialogue_cache
 
 EMA = StateConfig(kind="ema-features", context_components=3)
 

@@ -43,7 +43,7 @@ def test_bad_rows_are_skipped_with_their_line_numbers(tmp_path):
 def test_missing_required_columns_fail_naming_them(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text("utt_id,path\nu1,a.wav\n")
-    with pytest.raises(InputError, match="speaker, fold, valence, arousal"):
+    with pytest.raises(InputError, match=r"speaker, fold \(or split\), valence, arousal"):
         read_generic_manifest(path)
 
 
@@ -61,3 +61,23 @@ def test_written_manifests_read_back_identically(tmp_path):
     for name in ("m.csv", "m.parquet"):
         write_manifest(df, tmp_path / name)
         assert read_manifest(tmp_path / name).equals(df)
+
+
+def test_a_split_column_gives_partitions_with_test_sets_numbered_by_name(tmp_path):
+    for name in ("a", "b", "c", "d"):
+        write_wav(tmp_path / "audio" / f"{name}.wav", speechlike(ord(name), 0.3))
+    path = tmp_path / "parts.csv"
+    path.write_text("utt_id,path,speaker,split,valence,arousal\n"
+                    "u1,audio/a.wav,s1,Train,3,2\nu2,audio/b.wav,s2,validation,3,2\n"
+                    "u3,audio/c.wav,s3,eval-b,3,2\nu4,audio/d.wav,s4,eval-a,3,2\nu5,audio/d.wav,s4,,3,2\n")
+    df, problems = read_generic_manifest(path)
+    rows = {r["utt_id"]: (r["split"], r["fold"]) for r in df.iter_rows(named=True)}
+    assert rows == {"u1": ("train", 0), "u2": ("dev", 0), "u3": ("eval-b", 2), "u4": ("eval-a", 1)}
+    assert [(p.line, p.reason.split(" (")[0]) for p in problems] == [(6, "empty split")]
+
+
+def test_fold_and_split_together_are_refused(tmp_path):
+    path = tmp_path / "both.csv"
+    path.write_text("utt_id,path,speaker,fold,split,valence,arousal\nu1,a.wav,s1,1,train,3,2\n")
+    with pytest.raises(InputError, match="not both"):
+        read_generic_manifest(path)

@@ -5,20 +5,19 @@ import json
 from dataclasses import replace
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 
-from cache import CacheReader, add_stage, create_cache
+from cache import CacheReader
 from core.errors import InputError
 from core.metrics import dimension_metrics
 from heads.experiment import train_fold
 from heads.features import FeatureConfig, load_corpus_arrays
 from heads.train import TrainConfig
-from pipeline.corpora.manifest import normalise_manifest
 from pipeline.models.mamba import Mamba, selective_scan_reference
 from pipeline.models.state_model import DialogueStateUpdater, StateModelConfig, ema_weights
 from pipeline.stages.state import StateConfig, compute_fold_states, load_state_inputs, run_state_stage, updater_plan
+from tests.synth_cache import sticky_dialogue_cache
 
 SMALL = StateConfig(kind="mamba", model=StateModelConfig(d_model=32, d_state=16, ssm_state=8), epochs=12, window=24,
                     batch_size=16)
@@ -80,37 +79,6 @@ def test_a_mamba_layer_is_causal_and_shape_preserving():
     x2 = x.clone()
     x2[:, 4] = 0
     assert y.shape == x.shape and torch.equal(layer(x2)[:, :4], y[:, :4])
-
-
-def sticky_dialogue_cache(path, seed=0, dialogs_per_fold=6, turns=40, noise=2.0, stay=0.92):
-    """5 folds of dialogues; each dialogue's (valence, arousal) is a sticky Markov chain over 4 states,
-    and each utterance's acoustics are that state plus strong noise."""
-    rng = np.random.default_rng(seed)
-    centres = np.array([[1.5, 1.5], [1.5, 4.5], [4.5, 1.5], [4.5, 4.5]])
-    rows, speech, prosody = [], [], []
-    for fold in range(1, 6):
-        for d in range(dialogs_per_fold):
-            state = rng.integers(4)
-            for t in range(turns):
-                if rng.random() > stay:
-                    state = rng.integers(4)
-                v, a = centres[state] + 0.2 * rng.standard_normal(2)
-                rows.append(dict(utt_id=f"f{fold}d{d}t{t:03d}", path=f"/syn/f{fold}d{d}t{t}.wav", duration_s=2.0,
-                                 sample_rate=16000, speaker=f"f{fold}s{t % 2}", dialog_id=f"f{fold}d{d}",
-                                 start_s=float(t), fold=fold, valence=v, arousal=a))
-                speech.append(np.concatenate([[a - 3, v - 3], np.zeros(6)]) + noise * rng.standard_normal(8))
-                prosody.append(np.concatenate([[v - 3, a - 3], np.zeros(2)]) + noise * rng.standard_normal(4))
-    manifest = normalise_manifest(pl.DataFrame(rows))
-    order = {u: i for i, u in enumerate(r["utt_id"] for r in rows)}
-    index = np.array([order[u] for u in manifest["utt_id"]])
-    n = len(rows)
-    create_cache(path, manifest, {})
-    pooled = np.stack(speech)[index][:, None, :].repeat(2, axis=1).astype(np.float16)
-    add_stage(path, "speech", {"pooled": pooled, "ok": np.ones(n, bool)}, {"model": {"model_id": "synthetic"}}, [])
-    values = np.stack(prosody)[index].astype(np.float32)
-    add_stage(path, "prosody", {"values": values, "defined": np.ones_like(values, bool), "ok": np.ones(n, bool),
-                                "names": np.array(["p0", "p1", "p2", "p3"], dtype=object)}, {}, [])
-    return path
 
 
 @pytest.fixture(scope="module")

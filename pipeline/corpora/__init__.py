@@ -3,15 +3,17 @@
 from pipeline.corpora.emodb import read_emodb
 from pipeline.corpora.generic import read_generic_manifest
 from pipeline.corpora.iemocap import read_iemocap
+from pipeline.corpora.msp_podcast import read_msp_podcast
 
-__all__ = ["read_emodb", "read_generic_manifest", "read_iemocap"]
+__all__ = ["read_emodb", "read_generic_manifest", "read_iemocap", "read_msp_podcast"]
 
-CORPORA = ("iemocap", "emodb", "manifest")
+CORPORA = ("iemocap", "emodb", "msp-podcast", "manifest")
+_READERS = {"iemocap": read_iemocap, "emodb": read_emodb, "msp-podcast": read_msp_podcast}  # corpora read from --root
 
 
 def build_manifest(corpus: str, root: str | None = None, manifest: str | None = None):  # noqa: ANN201
-    """``(manifest DataFrame, problems)`` of a corpus: ``iemocap``/``emodb`` read ``root``, ``manifest``
-    reads the user's CSV/Parquet ``manifest``. A corpus with no usable utterance is an ``InputError``."""
+    """``(manifest DataFrame, problems)`` of a corpus: ``iemocap``/``emodb``/``msp-podcast`` read ``root``,
+    ``manifest`` reads the user's CSV/Parquet ``manifest``. A corpus with no usable utterance is an ``InputError``."""
     from core.errors import InputError
 
     if corpus == "manifest":
@@ -23,7 +25,7 @@ def build_manifest(corpus: str, root: str | None = None, manifest: str | None = 
     elif not root:
         raise InputError(f"--corpus {corpus} needs --root DIR")
     else:
-        df, problems = read_iemocap(root) if corpus == "iemocap" else read_emodb(root)
+        df, problems = _READERS[corpus](root)
     if df.height == 0:
         reasons = "; ".join(str(p) for p in problems[:3]) + (f"; ... {len(problems) - 3} more" if len(problems) > 3 else "")
         raise InputError(f"{root or manifest}: no usable utterances in this {corpus} corpus "

@@ -1,7 +1,9 @@
 """A user's own corpus described by a CSV or Parquet manifest.
 
-Required columns: ``utt_id, path, speaker, fold, valence, arousal``; optional: ``dialog_id, start_s,
-dominance, emotion``. Relative paths are resolved against the manifest's folder. Without ``dialog_id``
+Required columns: ``utt_id, path, speaker, valence, arousal`` and either ``fold`` (k folds, 1..k, leave one out)
+or ``split`` (predefined partitions: ``train``, ``dev`` and test sets by name, e.g. ``Test1``; ``Train``,
+``Development``, ``validation`` are read as ``train``/``dev``); optional: ``dialog_id, start_s, dominance,
+emotion``. Relative paths are resolved against the manifest's folder. Without ``dialog_id``
 each utterance is its own dialogue (no context); without ``start_s`` rows keep the file's order.
 """
 
@@ -14,10 +16,11 @@ import polars as pl
 
 from core.columns import ALL_COLUMNS
 from core.errors import InputError, Problem
+from core.protocol import canonical_split, partition_folds
 from pipeline.corpora.audio_info import audio_header
 from pipeline.corpora.manifest import normalise_manifest
 
-REQUIRED = ("utt_id", "path", "speaker", "fold", "valence", "arousal")
+REQUIRED = ("utt_id", "path", "speaker", "fold", "valence", "arousal")  # "split" may stand in for "fold"
 _NUMERIC = ("valence", "arousal", "dominance", "start_s")
 
 
@@ -51,12 +54,17 @@ def read_generic_manifest(manifest: str | Path) -> tuple[pl.DataFrame, list[Prob
     if not manifest.is_file():
         raise InputError(f"{manifest}: manifest file not found")
     raw, first_line = _read_table(manifest)
-    missing = [c for c in REQUIRED if c not in raw.columns]
+    partitioned = "split" in raw.columns
+    missing = [c if c != "fold" else "fold (or split)" for c in REQUIRED
+               if c not in raw.columns and not (c == "fold" and partitioned)]
     if missing:
         header = ",".join(raw.columns)
         hint = (f"; the header reads '{header[:80]}': columns must be separated by commas"
                 if len(raw.columns) == 1 and any(sep in header for sep in ";\t|") else "")
         raise InputError(f"{manifest}: missing required column(s): {', '.join(missing)}{hint}")
+    if partitioned and "fold" in raw.columns:
+        raise InputError(f"{manifest}: give one of the columns 'fold' (k folds) and 'split' (predefined partitions: "
+                         "train, dev, test sets by name), not both")
     rows: list[dict] = []
     problems: list[Problem] = []
     seen: dict[str, int] = {}
@@ -78,14 +86,21 @@ def read_generic_manifest(manifest: str | Path) -> tuple[pl.DataFrame, list[Prob
         if numbers["valence"] is None or numbers["arousal"] is None:
             problems.append(Problem(str(manifest), "valence/arousal missing", line))
             continue
-        try:
-            fold = int(str(rec.get("fold")).strip())
-        except ValueError:
-            problems.append(Problem(str(manifest), f"fold is not an integer: {rec.get('fold')!r}", line))
-            continue
-        if fold < 1:
-            problems.append(Problem(str(manifest), f"fold must be a positive integer (1, 2, ...), not {fold}", line))
-            continue
+        split, fold = None, 0
+        if partitioned:
+            split = canonical_split(rec.get("split") or "")
+            if not split:
+                problems.append(Problem(str(manifest), "empty split (expected train, dev or a test set's name)", line))
+                continue
+        else:
+            try:
+                fold = int(str(rec.get("fold")).strip())
+            except ValueError:
+                problems.append(Problem(str(manifest), f"fold is not an integer: {rec.get('fold')!r}", line))
+                continue
+            if fold < 1:
+                problems.append(Problem(str(manifest), f"fold must be a positive integer (1, 2, ...), not {fold}", line))
+                continue
         if not (rec.get("speaker") or "").strip():
             problems.append(Problem(str(manifest), "empty speaker", line))
             continue
@@ -101,7 +116,10 @@ def read_generic_manifest(manifest: str | Path) -> tuple[pl.DataFrame, list[Prob
                 speaker=str(rec["speaker"]).strip(), dialog_id=rec.get("dialog_id") or utt_id,
                 start_s=numbers["start_s"] if numbers["start_s"] is not None else float(i), fold=fold,
                 valence=numbers["valence"], arousal=numbers["arousal"], dominance=numbers["dominance"],
-                emotion=rec.get("emotion"),
+                emotion=rec.get("emotion"), split=split,
             )
         )
+    if partitioned:  # the fold of a partitioned row is its test set's number (core.protocol)
+        for row, fold in zip(rows, partition_folds([r["split"] for r in rows])):
+            row["fold"] = int(fold)
     return normalise_manifest(pl.DataFrame(rows, schema=ALL_COLUMNS)), problems

@@ -26,6 +26,15 @@ different seed per updater the states land in unrelated coordinate systems and t
 ``U(not {j, k})`` serves fold j too, so 5 folds need 5 + 10 = 15 updaters. Each is a unit of work of the
 stage contract (``pipeline.stages.runner``), committed on its own: an interrupted stage resumes with the
 updaters still missing.
+
+With predefined partitions (``core.protocol``: train / dev / test sets) every experiment shares one set of
+states, stored once per test set (``/state/fold_<k>``, k = the test set's number):
+
+* the untrained kinds fit their projection on the ``train`` rows;
+* ``mamba``: dev and test rows get states from ``U(train)``, trained on the train partition only; train rows
+  are cross-fitted over ``CROSS_FIT_GROUPS`` speaker groups of the train partition: a train row of group g gets
+  its state from ``U(train minus g)``. No dev or test label reaches any state, and no train row's own label
+  (nor its speaker's) reaches its own state. 1 + 5 updaters.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ from cache.reader import CacheReader
 from cache.schema import Failure
 from core.errors import InputError
 from core.metrics import ccc_loss
-from core.protocol import speaker_disjoint_validation
+from core.protocol import ALL_FOLDS, TRAIN_SPLIT, speaker_disjoint_validation, speaker_groups
 from core.provenance import package_versions
 from core.standardise import standardise, zscore
 from pipeline.features.context import context_states, fit_block_projection, project_block
@@ -56,6 +65,8 @@ from pipeline.stages.runner import Stage, StagePlan, run_stage
 
 log = logging.getLogger(__name__)
 GROUPINGS = ("dialog", "speaker", "utterance")
+CROSS_FIT_GROUPS = 5  # speaker groups of a train partition (the learned kind's cross-fitting)
+Unit = tuple  # a unit of work: excluded folds ``(k,)``/``(j, k)``, or ``("train",)``/``("train", g)`` (partitions)
 KINDS = ("ema-features", "ema-features-speaker", "mamba")
 
 
@@ -103,20 +114,30 @@ class StateInputs:
     targets: np.ndarray  # [N, 2] valence, arousal
     folds: np.ndarray  # [N] int
     usable: np.ndarray  # [N] bool: speech and prosody both ok
-    sequences: list[np.ndarray]  # row indices, each within one fold, in time order
+    sequences: list[np.ndarray]  # row indices, each within one fold (or partition), in time order
     speakers: np.ndarray  # [N] str
     speech_width: int = 0  # z[:, :speech_width] is the speech summary
+    splits: np.ndarray | None = None  # [N] str partition of each row (core.protocol); None: k folds
+    groups: np.ndarray | None = None  # [N] int speaker group (1..CROSS_FIT_GROUPS) of train rows, 0 elsewhere
+
+    def experiments(self) -> list[int]:
+        """The experiments that get states: every fold, or every test set's number (partitions)."""
+        if self.splits is None:
+            return sorted(set(self.folds[self.usable].tolist()))
+        return sorted(set(self.folds[self.usable].tolist()) - {0})
 
 
 def build_sequences(manifest: pl.DataFrame, usable: np.ndarray, grouping: str) -> list[np.ndarray]:
-    """Rows of each sequence in time order (manifest order is ``dialog_id, start_s``), split by fold."""
+    """Rows of each sequence in time order (manifest order is ``dialog_id, start_s``), split by fold (by
+    partition when the corpus has partitions)."""
     if grouping not in GROUPINGS:
         raise InputError(f"state grouping must be one of {', '.join(GROUPINGS)}, not '{grouping}'")
     rows = np.flatnonzero(usable)
     if grouping == "utterance":
         return [np.array([r]) for r in rows]
     key = manifest[grouping if grouping == "speaker" else "dialog_id"].to_numpy()
-    folds = manifest["fold"].to_numpy()
+    partitioned = manifest["split"].null_count() < manifest.height
+    folds = manifest["split" if partitioned else "fold"].to_numpy()
     order = manifest.with_row_index("row").sort([grouping if grouping == "speaker" else "dialog_id", "start_s"])
     sequences: dict[tuple, list[int]] = {}
     for row in order["row"].to_list():
@@ -133,10 +154,16 @@ def load_state_inputs(reader: CacheReader, config: StateConfig, targets: np.ndar
     speech = select_layer(reader.read("speech", "pooled"), check_layer_choice(config.speech_layer, allow_weighted=False))
     z = np.concatenate([speech, reader.read("prosody", "values")], axis=1)
     m = reader.manifest
+    splits = m["split"].to_numpy() if m["split"].null_count() < m.height else None
+    speakers = m["speaker"].to_numpy()
+    groups = None
+    if splits is not None:
+        train = np.flatnonzero(usable & (splits == TRAIN_SPLIT))
+        groups = speaker_groups(speakers, train, CROSS_FIT_GROUPS, seed=config.seed)
     return StateInputs(
         z=z, targets=m.select("valence", "arousal").to_numpy().astype(np.float64) if targets is None else targets,
         folds=m["fold"].to_numpy(), usable=usable, sequences=build_sequences(m, usable, config.grouping),
-        speakers=m["speaker"].to_numpy(), speech_width=speech.shape[1])
+        speakers=speakers, speech_width=speech.shape[1], splits=splits, groups=groups)
 
 
 def updater_plan(folds: list[int]) -> list[tuple[int, ...]]:
@@ -157,19 +184,29 @@ def _pad(z: np.ndarray, sequences: list[np.ndarray]) -> tuple[torch.Tensor, torc
     return torch.from_numpy(out), torch.from_numpy(mask)
 
 
-def train_updater(inputs: StateInputs, excluded: tuple[int, ...], config: StateConfig, device: torch.device
+def updater_training_rows(inputs: StateInputs, unit: Unit) -> np.ndarray:
+    """``[N] bool``: the rows whose labels train the updater of ``unit`` (the other folds; the train partition,
+    less one speaker group for ``("train", g)``)."""
+    if inputs.splits is None:
+        return inputs.usable & ~np.isin(inputs.folds, unit)
+    train = inputs.usable & (inputs.splits == TRAIN_SPLIT)
+    return train if len(unit) == 1 else train & (inputs.groups != unit[1])
+
+
+def train_updater(inputs: StateInputs, excluded: Unit, config: StateConfig, device: torch.device
                   ) -> tuple[DialogueStateUpdater, np.ndarray, dict]:
-    """Train ``U(not excluded)`` on the sequences of the other folds. Returns it, its z, and a summary.
+    """Train the updater of unit ``excluded`` on the sequences holding its training rows
+    (``updater_training_rows``); other rows of those sequences are context only. Returns it, its z, a summary.
 
     With ``config.val_fraction > 0`` whole speakers of those folds are held out of the loss (their turns still
     feed the sequences as context) and the updater keeps the epoch with the best validation CCC on them,
     stopping after ``config.patience`` epochs without improvement: small corpora overfit an updater quickly.
     """
-    train_mask = inputs.usable & ~np.isin(inputs.folds, excluded)
+    train_mask = updater_training_rows(inputs, excluded)
     z = np.nan_to_num(zscore(inputs.z, inputs.z[train_mask])[0], nan=0.0).astype(np.float32)  # NaN: the mean
     mean, std = inputs.targets[train_mask].mean(0), inputs.targets[train_mask].std(0) + 1e-8
     y = ((inputs.targets - mean) / std).astype(np.float32)
-    train_seqs = [s for s in inputs.sequences if train_mask[s[0]]]
+    train_seqs = [s for s in inputs.sequences if train_mask[s].any()]
     loss_mask, val_rows = train_mask.copy(), np.zeros(0, np.int64)
     if config.val_fraction > 0:
         _, val_rows = speaker_disjoint_validation(inputs.speakers, np.flatnonzero(train_mask), config.val_fraction,
@@ -217,7 +254,7 @@ def train_updater(inputs: StateInputs, excluded: tuple[int, ...], config: StateC
     if best_weights is not None:
         model.load_state_dict(best_weights)
     model.eval()
-    summary = {"excluded_folds": list(excluded), "train_sequences": len(train_seqs),
+    summary = {"unit": list(excluded), "train_sequences": len(train_seqs),
                "train_utterances": int(loss_mask.sum()), "validation_utterances": int(len(val_rows)),
                "epochs_trained": epochs_run, "best_epoch": best_epoch or epochs_run,
                "validation_ccc": None if best_weights is None else float(best_ccc),
@@ -265,25 +302,28 @@ def states_of(model: DialogueStateUpdater, z: np.ndarray, sequences: list[np.nda
     return out
 
 
-def assignments(excluded: tuple[int, ...]) -> list[tuple[int, int]]:
-    """``(fold of the experiment, fold whose rows get states)`` pairs an updater serves."""
-    if len(excluded) == 1:
-        return [(excluded[0], excluded[0])]  # fold k's test rows
-    j, k = excluded
-    return [(k, j), (j, k)]  # fold k's training rows in fold j, and the other way round
+def assignments(inputs: StateInputs, unit: Unit) -> list[tuple[int, np.ndarray]]:
+    """``(experiment, [N] bool rows that get their states from this unit's updater)`` pairs an updater serves."""
+    if inputs.splits is not None:
+        train = inputs.usable & (inputs.splits == TRAIN_SPLIT)
+        rows = inputs.usable & ~train if len(unit) == 1 else train & (inputs.groups == unit[1])
+        return [(k, rows) for k in inputs.experiments()]  # every test set shares the partition's states
+    if len(unit) == 1:
+        return [(unit[0], inputs.folds == unit[0])]  # fold k's test rows
+    j, k = unit
+    return [(k, inputs.folds == j), (j, inputs.folds == k)]  # fold k's training rows in fold j, and back
 
 
-def compute_updater_unit(inputs: StateInputs, excluded: tuple[int, ...], config: StateConfig,
+def compute_updater_unit(inputs: StateInputs, unit: Unit, config: StateConfig,
                          device: torch.device) -> tuple[dict[str, np.ndarray], dict]:
     """Train one updater and compute the states it is responsible for (as named arrays)."""
-    model, z, summary = train_updater(inputs, excluded, config, device)
+    model, z, summary = train_updater(inputs, unit, config, device)
     arrays: dict[str, np.ndarray] = {}
-    for experiment_fold, rows_fold in assignments(excluded):
-        seqs = [s for s in inputs.sequences if inputs.folds[s[0]] == rows_fold]
-        states = states_of(model, z, seqs, device)
-        rows = np.array(sorted(states), dtype=np.int64)
-        arrays[f"fold{experiment_fold}_rows"] = rows
-        arrays[f"fold{experiment_fold}_states"] = np.stack([states[r] for r in rows]) if len(rows) else \
+    for experiment, wanted in assignments(inputs, unit):
+        states = states_of(model, z, [s for s in inputs.sequences if wanted[s].any()], device)
+        rows = np.array(sorted(r for r in states if wanted[r]), dtype=np.int64)
+        arrays[f"fold{experiment}_rows"] = rows
+        arrays[f"fold{experiment}_states"] = np.stack([states[r] for r in rows]) if len(rows) else \
             np.zeros((0, config.model.d_state), np.float32)
     return arrays, summary
 
@@ -306,18 +346,31 @@ def turn_summaries(speech: np.ndarray, prosody: np.ndarray, projection: dict[str
     return np.concatenate([u_speech, np.nan_to_num(z, nan=0.0)], axis=1).astype(np.float32)
 
 
+def projection_rows(inputs: StateInputs, fold: int) -> np.ndarray:
+    """Rows the untrained context's projection is fitted on for experiment ``fold``: the other folds' usable rows
+    (all of them for ``ALL_FOLDS``), or the train partition's."""
+    if inputs.splits is not None:
+        return np.flatnonzero(inputs.usable & (inputs.splits == TRAIN_SPLIT))
+    return np.flatnonzero(inputs.usable & (inputs.folds != fold))
+
+
 def compute_context_unit(inputs: StateInputs, fold: int, config: StateConfig) -> tuple[dict[str, np.ndarray], dict]:
-    """The untrained context of every usable row for the experiment of ``fold``: each turn summarised with a
-    projection fitted on the rows of the other folds, then causal averages over each sequence's previous turns."""
+    """The untrained context of every usable row for the experiment of ``fold`` (with partitions: of every test
+    set at once): each turn summarised with a projection fitted on ``projection_rows`` (no labels), then causal
+    averages over each sequence's previous turns."""
     started = time.perf_counter()
-    train_rows = np.flatnonzero(inputs.usable & (inputs.folds != fold))
+    train_rows = projection_rows(inputs, fold)
     projection = fit_context_projection(inputs, train_rows, config)
     u = turn_summaries(inputs.z[:, : inputs.speech_width], inputs.z[:, inputs.speech_width :], projection)
     states = context_states(u, inputs.sequences, inputs.speakers, config.context_decay,
                             speaker_aware=config.kind == "ema-features-speaker")
     rows = np.flatnonzero(inputs.usable)
     summary = {"fold": fold, "projection_rows": len(train_rows), "seconds": time.perf_counter() - started}
-    return {f"fold{fold}_rows": rows, f"fold{fold}_states": states[rows]}, summary
+    served = [fold] if inputs.splits is None or fold == ALL_FOLDS else inputs.experiments()
+    arrays = {}
+    for k in served:
+        arrays[f"fold{k}_rows"], arrays[f"fold{k}_states"] = rows, states[rows]
+    return arrays, summary
 
 
 def context_fold_states(inputs: StateInputs, fold: int, config: StateConfig) -> np.ndarray:
@@ -329,15 +382,21 @@ def context_fold_states(inputs: StateInputs, fold: int, config: StateConfig) -> 
     return out[fold]
 
 
-def state_units(inputs: StateInputs, config: StateConfig) -> list[tuple[int, ...]]:
-    """The units of work: one per fold for the untrained kinds, one per cross-fitted updater for ``mamba``."""
+def state_units(inputs: StateInputs, config: StateConfig) -> list[Unit]:
+    """The units of work: one per fold for the untrained kinds, one per cross-fitted updater for ``mamba``;
+    with partitions, one unit for the untrained kinds and 1 + ``CROSS_FIT_GROUPS`` updaters for ``mamba``."""
     if config.kind not in KINDS:
         raise InputError(f"state kind must be one of {', '.join(KINDS)}, not '{config.kind}'")
-    folds = sorted(set(inputs.folds[inputs.usable].tolist()))
+    if inputs.splits is not None:
+        if config.kind != "mamba":
+            return [(inputs.experiments()[0],)] if inputs.experiments() else []
+        groups = sorted(set(inputs.groups.tolist()) - {0})
+        return [(TRAIN_SPLIT,)] + [(TRAIN_SPLIT, g) for g in groups]
+    folds = inputs.experiments()
     return updater_plan(folds) if config.kind == "mamba" else [(k,) for k in folds]
 
 
-def compute_unit(inputs: StateInputs, unit: tuple[int, ...], config: StateConfig, device: torch.device
+def compute_unit(inputs: StateInputs, unit: Unit, config: StateConfig, device: torch.device
                  ) -> tuple[dict[str, np.ndarray], dict]:
     if config.kind == "mamba":
         return compute_updater_unit(inputs, unit, config, device)
@@ -345,8 +404,8 @@ def compute_unit(inputs: StateInputs, unit: tuple[int, ...], config: StateConfig
 
 
 def compute_fold_states(inputs: StateInputs, config: StateConfig, device: torch.device) -> dict[int, np.ndarray]:
-    """All folds' states in memory (no cache): ``fold -> [N, width]``, zeros for unusable rows."""
-    folds = sorted(set(inputs.folds.tolist()))
+    """All experiments' states in memory (no cache): ``fold -> [N, width]``, zeros for unusable rows."""
+    folds = inputs.experiments()
     width = state_width(config, inputs.z.shape[1] - inputs.speech_width)
     out = {k: np.zeros((len(inputs.z), width), np.float32) for k in folds}
     for unit in state_units(inputs, config):
@@ -365,14 +424,14 @@ def _merge(out: dict[int, np.ndarray], arrays: dict[str, np.ndarray]) -> None:
 def state_stage(reader: CacheReader, config: StateConfig, device: torch.device) -> Stage:
     """The stage contract of ``/state/fold_<k>``: one unit per fold or per cross-fitted updater (resumable)."""
     inputs = load_state_inputs(reader, config)
-    folds = sorted(set(inputs.folds.tolist()))
+    folds = inputs.experiments()
     plan = state_units(inputs, config)
     width = state_width(config, inputs.z.shape[1] - inputs.speech_width)
     fingerprint = {"config": asdict(config), "speech": reader.provenance("speech").get("model", {}),
                    "prosody": reader.provenance("prosody").get("feature_set_version")}
     backend = ("untrained causal average (numpy)" if config.kind != "mamba" else
                "mamba-ssm CUDA kernel" if kernel_available(device) else "PyTorch reference scan")
-    provenance = {**fingerprint, "folds": folds, "kind": config.kind, "width": width,
+    provenance = {**fingerprint, "folds": folds, "partitions": inputs.splits is not None, "kind": config.kind, "width": width,
                   "includes_current_turn": config.kind == "mamba",
                   "units": [list(e) for e in plan], "backend": backend, "device_type": device.type,
                   "packages": package_versions()}
