@@ -26,6 +26,7 @@ from heads.runs import (
     save_head,
     write_run_json,
 )
+from heads.streaming import StreamedSpeech
 from heads.train import TrainConfig, attention_columns, block_sizes, predict, train_head
 from heads.variants import run_label
 
@@ -127,5 +128,6 @@ def _train_seeds(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, conf
         "validation_speakers": sorted(set(arrays.speakers[split.validation].tolist())),
         "cache": arrays.source, "cache_provenance": arrays.provenance, "packages": package_versions(),
         "created_utc": utc_now(), "metrics_per_seed": per_seed,
+        "speech_streamed": isinstance(fold.train.speech, StreamedSpeech),
     })
     return predictions

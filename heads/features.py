@@ -22,6 +22,7 @@ from cache.reader import CacheReader
 from core.errors import InputError
 from core.protocol import ALL_FOLDS, FoldSplit, experiment_name, experiment_split, test_set_names
 from core.standardise import zscore
+from heads.streaming import STREAM_ABOVE_BYTES, StreamedSpeech, streamed_statistics
 from pipeline.features.layers import check_layer_choice, layer_index, reads_every_layer, select_layer
 
 
@@ -55,6 +56,7 @@ class CorpusArrays:
     num_hidden_states: int = 0  # L+1 in the cache
     source: str = ""  # the cache file, for messages and run records
     splits: np.ndarray | None = None  # [N] str partition (train / dev / test set name); None: k folds
+    speech_reader: CacheReader | None = None  # the speech block is read from here in blocks (heads.streaming)
 
     def experiments(self) -> list[int]:
         """Every fold, or every test set's number (partitions), of the usable rows."""
@@ -106,21 +108,26 @@ def split_rows(arrays: CorpusArrays, fold: int, val_fraction: float) -> FoldSpli
         raise InputError(f"{arrays.source}: {err}") from None
 
 
-def load_corpus_arrays(reader: CacheReader, layer: str | None = None) -> CorpusArrays:
+def load_corpus_arrays(reader: CacheReader, layer: str | None = None,
+                       stream_above_bytes: int = STREAM_ABOVE_BYTES) -> CorpusArrays:
     """Everything the heads read. With ``layer`` (``last`` or an index) only that hidden state of the
     speech block is read: 1/(L+1) of its bytes (20 MB instead of 0.5 GB for IEMOCAP with wavlm-large).
     Without it (or with ``mean``/``weighted``) all hidden states are read, for runs that choose or mix
-    layers later."""
+    layers later; with ``weighted`` on a speech block whose float32 copy would exceed ``stream_above_bytes``
+    none is read: training streams it from the cache (``heads.streaming``)."""
     m = reader.manifest
     states = {}
     if "state" in reader.stages:
         for name in reader.dataset_shapes("state"):
             if name.startswith("fold_"):
                 states[int(name.split("_")[1])] = reader.read("state", name)
-    speech, held, total = None, (), 0
+    speech, held, total, streamed = None, (), 0, False
     if "speech" in reader.stages:
-        total = reader.dataset_shapes("speech")["pooled"][1]
-        if layer is None or reads_every_layer(check_layer_choice(layer)):
+        shape = reader.dataset_shapes("speech")["pooled"]
+        total = shape[1]
+        if layer == "weighted" and int(np.prod(shape)) * 4 > stream_above_bytes:
+            held, streamed = tuple(range(total)), True
+        elif layer is None or reads_every_layer(check_layer_choice(layer)):
             speech, held = reader.read("speech", "pooled"), tuple(range(total))
         else:
             index = layer_index(layer, total)
@@ -136,6 +143,7 @@ def load_corpus_arrays(reader: CacheReader, layer: str | None = None) -> CorpusA
         prosody_names=list(reader.read("prosody", "names")) if "prosody" in reader.stages else [],
         provenance={s: reader.provenance(s) for s in reader.stages}, source=str(reader.path),
         splits=m["split"].to_numpy() if m["split"].null_count() < m.height else None,
+        speech_reader=reader if streamed else None,
     )
 
 
@@ -190,12 +198,28 @@ def select_speech(arrays: CorpusArrays, layer: str) -> np.ndarray:
 
 def effective_features(arrays: CorpusArrays, config: FeatureConfig, fold: int) -> FeatureConfig:
     """``config`` with the blocks the cache lacks switched off (a run is labelled by what it really used)."""
-    effective = replace(config, use_speech=config.use_speech and arrays.speech is not None,
+    effective = replace(config, use_speech=config.use_speech and (arrays.speech is not None or
+                                                                  arrays.speech_reader is not None),
                         use_prosody=config.use_prosody and arrays.prosody is not None,
                         use_state=config.use_state and fold in arrays.states)
     if not (effective.use_speech or effective.use_prosody or effective.use_state):
         raise InputError(f"{arrays.source}: every feature block is switched off or missing from the cache")
     return effective
+
+
+def _streamed_speech(arrays: CorpusArrays, config: FeatureConfig, train: np.ndarray, stats: dict):  # noqa: ANN202
+    """``rows -> StreamedSpeech`` with per (layer, dimension) statistics of the ``train`` rows (into ``stats``)."""
+    if config.layer != "weighted" or config.per_speaker_norm:
+        raise InputError(f"{arrays.source}: only --layer weighted without --speaker-norm streams the speech block")
+    block_rows = StreamedSpeech.block_rows
+    stats["speech_mean"], stats["speech_std"] = streamed_statistics(arrays.speech_reader, train, block_rows)
+
+    def speech_of(rows: np.ndarray) -> StreamedSpeech:
+        if np.any(np.diff(rows) <= 0):
+            raise ValueError("streamed rows must be sorted")  # the protocol's splits are
+        return StreamedSpeech(arrays.speech_reader, rows, stats["speech_mean"], stats["speech_std"])
+
+    return speech_of
 
 
 def prepare_fold(arrays: CorpusArrays, split: FoldSplit, config: FeatureConfig) -> FoldTensors:
@@ -214,7 +238,11 @@ def prepare_fold(arrays: CorpusArrays, split: FoldSplit, config: FeatureConfig) 
         z, stats[f"{name}_mean"], stats[f"{name}_std"] = zscore(values, values[train])
         return np.nan_to_num(z, nan=0.0).astype(np.float32)  # NaN (undefined) -> the training mean
 
-    speech = block(select_speech(arrays, config.layer), "speech") if use_speech else np.zeros((n, 0), np.float32)
+    if use_speech and arrays.speech is None:  # too large for memory: read in blocks (heads.streaming)
+        speech_of = _streamed_speech(arrays, config, train, stats)
+    else:
+        speech = block(select_speech(arrays, config.layer), "speech") if use_speech else np.zeros((n, 0), np.float32)
+        speech_of = lambda rows: torch.from_numpy(speech[rows])  # noqa: E731
     prosody = block(arrays.prosody, "prosody") if use_prosody else np.zeros((n, 0), np.float32)
     state = block(arrays.states[split.fold], "state") if use_state else np.zeros((n, 0), np.float32)
     target_mean, target_std = arrays.targets[train].mean(0), arrays.targets[train].std(0)
@@ -223,7 +251,7 @@ def prepare_fold(arrays: CorpusArrays, split: FoldSplit, config: FeatureConfig) 
     targets = ((arrays.targets - target_mean) / target_std).astype(np.float32)
 
     def split_tensors(rows: np.ndarray) -> SplitTensors:
-        return SplitTensors(rows, torch.from_numpy(speech[rows]), torch.from_numpy(prosody[rows]),
+        return SplitTensors(rows, speech_of(rows), torch.from_numpy(prosody[rows]),
                             torch.from_numpy(state[rows]), torch.from_numpy(targets[rows]), arrays.targets[rows])
 
     return FoldTensors(split_tensors(split.train), split_tensors(split.validation), split_tensors(split.test),

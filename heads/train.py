@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from core.errors import InputError
 from core.metrics import ccc_loss
 from heads.features import FeatureConfig, FoldTensors, SplitTensors
 from heads.models import BlockSizes, build_head
 from heads.optim import AdamW
 from heads.ridge import fit_ridge
+from heads.streaming import StreamedSpeech
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,13 @@ def predict(model: torch.nn.Module, split: SplitTensors) -> tuple[torch.Tensor, 
     """Standardised predictions [n, 2] and attention weights of one split (eval mode), on the CPU."""
     model.eval()
     device = next(model.parameters()).device
-    pred, attention = model(split.speech.to(device), split.prosody.to(device), split.state.to(device))
+    if isinstance(split.speech, StreamedSpeech):  # block by block: the split is not in memory
+        speech = split.speech.to(device)
+        parts = [model(x, split.prosody[rows].to(device), split.state[rows].to(device)) for rows, x in speech.blocks()]
+        pred = torch.cat([p for p, _ in parts])
+        attention = None if parts[0][1] is None else {k: torch.cat([a[k] for _, a in parts]) for k in parts[0][1]}
+    else:
+        pred, attention = model(split.speech.to(device), split.prosody.to(device), split.state.to(device))
     return pred.cpu(), None if attention is None else {k: v.cpu() for k, v in attention.items()}
 
 
@@ -129,6 +137,9 @@ def train_head(fold: FoldTensors, config: TrainConfig, seed: int, device: torch.
     generator = torch.Generator().manual_seed(seed)
     sizes = block_sizes(fold, config)
     if config.variant == "linear":
+        if isinstance(fold.train.speech, StreamedSpeech):
+            raise InputError("the linear head is fitted in closed form on the speech block in memory; with a block "
+                             "too large for memory (--layer weighted) train a neural variant or choose one layer")
         model = build_head("linear", sizes)
         splits = [(s.speech, s.prosody, s.state, s.targets) for s in (fold.train, fold.validation)]
         penalties, val_ccc, path = fit_ridge(model, *splits)
@@ -141,7 +152,8 @@ def train_head(fold: FoldTensors, config: TrainConfig, seed: int, device: torch.
     best_ccc, best_epoch, best_state, history = -np.inf, -1, None, []
     for epoch in range(config.epochs):
         model.train()
-        order = torch.randperm(n, generator=generator)
+        order = train.speech.epoch_order(generator) if isinstance(train.speech, StreamedSpeech) else \
+            torch.randperm(n, generator=generator)  # streamed: block-shuffled (heads.streaming)
         total = 0.0
         # Drop a final sliver of < 32 rows: CCC over a handful of rows is too noisy to learn from.
         remainder = n % batch_size

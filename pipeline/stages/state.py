@@ -146,12 +146,21 @@ def build_sequences(manifest: pl.DataFrame, usable: np.ndarray, grouping: str) -
     return [np.array(v) for v in sequences.values()]
 
 
+def read_speech_summary(reader: CacheReader, choice: str, block_rows: int = 4096) -> np.ndarray:
+    """``[N, D]`` float32: one hidden state, or their ``mean``, of every row, read ``block_rows`` rows at a time
+    (memory: the result and one block; the whole ``[N, L+1, D]`` block is 14 GB at MSP-Podcast scale)."""
+    rows = reader.dataset_shapes("speech")["pooled"][0]
+    return np.concatenate([select_layer(reader.read("speech", "pooled", np.s_[start : start + block_rows]), choice)
+                           for start in range(0, rows, block_rows)]) if rows else \
+        select_layer(reader.read("speech", "pooled"), choice)
+
+
 def load_state_inputs(reader: CacheReader, config: StateConfig, targets: np.ndarray | None = None) -> StateInputs:
     for stage in ("speech", "prosody"):
         if stage not in reader.stages:
             raise InputError(f"{reader.path}: the state stage needs the '{stage}' stage first (--stages speech,prosody,state)")
     usable = reader.ok(["speech", "prosody"])
-    speech = select_layer(reader.read("speech", "pooled"), check_layer_choice(config.speech_layer, allow_weighted=False))
+    speech = read_speech_summary(reader, check_layer_choice(config.speech_layer, allow_weighted=False))
     z = np.concatenate([speech, reader.read("prosody", "values")], axis=1)
     m = reader.manifest
     splits = m["split"].to_numpy() if m["split"].null_count() < m.height else None

@@ -1,0 +1,127 @@
+"""The speech block of a learned layer mix, read from the cache in row blocks instead of held in memory.
+
+``--layer weighted`` trains on every hidden state: ``[N, L+1, D]``. At MSP-Podcast scale with wavlm-large that
+is 270k x 25 x 1024 float16 = 14 GB on disk and 28 GB as float32, more than the machines it must run on. So a
+split whose float32 block would exceed ``STREAM_ABOVE_BYTES`` is a ``StreamedSpeech``: its rows stay in the
+cache and are read ``block_rows`` at a time, z-scored per (layer, dimension) with training-row statistics
+computed in one streaming pass (float64 sums).
+
+Batches cannot be drawn uniformly from rows that are not in memory, so an epoch visits the blocks in a random
+order, ``window_blocks`` blocks at a time, and shuffles rows within each window (a shuffle buffer, as in
+large-scale speech training). Memory: at most two windows of float16 rows (2 x 8 x 2048 x 51 KB = 1.7 GB at
+MSP scale) plus the batch. A run that streamed records it (``run.json``: ``speech_streamed``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from cache.reader import CacheReader
+from core.standardise import CLIP
+
+STREAM_ABOVE_BYTES = 2 << 30  # stream a split whose float32 [n, L+1, D] block would exceed 2 GiB
+
+
+def row_index(rows: np.ndarray) -> tuple | np.ndarray:
+    """An HDF5 selection of sorted cache ``rows``: one contiguous slice when they are dense (one large
+    sequential read), else the rows themselves (HDF5 point selection: no bytes read for rows in between)."""
+    span = int(rows[-1] - rows[0] + 1)
+    return np.s_[int(rows[0]) : int(rows[-1]) + 1] if span <= 2 * len(rows) else rows
+
+
+def read_rows(reader: CacheReader, rows: np.ndarray) -> np.ndarray:
+    """``[len(rows), L+1, D]`` float16 speech of sorted cache ``rows``, read in one selection."""
+    index = row_index(rows)
+    block = reader.read("speech", "pooled", index)
+    return block[rows - rows[0]] if isinstance(index, slice) else block
+
+
+def streamed_statistics(reader: CacheReader, rows: np.ndarray, block_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per (layer, dimension) mean and std ``[L+1, D]`` float64 of the speech of ``rows`` (sorted), in one pass
+    over blocks (float64 sums); the same floors as ``core.standardise.zscore`` (std <= 1e-8 -> 1)."""
+    total = total_sq = None
+    for start in range(0, len(rows), block_rows):
+        x = read_rows(reader, rows[start : start + block_rows]).astype(np.float32)
+        s, sq = x.sum(0, dtype=np.float64), np.square(x).sum(0, dtype=np.float64)
+        total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
+    mean = total / len(rows)
+    std = np.sqrt(np.maximum(total_sq / len(rows) - mean**2, 0.0))
+    return mean, np.where(std > 1e-8, std, 1.0)
+
+
+@dataclass
+class StreamedSpeech:
+    """The standardised ``[n, L+1, D]`` float32 speech of one split's ``rows`` (sorted cache rows), read on demand.
+
+    ``speech[positions]`` (positions into ``rows``) returns the batch; every position must lie in the blocks of
+    the current epoch's windows (``epoch_order``) or the whole split is read block by block (``blocks``)."""
+
+    reader: CacheReader = field(repr=False)
+    rows: np.ndarray  # [n] int64, sorted
+    mean: np.ndarray  # [L+1, D] float64
+    std: np.ndarray  # [L+1, D] float64
+    block_rows: int = 2048
+    window_blocks: int = 8
+    device: torch.device = torch.device("cpu")
+    _window_of: np.ndarray | None = field(default=None, repr=False)  # block -> window (this epoch)
+    _loaded: dict[int, np.ndarray] = field(default_factory=dict, repr=False)  # block -> [<=block_rows, L+1, D] f16
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.rows), *self.mean.shape)
+
+    def dim(self) -> int:
+        return 3
+
+    def to(self, device: torch.device) -> "StreamedSpeech":
+        return replace(self, device=device, _loaded={})
+
+    @property
+    def num_blocks(self) -> int:
+        return -(-len(self.rows) // self.block_rows)
+
+    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        """``[n]`` positions: blocks in random order, ``window_blocks`` at a time, rows shuffled in each window."""
+        blocks = torch.randperm(self.num_blocks, generator=generator).numpy()
+        windows = [blocks[i : i + self.window_blocks] for i in range(0, len(blocks), self.window_blocks)]
+        self._window_of = np.empty(self.num_blocks, np.int64)
+        order = []
+        for w, window in enumerate(windows):
+            self._window_of[window] = w
+            positions = np.concatenate([np.arange(b * self.block_rows, min((b + 1) * self.block_rows, len(self.rows)))
+                                        for b in window])
+            order.append(positions[torch.randperm(len(positions), generator=generator).numpy()])
+        return torch.from_numpy(np.concatenate(order))
+
+    def __getitem__(self, positions: torch.Tensor) -> torch.Tensor:
+        positions = positions.cpu().numpy()
+        blocks = positions // self.block_rows
+        needed = set(np.unique(blocks).tolist())
+        if not needed <= set(self._loaded):
+            windows = set(self._window_of[list(needed)].tolist()) if self._window_of is not None else set()
+            wanted = {b for b in range(self.num_blocks) if self._window_of is not None and self._window_of[b] in windows}
+            wanted |= needed
+            self._loaded = {b: self._loaded.get(b) if b in self._loaded else self._read_block(b) for b in sorted(wanted)}
+        rows = np.stack([self._loaded[b][p - b * self.block_rows] for b, p in zip(blocks, positions)])
+        return self._standardise(rows)
+
+    def blocks(self):  # noqa: ANN201 - Iterator[tuple[np.ndarray, torch.Tensor]]
+        """``(positions, standardised speech)`` of every block in order (for prediction; nothing kept)."""
+        for b in range(self.num_blocks):
+            start = b * self.block_rows
+            yield np.arange(start, min(start + self.block_rows, len(self.rows))), self._standardise(self._read_block(b))
+
+    def _read_block(self, block: int) -> np.ndarray:
+        return read_rows(self.reader, self.rows[block * self.block_rows : (block + 1) * self.block_rows])
+
+    def _standardise(self, rows: np.ndarray) -> torch.Tensor:
+        """As ``core.standardise.standardise`` then NaN -> 0 (the training mean), float32, on ``self.device``."""
+        x = torch.from_numpy(rows).to(self.device, torch.float32)
+        mean, std = (torch.from_numpy(v.astype(np.float32)).to(self.device) for v in (self.mean, self.std))
+        return torch.nan_to_num(torch.clamp((x - mean) / std, -CLIP, CLIP), nan=0.0)
