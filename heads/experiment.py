@@ -14,7 +14,7 @@ import torch
 from core.metrics import dimension_metrics
 from core.protocol import FoldSplit
 from core.provenance import package_versions, utc_now
-from heads.features import CorpusArrays, FoldTensors, prepare_fold, split_rows
+from heads.features import CorpusArrays, FoldTensors, prepare_fold, split_rows, without_state
 from heads.progress import TrainingProgress
 from heads.runs import (
     HISTORY_FILE,
@@ -64,18 +64,18 @@ def train_fold(arrays: CorpusArrays, test_fold: int, config: TrainConfig, seeds:
     with new_run_dir(out_dir, overwrite) as tmp:
         predictions = _train_seeds(arrays, split, fold, config, seeds, tmp, device, label, progress)
         if config.state_gate and fold.effective.use_state:
-            predictions = _gate_state(arrays, split, config, seeds, tmp, device, label, predictions)
+            predictions = _gate_state(arrays, split, fold, config, seeds, tmp, device, label, predictions)
     return predictions
 
 
-def _gate_state(arrays: CorpusArrays, split: FoldSplit, config: TrainConfig, seeds: list[int], run_dir: Path,
-                device: torch.device, label: str, with_state: pl.DataFrame) -> pl.DataFrame:
+def _gate_state(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, config: TrainConfig, seeds: list[int],
+                run_dir: Path, device: torch.device, label: str, with_state: pl.DataFrame) -> pl.DataFrame:
     """Train the same heads without the state on the same split; keep whichever has the better mean
     validation CCC (held-out training speakers; never the test fold). A state that carries nothing for a corpus
     cost the heads 0.06-0.16 CCC-V in bench_context.py; the gate keeps that cost near 0 and the gain where
     the context is real. The decision is recorded in run.json (``state_gate``)."""
     without_config = replace(config, features=replace(config.features, use_state=False))
-    without_fold = prepare_fold(arrays, split, without_config.features)
+    without_fold = without_state(fold)
     alternative = run_dir / ".without-state"  # inside the run's temporary folder: cleaned up with it
     alternative.mkdir()
     try:
@@ -104,7 +104,7 @@ def _train_seeds(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, conf
     frames, per_seed, histories = [], {}, []
     for seed in seeds:
         started = time.perf_counter()
-        head = train_head(fold, config, seed, device, progress.start(label, split.fold, seed))
+        head = train_head(fold, config, seed, device, progress.start(label, arrays.experiment_name(split.fold), seed))
         seconds = time.perf_counter() - started
         progress.finish(len(head.history), head.best_epoch, head.best_val_ccc, config.epochs, seconds)
         save_head(out_dir / f"head_seed{seed}.safetensors", head.model, fold.stats)

@@ -222,6 +222,17 @@ def _streamed_speech(arrays: CorpusArrays, config: FeatureConfig, train: np.ndar
     return speech_of
 
 
+def without_state(fold: FoldTensors) -> FoldTensors:
+    """``fold`` with the state block left out, sharing every other tensor: what ``prepare_fold`` gives with
+    ``use_state=False``, without a second copy of the speech block (the state gate trains both)."""
+    def drop(split: SplitTensors) -> SplitTensors:
+        return replace(split, state=split.state[:, :0])
+
+    return replace(fold, train=drop(fold.train), validation=drop(fold.validation), test=drop(fold.test),
+                   effective=replace(fold.effective, use_state=False),
+                   stats={k: v for k, v in fold.stats.items() if not k.startswith("state_")})
+
+
 def prepare_fold(arrays: CorpusArrays, split: FoldSplit, config: FeatureConfig) -> FoldTensors:
     """Standardised tensors of one fold's train / validation / test rows."""
     n = len(arrays.targets)
@@ -236,7 +247,7 @@ def prepare_fold(arrays: CorpusArrays, split: FoldSplit, config: FeatureConfig) 
                 values = np.where(np.isnan(values), np.nanmean(values[train], 0), values)
             values = _per_speaker(values, arrays.speakers)
         z, stats[f"{name}_mean"], stats[f"{name}_std"] = zscore(values, values[train])
-        return np.nan_to_num(z, nan=0.0).astype(np.float32)  # NaN (undefined) -> the training mean
+        return np.nan_to_num(z, nan=0.0, copy=False).astype(np.float32, copy=False)  # NaN (undefined) -> the mean
 
     if use_speech and arrays.speech is None:  # too large for memory: read in blocks (heads.streaming)
         speech_of = _streamed_speech(arrays, config, train, stats)

@@ -29,9 +29,9 @@ class TrainingProgress:
     def __exit__(self, *exc) -> None:
         self.progress.stop()
 
-    def start(self, label: str, fold: int, seed: int) -> Callable[[dict], None]:
+    def start(self, label: str, fold: int | str, seed: int) -> Callable[[dict], None]:
         """The ``on_epoch`` callback of one training run."""
-        self.current = f"{label} fold {fold} seed {seed}"
+        self.current = f"{label} {fold if isinstance(fold, str) else f'fold {fold}'} seed {seed}"
         self.progress.update(self.task, description=self.current)
 
         def on_epoch(entry: dict) -> None:

@@ -118,7 +118,8 @@ def fold_table(evaluation: Evaluation) -> list[dict]:
     for record in sorted(records, key=lambda r: r["fold"]):
         test = predictions.filter(predictions["fold"] == record["fold"])
         sizes = record.get("split_sizes", {})
-        rows.append({"fold": record["fold"], "test speakers": ", ".join(sorted(set(test["speaker"].cast(str)))),
+        rows.append({"fold": record["fold"], "test set": record.get("test_set") or f"fold {record['fold']}",
+                     "test speakers": ", ".join(sorted(set(test["speaker"].cast(str)))),
                      "n test": sizes.get("test"), "n train": sizes.get("train"), "n validation": sizes.get("validation"),
                      "validation speakers": ", ".join(record.get("validation_speakers", []))})
     return rows
@@ -165,7 +166,7 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
                        for r in (results["comparisons"] or {"rows": []})["rows"]]
     speakers = [{"run": label, **row} for label, v in runs.items() for row in v["per_speaker"]]
     categories = [{"run": label, **row} for label, v in runs.items() for row in v["per_category"]]
-    per_fold = evaluation.per_fold.select("label", "fold", "n_test", "seeds", "ccc_v", "ccc_a", "mse_v", "mse_a")
+    per_fold = evaluation.per_fold.select("label", "fold", "test_set", "n_test", "seeds", "ccc_v", "ccc_a", "mse_v", "mse_a")
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{html.escape(notes)}</p>" if notes else "",

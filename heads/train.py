@@ -31,7 +31,8 @@ class TrainConfig:
     prosody_dim: int = 64  # raw Praat features are projected to this width
     dropout: float = 0.3
     block_dropout: float = 0.0  # probability of zeroing a whole input block of an utterance (heads.models)
-    epochs: int = 60
+    epochs: int = 60  # at most this many epochs (validation passes)
+    epoch_rows: int = 65536  # an epoch of a larger training set is this many rows of its shuffled pass (below)
     batch_size: int = 0  # 0 = auto: an eighth of the training rows, between 64 and 256 (docs/benchmarks.md)
     lr: float = 1e-3  # shared parts (projections, layer mix) and the shared head
     lr_valence: float | None = None  # valence branch; None = lr
@@ -56,6 +57,19 @@ class TrainedHead:
     best_val_ccc: float
     history: list[dict]  # one entry per epoch (empty for the closed-form linear head)
     details: dict = field(default_factory=dict)  # variant-specific facts for run.json (e.g. ridge penalties)
+
+
+def epoch_positions(pending: torch.Tensor, n: int, epoch_rows: int, new_pass: Callable[[], torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(this epoch's training positions, the rest of the pass)``. A training set of at most ``epoch_rows`` rows
+    is one whole shuffled pass per epoch; a larger one (MSP-Podcast: 170k rows) is validated, and can stop early,
+    every ``epoch_rows`` rows of its pass, the pass continuing where the last epoch stopped: early stopping counts
+    optimisation progress, not passes over a corpus that large."""
+    if len(pending) == 0:
+        pending = new_pass()
+    if n <= epoch_rows:
+        return pending, pending[:0]
+    return pending[:epoch_rows], pending[epoch_rows:]
 
 
 def resolve_batch_size(batch_size: int, train_rows: int) -> int:
@@ -150,14 +164,16 @@ def train_head(fold: FoldTensors, config: TrainConfig, seed: int, device: torch.
     n = len(train.rows)
     batch_size = resolve_batch_size(config.batch_size, n)
     best_ccc, best_epoch, best_state, history = -np.inf, -1, None, []
+    new_pass = (lambda: train.speech.epoch_order(generator)) if isinstance(train.speech, StreamedSpeech) else \
+        (lambda: torch.randperm(n, generator=generator))  # streamed: block-shuffled (heads.streaming)
+    pending = torch.zeros(0, dtype=torch.int64)
     for epoch in range(config.epochs):
         model.train()
-        order = train.speech.epoch_order(generator) if isinstance(train.speech, StreamedSpeech) else \
-            torch.randperm(n, generator=generator)  # streamed: block-shuffled (heads.streaming)
+        order, pending = epoch_positions(pending, n, config.epoch_rows, new_pass)
         total = 0.0
         # Drop a final sliver of < 32 rows: CCC over a handful of rows is too noisy to learn from.
-        remainder = n % batch_size
-        stop = n if n < batch_size or remainder >= 32 else n - remainder
+        remainder = len(order) % batch_size
+        stop = len(order) if len(order) < batch_size or remainder >= 32 else len(order) - remainder
         for start in range(0, stop, batch_size):
             idx = order[start : start + batch_size].to(device)
             pred, _ = model(train.speech[idx], train.prosody[idx], train.state[idx])

@@ -162,3 +162,34 @@ def test_a_switch_setting_takes_on_or_off_and_its_label_parses_back():
     assert parse_variant(run_label(config), TrainConfig()) == config
     with pytest.raises(InputError, match="state-gate=maybe is not a switch"):
         parse_variant("separate-attn+state-gate=maybe", TrainConfig())
+
+
+def test_a_training_set_larger_than_epoch_rows_is_validated_every_epoch_rows_of_one_pass():
+    from heads.train import epoch_positions
+
+    passes = iter([torch.arange(10), torch.arange(10, 20)])
+    pending, seen = torch.zeros(0, dtype=torch.int64), []
+    for _ in range(4):
+        order, pending = epoch_positions(pending, 10, 4, lambda: next(passes))
+        seen.append(order.tolist())
+    assert seen == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    small = epoch_positions(torch.zeros(0, dtype=torch.int64), 10, 10, lambda: torch.arange(10))
+    assert small[0].tolist() == list(range(10)) and len(small[1]) == 0  # at most epoch_rows: a whole pass
+
+
+def test_the_state_gates_fold_without_state_equals_one_prepared_without_it(tmp_path):
+    from heads.features import without_state
+    from pipeline.stages.state import StateConfig, run_state_stage
+    from tests.synth_cache import sticky_dialogue_cache
+
+    path = sticky_dialogue_cache(tmp_path / "c.h5", dialogs_per_fold=2, turns=12)
+    run_state_stage(str(path), StateConfig(), torch.device("cpu"))
+    arrays = load_corpus_arrays(CacheReader(path))
+    split = split_rows(arrays, 2, 0.1)
+    derived = without_state(prepare_fold(arrays, split, FeatureConfig()))
+    prepared = prepare_fold(arrays, split, FeatureConfig(use_state=False))
+    assert derived.effective == prepared.effective and derived.stats.keys() == prepared.stats.keys()
+    for part in ("train", "validation", "test"):
+        a, b = getattr(derived, part), getattr(prepared, part)
+        for block in ("speech", "prosody", "state", "targets"):
+            assert torch.equal(getattr(a, block), getattr(b, block)), (part, block)

@@ -1,0 +1,188 @@
+"""MSP-Podcast scale: a cache of ~270k utterances on disk, and head training on it within a memory budget.
+
+    .venv/bin/python benchmarks/bench_scale.py --work /tmp/bench_scale [--rows 270000] [--steps all]
+
+Builds, through the real cache writer and state stage, a synthetic cache the size of MSP-Podcast v1.12
+(about 270k segments): speech [N, 25, 1024] float16 (wavlm-large's 25 hidden states, 14 GB), 67 prosody
+features, the default dialogue state (untrained context over each podcast), a manifest with predefined
+partitions (Train / Development / Test1 / Test2 / Test3 by podcast, in proportions we assume:
+63 / 13 / 17 / 5 / 2 %). Labels (1-7) are planted: arousal in a few dimensions of hidden states 12-24,
+valence in four prosody features and hidden state 20, each with noise, so that early stopping behaves as on
+learnable data. The audio is not synthesised: no stage here reads audio.
+
+Then it measures, each command in its own process (peak resident memory from ``wait4``):
+
+* ``train-heads --split Test1 --layer last`` (one hidden state read: 1/25 of the block in memory);
+* ``train-heads --split Test1 --layer weighted`` (all 25 hidden states: streamed from the cache,
+  ``heads.streaming``), with ``--epochs`` from ``--weighted-epochs``;
+* the cache's size on disk against the raw bytes of its arrays.
+
+Steps: ``build`` (skipped when the cache is already complete), ``last``, ``weighted``, ``size``; ``all``.
+The times include reading the cache; the page cache holds what it can (24 GiB machine, 14 GB block), as it
+would on a user's machine that has just written the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LAYERS, DIM, PROSODY = 25, 1024, 67
+SPLITS = (("Train", 0.63), ("Development", 0.13), ("Test1", 0.17), ("Test2", 0.05), ("Test3", 0.02))
+
+
+def manifest_frame(n: int, rng: np.random.Generator) -> pl.DataFrame:
+    """MSP-shaped rows: podcasts of 20-120 segments, 1-4 speakers each (some unknown), split by podcast."""
+    from core.protocol import canonical_split, partition_folds
+    from pipeline.corpora.manifest import normalise_manifest
+
+    sizes = []
+    while sum(sizes) < n:
+        sizes.append(int(rng.integers(20, 121)))
+    sizes[-1] -= sum(sizes) - n
+    names, probabilities = zip(*SPLITS)
+    podcast_split = rng.choice(len(names), len(sizes), p=probabilities)
+    rows = {k: [] for k in ("utt_id", "speaker", "dialog_id", "start_s", "split")}
+    speaker_id = 0
+    for p, size in enumerate(sizes):
+        speakers = [f"{speaker_id + i}" if rng.random() > 0.15 else f"unknown-{p:05d}" for i in range(rng.integers(1, 5))]
+        speaker_id += len(speakers)
+        for s in range(size):
+            rows["utt_id"].append(f"MSP-PODCAST_{p:05d}_{s:04d}")
+            rows["speaker"].append(speakers[int(rng.integers(len(speakers)))])
+            rows["dialog_id"].append(f"MSP-PODCAST_{p:05d}")
+            rows["start_s"].append(float(s))
+            rows["split"].append(canonical_split(names[podcast_split[p]]))
+    frame = pl.DataFrame(rows).with_columns(
+        path=pl.format("/synthetic/{}.wav", pl.col("utt_id")), duration_s=pl.lit(5.0), sample_rate=pl.lit(16000),
+        fold=pl.Series(partition_folds(rows["split"])), valence=pl.lit(4.0), arousal=pl.lit(4.0))
+    return normalise_manifest(frame)
+
+
+def build(work: Path, n: int, seed: int = 0) -> Path:
+    """The cache, through ``create_cache`` / ``add_stage`` / the state stage, timing each write."""
+    import torch
+
+    from cache import add_stage, create_cache
+    from pipeline.stages.state import StateConfig, run_state_stage
+
+    rng = np.random.default_rng(seed)
+    cache = work / "msp_scale.h5"
+    manifest = manifest_frame(n, rng)
+    n = manifest.height
+    arousal, valence = rng.standard_normal(n), rng.standard_normal(n)
+    manifest = manifest.with_columns(valence=pl.Series(np.clip(4 + 1.1 * valence, 1, 7)),
+                                     arousal=pl.Series(np.clip(4 + 1.1 * arousal, 1, 7)))
+    started = time.perf_counter()
+    create_cache(cache, manifest, {"benchmark": "bench_scale", "rows": n})
+    # The speech block is generated into a memory-mapped file (14 GB on disk, not in memory) and written from it.
+    block_path = work / "speech.f16"
+    speech = np.lib.format.open_memmap(block_path, mode="w+", dtype=np.float16, shape=(n, LAYERS, DIM))
+    chunk = 4096
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        x = rng.standard_normal((stop - start, LAYERS, DIM), dtype=np.float32)
+        a, v = arousal[start:stop, None], valence[start:stop, None]
+        for layer in range(12, LAYERS):  # arousal: strongest around layer 18, weaker at the ends
+            x[:, layer, :8] += (1.2 - abs(layer - 18) / 8) * (a + 0.5 * rng.standard_normal((stop - start, 8)))
+        x[:, 20, 8:12] += 0.5 * (v + rng.standard_normal((stop - start, 4)))
+        speech[start:stop] = x.astype(np.float16)
+    speech.flush()
+    generated = time.perf_counter() - started
+    ok = np.ones(n, bool)
+    t0 = time.perf_counter()
+    add_stage(cache, "speech", {"pooled": speech, "ok": ok}, {"model": {"model_id": "synthetic-wavlm-large-shape"}}, [])
+    speech_write = time.perf_counter() - t0
+    del speech
+    block_path.unlink()
+    prosody = rng.standard_normal((n, PROSODY)).astype(np.float32)
+    prosody[:, :4] += valence[:, None] + 0.8 * rng.standard_normal((n, 4))
+    t0 = time.perf_counter()
+    add_stage(cache, "prosody", {"values": prosody, "defined": np.ones_like(prosody, bool), "ok": ok,
+                                 "names": np.array([f"p{i}" for i in range(PROSODY)], dtype=object)}, {}, [])
+    prosody_write = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run_state_stage(str(cache), StateConfig(), torch.device("cpu"))
+    state_stage = time.perf_counter() - t0
+    timings = {"generate_s": generated, "speech_write_s": speech_write, "prosody_add_s": prosody_write,
+               "state_stage_s": state_stage}
+    (work / "build.json").write_text(json.dumps(timings, indent=2))
+    print(f"build: {n} rows; generate {generated:.0f} s, write speech {speech_write:.0f} s, add prosody "
+          f"{prosody_write:.0f} s (copies the cache), state stage {state_stage:.0f} s", flush=True)
+    return cache
+
+
+def run_measured(args: list[str]) -> tuple[float, float, str]:
+    """``(seconds, peak resident GiB, output tail)`` of ``python cli.py ARGS`` in its own process."""
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"cli.py {' '.join(args)} failed:\n{output[-3000:]}")
+    return seconds, usage.ru_maxrss / 2**20, "\n".join(output.strip().splitlines()[-4:])
+
+
+def train(cache: Path, work: Path, layer: str, extra: list[str]) -> None:
+    out = work / f"run_{layer}"
+    seconds, peak, tail = run_measured(["train-heads", "--cache", str(cache), "--split", "Test1", "--layer", layer,
+                                        "--out", str(out), "--overwrite", *extra])
+    record = json.loads((out / "run.json").read_text())
+    metrics = record["metrics_per_seed"]["0"]
+    print(f"train-heads --split Test1 --layer {layer} {' '.join(extra)}: {seconds:.0f} s, peak memory {peak:.2f} GiB; "
+          f"{record['split_sizes']}; streamed {record['speech_streamed']}; epochs {metrics['epochs_trained']} "
+          f"(best {metrics['best_epoch']}), train {metrics['train_seconds']:.0f} s; state gate "
+          f"{record.get('state_gate', {}).get('chosen')}; Test1 CCC-V {metrics['ccc_v']:.3f} CCC-A "
+          f"{metrics['ccc_a']:.3f}\n{tail}", flush=True)
+
+
+def size(cache: Path) -> None:
+    import h5py
+
+    arrays: list[h5py.Dataset] = []
+    with h5py.File(cache, "r") as file:
+        file.visititems(lambda _, obj: arrays.append(obj) if isinstance(obj, h5py.Dataset) else None)
+        raw = sum(d.size * d.dtype.itemsize for d in arrays)
+        speech = file["speech"]["pooled"]
+        speech_bytes, chunks = speech.size * speech.dtype.itemsize, speech.chunks
+    disk = cache.stat().st_size
+    print(f"cache size: {disk / 1e9:.2f} GB on disk; raw array bytes {raw / 1e9:.2f} GB (speech block "
+          f"{speech_bytes / 1e9:.2f} GB float16, chunks of {chunks[0]} rows); on disk / raw = {disk / raw:.3f}",
+          flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_scale"))
+    parser.add_argument("--rows", type=int, default=270_000)
+    parser.add_argument("--steps", default="all", help="build,last,weighted,size or all")
+    parser.add_argument("--weighted-epochs", type=int, default=60, help="--epochs of the weighted run")
+    args = parser.parse_args()
+    steps = {"build", "last", "weighted", "size"} if args.steps == "all" else set(args.steps.split(","))
+    args.work.mkdir(parents=True, exist_ok=True)
+    cache = args.work / "msp_scale.h5"
+    if "build" in steps and not (args.work / "build.json").is_file():
+        cache = build(args.work, args.rows)
+    if "size" in steps:
+        size(cache)
+    if "last" in steps:
+        train(cache, args.work, "last", [])
+    if "weighted" in steps:
+        train(cache, args.work, "weighted", ["--epochs", str(args.weighted_epochs)])
+
+
+if __name__ == "__main__":
+    main()
