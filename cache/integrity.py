@@ -50,13 +50,17 @@ def get_text_attr(obj: h5py.HLObject, key: str, default: str | None = None) -> s
 
 
 def write_numeric(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Dataset:
-    """``array`` (rows first) chunked along rows only, with Fletcher-32 chunk checksums and a sealed layout."""
-    row_bytes = max(1, array.nbytes // max(1, len(array)))
+    """``array`` (rows first) chunked along rows, with Fletcher-32 chunk checksums and a sealed layout. A 3-D
+    block ``[N, L, D]`` (the speech block's hidden states) is chunked per hidden state as well, ``(rows, 1, D)``:
+    a head that uses one layer reads 1/L of the block (0.55 of 14 GB at MSP-Podcast scale), while a block of rows
+    with every layer is still L neighbouring chunks."""
+    inner = (1, *array.shape[2:]) if array.ndim == 3 else array.shape[1:]
+    row_bytes = max(1, int(np.prod(inner)) * array.itemsize)
     rows_per_chunk = int(max(1, min(len(array), _CHUNK_BYTES // row_bytes))) if len(array) else None
     if rows_per_chunk is None:  # no rows: nothing to chunk
         dataset = group.create_dataset(name, data=array)
     else:
-        dataset = group.create_dataset(name, data=array, chunks=(rows_per_chunk, *array.shape[1:]), fletcher32=True)
+        dataset = group.create_dataset(name, data=array, chunks=(rows_per_chunk, *inner), fletcher32=True)
     set_text_attr(dataset, DIGEST_ATTR, _layout(dataset))
     return dataset
 

@@ -6,6 +6,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cache.reader import CacheReader
@@ -15,10 +16,28 @@ from heads.experiment import train_fold
 from heads.features import effective_features, load_corpus_arrays
 from heads.progress import TrainingProgress
 from heads.stats import StatsConfig
+from heads.streaming import STREAM_ABOVE_BYTES
 from heads.train import TrainConfig
 from heads.variants import run_label
 
 log = logging.getLogger(__name__)
+
+
+def _reader_and_layer(cache: str | Path, configs: list[TrainConfig]) -> tuple[CacheReader, str | None]:
+    """The reader and the one layer choice all ``configs`` share (only that hidden state is read, or the block is
+    streamed for ``weighted``); None when they differ: every hidden state is read into memory, refused when its
+    float32 copy would exceed ``STREAM_ABOVE_BYTES`` (MSP-Podcast: 28 GB)."""
+    reader = CacheReader(cache)
+    layers = {c.features.layer for c in configs}
+    if len(layers) == 1:
+        return reader, layers.pop()
+    if "speech" in reader.stages:
+        shape = reader.dataset_shapes("speech")["pooled"]
+        if int(np.prod(shape)) * 4 > STREAM_ABOVE_BYTES:
+            raise InputError(f"{cache}: variants with different layer choices ({', '.join(sorted(layers))}) need every "
+                             f"hidden state in memory ({np.prod(shape) * 4 / 1e9:.0f} GB as float32); run one ablate "
+                             "per layer choice")
+    return reader, None
 
 
 def run_ablation(cache: str | Path, configs: list[TrainConfig], folds: list[int], seeds: list[int],
@@ -29,7 +48,7 @@ def run_ablation(cache: str | Path, configs: list[TrainConfig], folds: list[int]
     Returns the markdown (results and differences from ``baseline``, default the first config), the runs
     and the results of ``heads.evaluate.summarise``. Existing runs are replaced only with ``overwrite``."""
     out = Path(out)
-    arrays = load_corpus_arrays(CacheReader(cache))
+    arrays = load_corpus_arrays(*_reader_and_layer(cache, configs))
     labels = [run_label(replace(c, features=effective_features(arrays, c.features, folds[0]))) for c in configs]
     for i, label in enumerate(labels):
         if label != run_label(configs[i]):

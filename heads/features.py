@@ -22,7 +22,7 @@ from cache.reader import CacheReader
 from core.errors import InputError
 from core.protocol import ALL_FOLDS, FoldSplit, experiment_name, experiment_split, test_set_names
 from core.standardise import zscore
-from heads.streaming import STREAM_ABOVE_BYTES, StreamedSpeech, streamed_statistics
+from heads.streaming import RESIDENT_BYTES, STREAM_ABOVE_BYTES, StreamedSpeech, streamed_statistics
 from pipeline.features.layers import check_layer_choice, layer_index, reads_every_layer, select_layer
 
 
@@ -214,10 +214,12 @@ def _streamed_speech(arrays: CorpusArrays, config: FeatureConfig, train: np.ndar
     block_rows = StreamedSpeech.block_rows
     stats["speech_mean"], stats["speech_std"] = streamed_statistics(arrays.speech_reader, train, block_rows)
 
-    def speech_of(rows: np.ndarray) -> StreamedSpeech:
+    def speech_of(rows: np.ndarray, every_epoch: bool = False) -> StreamedSpeech:
         if np.any(np.diff(rows) <= 0):
             raise ValueError("streamed rows must be sorted")  # the protocol's splits are
-        return StreamedSpeech(arrays.speech_reader, rows, stats["speech_mean"], stats["speech_std"])
+        speech = StreamedSpeech(arrays.speech_reader, rows, stats["speech_mean"], stats["speech_std"])
+        fits = len(rows) * int(np.prod(speech.mean.shape)) * 2 <= RESIDENT_BYTES
+        return speech.make_resident() if every_epoch and fits else speech
 
     return speech_of
 
@@ -253,7 +255,7 @@ def prepare_fold(arrays: CorpusArrays, split: FoldSplit, config: FeatureConfig) 
         speech_of = _streamed_speech(arrays, config, train, stats)
     else:
         speech = block(select_speech(arrays, config.layer), "speech") if use_speech else np.zeros((n, 0), np.float32)
-        speech_of = lambda rows: torch.from_numpy(speech[rows])  # noqa: E731
+        speech_of = lambda rows, every_epoch=False: torch.from_numpy(speech[rows])  # noqa: E731
     prosody = block(arrays.prosody, "prosody") if use_prosody else np.zeros((n, 0), np.float32)
     state = block(arrays.states[split.fold], "state") if use_state else np.zeros((n, 0), np.float32)
     target_mean, target_std = arrays.targets[train].mean(0), arrays.targets[train].std(0)
@@ -261,9 +263,10 @@ def prepare_fold(arrays: CorpusArrays, split: FoldSplit, config: FeatureConfig) 
     stats["target_mean"], stats["target_std"] = target_mean, target_std
     targets = ((arrays.targets - target_mean) / target_std).astype(np.float32)
 
-    def split_tensors(rows: np.ndarray) -> SplitTensors:
-        return SplitTensors(rows, speech_of(rows), torch.from_numpy(prosody[rows]),
+    def split_tensors(rows: np.ndarray, every_epoch: bool = False) -> SplitTensors:
+        return SplitTensors(rows, speech_of(rows, every_epoch), torch.from_numpy(prosody[rows]),
                             torch.from_numpy(state[rows]), torch.from_numpy(targets[rows]), arrays.targets[rows])
 
-    return FoldTensors(split_tensors(split.train), split_tensors(split.validation), split_tensors(split.test),
+    return FoldTensors(split_tensors(split.train), split_tensors(split.validation, every_epoch=True),
+                       split_tensors(split.test),
                        target_mean, target_std, effective, {k: np.asarray(v, np.float32) for k, v in stats.items()})

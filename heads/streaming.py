@@ -9,7 +9,9 @@ computed in one streaming pass (float64 sums).
 Batches cannot be drawn uniformly from rows that are not in memory, so an epoch visits the blocks in a random
 order, ``window_blocks`` blocks at a time, and shuffles rows within each window (a shuffle buffer, as in
 large-scale speech training). Memory: at most two windows of float16 rows (2 x 8 x 2048 x 51 KB = 1.7 GB at
-MSP scale) plus the batch. A run that streamed records it (``run.json``: ``speech_streamed``).
+MSP scale) plus the batch; the validation rows, read every epoch, are held in memory as float16 when they
+take at most ``RESIDENT_BYTES`` (MSP-Podcast's dev partition: 1.8 GB). A run that streamed records it
+(``run.json``: ``speech_streamed``).
 """
 
 from __future__ import annotations
@@ -22,21 +24,24 @@ import torch
 from cache.reader import CacheReader
 from core.standardise import CLIP
 
+RESIDENT_BYTES = 2 << 30  # a streamed validation split up to this size (float16) is read once and kept
 STREAM_ABOVE_BYTES = 1 << 30  # stream when the float32 [N, L+1, D] block would exceed 1 GiB (IEMOCAP: 0.96 GiB)
 
 
-def row_index(rows: np.ndarray) -> tuple | np.ndarray:
-    """An HDF5 selection of sorted cache ``rows``: one contiguous slice when they are dense (one large
-    sequential read), else the rows themselves (HDF5 point selection: no bytes read for rows in between)."""
-    span = int(rows[-1] - rows[0] + 1)
-    return np.s_[int(rows[0]) : int(rows[-1]) + 1] if span <= 2 * len(rows) else rows
+SPAN_ROWS = 4096  # rows read per contiguous slice (two 2048-row chunks per hidden state)
 
 
-def read_rows(reader: CacheReader, rows: np.ndarray) -> np.ndarray:
-    """``[len(rows), L+1, D]`` float16 speech of sorted cache ``rows``, read in one selection."""
-    index = row_index(rows)
-    block = reader.read("speech", "pooled", index)
-    return block[rows - rows[0]] if isinstance(index, slice) else block
+def read_rows(reader: CacheReader, rows: np.ndarray, span_rows: int = SPAN_ROWS) -> np.ndarray:
+    """``[len(rows), L+1, D]`` float16 speech of sorted cache ``rows``. Read as contiguous slices of at most
+    ``span_rows`` rows, keeping the wanted ones: HDF5's own selection of scattered rows (a dev partition's
+    podcasts among the train ones) was 6x slower per useful byte on the MSP-scale cache, since each of its
+    chunks is checksummed whole anyway."""
+    parts = []
+    starts = np.flatnonzero(np.diff(rows // span_rows, prepend=-1))  # first wanted row of each span window
+    for first, stop in zip(starts, [*starts[1:], len(rows)]):
+        lo, hi = int(rows[first]), int(rows[stop - 1]) + 1
+        parts.append(reader.read("speech", "pooled", np.s_[lo:hi])[rows[first:stop] - lo])
+    return np.concatenate(parts)
 
 
 def streamed_statistics(reader: CacheReader, rows: np.ndarray, block_rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +62,9 @@ class StreamedSpeech:
     """The standardised ``[n, L+1, D]`` float32 speech of one split's ``rows`` (sorted cache rows), read on demand.
 
     ``speech[positions]`` (positions into ``rows``) returns the batch; every position must lie in the blocks of
-    the current epoch's windows (``epoch_order``) or the whole split is read block by block (``blocks``)."""
+    the current epoch's windows (``epoch_order``) or the whole split is read block by block (``blocks``).
+    ``resident`` holds the split's float16 rows in memory instead (``make_resident``: validation rows, read
+    every epoch)."""
 
     reader: CacheReader = field(repr=False)
     rows: np.ndarray  # [n] int64, sorted
@@ -68,6 +75,7 @@ class StreamedSpeech:
     device: torch.device = torch.device("cpu")
     _window_of: np.ndarray | None = field(default=None, repr=False)  # block -> window (this epoch)
     _loaded: dict[int, np.ndarray] = field(default_factory=dict, repr=False)  # block -> [<=block_rows, L+1, D] f16
+    resident: np.ndarray | None = field(default=None, repr=False)  # [n, L+1, D] float16, or None: read on demand
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -117,7 +125,14 @@ class StreamedSpeech:
             start = b * self.block_rows
             yield np.arange(start, min(start + self.block_rows, len(self.rows))), self._standardise(self._read_block(b))
 
+    def make_resident(self) -> "StreamedSpeech":
+        """The same split with its rows read once into memory (float16): for a split read every epoch."""
+        resident = np.concatenate([self._read_block(b) for b in range(self.num_blocks)])
+        return replace(self, resident=resident, _loaded={})
+
     def _read_block(self, block: int) -> np.ndarray:
+        if self.resident is not None:
+            return self.resident[block * self.block_rows : (block + 1) * self.block_rows]
         return read_rows(self.reader, self.rows[block * self.block_rows : (block + 1) * self.block_rows])
 
     def _standardise(self, rows: np.ndarray) -> torch.Tensor:

@@ -77,8 +77,9 @@ def test_a_damaged_file_is_explained_not_a_crash(tmp_path):
         CacheReader(path)
 
 
-def test_rows_are_chunked_along_utterances_only(cache_path):
+def test_the_speech_block_is_chunked_along_utterances_and_per_hidden_state(cache_path):
     n = len(CacheReader(cache_path))
     add_stage(cache_path, "speech", {"pooled": np.zeros((n, 25, 64), np.float16)}, {}, [])
     with h5py.File(cache_path) as f:
-        assert f["speech/pooled"].chunks[1:] == (25, 64)
+        assert f["speech/pooled"].chunks == (n, 1, 64)  # one layer is read without the other 24
+        assert f["manifest/duration_s"].chunks == (n,)

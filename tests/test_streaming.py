@@ -12,7 +12,7 @@ from cache import CacheReader
 from core.metrics import dimension_metrics
 from heads.experiment import train_fold
 from heads.features import FeatureConfig, load_corpus_arrays, prepare_fold, split_rows
-from heads.streaming import StreamedSpeech
+from heads.streaming import StreamedSpeech, read_rows
 from heads.train import TrainConfig, predict, train_head
 from pipeline.stages.state import read_speech_summary
 from tests.synth_cache import planted_cache
@@ -93,3 +93,30 @@ def test_the_state_stage_reads_the_layer_mean_in_blocks_exactly(planted):
     reader = CacheReader(planted)
     whole = reader.read("speech", "pooled").astype(np.float32).mean(1)
     assert np.array_equal(read_speech_summary(reader, "mean", block_rows=7), whole)
+
+
+def test_ablate_refuses_mixed_layer_choices_over_a_block_too_large_for_memory(planted, tmp_path, monkeypatch):
+    import heads.ablation as ablation
+    from core.errors import InputError
+
+    monkeypatch.setattr(ablation, "STREAM_ABOVE_BYTES", 0)
+    configs = [TrainConfig(features=FeatureConfig(layer="last")), TrainConfig(features=FeatureConfig(layer="2"))]
+    with pytest.raises(InputError, match="one ablate per layer choice"):
+        ablation.run_ablation(planted, configs, [1], [0], tmp_path / "out")
+    assert ablation._reader_and_layer(planted, configs[:1])[1] == "last"  # one choice: only that layer is read
+
+
+def test_scattered_rows_are_read_as_the_same_values_in_contiguous_spans(planted):
+    reader = CacheReader(planted)
+    whole = reader.read("speech", "pooled")
+    rows = np.sort(np.random.default_rng(0).choice(len(whole), 77, replace=False))
+    assert np.array_equal(read_rows(reader, rows, span_rows=16), whole[rows])
+
+
+def test_a_resident_validation_split_gives_the_rows_it_would_stream(planted):
+    _, streamed, _ = _folds(planted)
+    speech = replace(streamed.validation.speech, block_rows=20)
+    resident = speech.make_resident()
+    assert resident.resident is not None and resident.resident.dtype == np.float16
+    for (p1, a), (p2, b) in zip(speech.blocks(), resident.blocks()):
+        assert np.array_equal(p1, p2) and torch.equal(a, b)
