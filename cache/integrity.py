@@ -95,11 +95,13 @@ def _layout(dataset: h5py.Dataset) -> str:
     return text_digest([dataset.dtype.str, json.dumps(list(dataset.shape)), json.dumps(dataset.chunks)])
 
 
-def read_numeric(dataset: h5py.Dataset, where: str, index: tuple | slice = ()) -> np.ndarray:
+def read_numeric(dataset: h5py.Dataset, where: str, index: tuple | slice = (), check_layout: bool = True
+                 ) -> np.ndarray:
     """``dataset[index]`` after checking its type, shape and chunking against their digest (when it has one)
-    and that every chunk is there; HDF5 checks each chunk's Fletcher-32 sum as it reads it."""
+    and that every chunk is there (``check_layout``: a caller that checked this file's dataset before may skip
+    it); HDF5 checks each chunk's Fletcher-32 sum as it reads it."""
     stored = get_text_attr(dataset, DIGEST_ATTR)
-    if stored is not None:
+    if stored is not None and check_layout:
         if _layout(dataset) != stored:
             raise DamagedCache(f"{where}: type or shape fails its checksum (the file is damaged)")
         if dataset.chunks and _chunk_starts(dataset) != _stored_chunk_starts(dataset):
