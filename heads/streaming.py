@@ -36,12 +36,16 @@ def read_rows(reader: CacheReader, rows: np.ndarray, span_rows: int = SPAN_ROWS)
     ``span_rows`` rows, keeping the wanted ones: HDF5's own selection of scattered rows (a dev partition's
     podcasts among the train ones) was 6x slower per useful byte on the MSP-scale cache, since each of its
     chunks is checksummed whole anyway."""
-    parts = []
+    out = None
     starts = np.flatnonzero(np.diff(rows // span_rows, prepend=-1))  # first wanted row of each span window
     for first, stop in zip(starts, [*starts[1:], len(rows)]):
         lo, hi = int(rows[first]), int(rows[stop - 1]) + 1
-        parts.append(reader.read("speech", "pooled", np.s_[lo:hi])[rows[first:stop] - lo])
-    return np.concatenate(parts)
+        span = reader.read("speech", "pooled", np.s_[lo:hi])
+        if out is None:
+            out = np.empty((len(rows), *span.shape[1:]), span.dtype)
+        out[first:stop] = span[rows[first:stop] - lo]
+        del span
+    return out
 
 
 def streamed_statistics(reader: CacheReader, rows: np.ndarray, block_rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +119,10 @@ class StreamedSpeech:
             windows = set(self._window_of[list(needed)].tolist()) if self._window_of is not None else set()
             wanted = {b for b in range(self.num_blocks) if self._window_of is not None and self._window_of[b] in windows}
             wanted |= needed
-            self._loaded = {b: self._loaded.get(b) if b in self._loaded else self._read_block(b) for b in sorted(wanted)}
+            for b in set(self._loaded) - wanted:  # free the old window before reading the next
+                del self._loaded[b]
+            for b in sorted(wanted - set(self._loaded)):
+                self._loaded[b] = self._read_block(b)
         rows = np.stack([self._loaded[b][p - b * self.block_rows] for b, p in zip(blocks, positions)])
         return self._standardise(rows)
 
@@ -127,7 +134,9 @@ class StreamedSpeech:
 
     def make_resident(self) -> "StreamedSpeech":
         """The same split with its rows read once into memory (float16): for a split read every epoch."""
-        resident = np.concatenate([self._read_block(b) for b in range(self.num_blocks)])
+        resident = np.empty(self.shape, np.float16)  # filled block by block: one copy in memory, not two
+        for b in range(self.num_blocks):
+            resident[b * self.block_rows : (b + 1) * self.block_rows] = self._read_block(b)
         return replace(self, resident=resident, _loaded={})
 
     def _read_block(self, block: int) -> np.ndarray:
