@@ -23,6 +23,7 @@ import torch
 
 from cache.reader import CacheReader
 from core.standardise import CLIP
+from pipeline.runtime.allocator import release_free_memory
 
 RESIDENT_BYTES = 2 << 30  # a streamed validation split up to this size (float16) is read once and kept
 STREAM_ABOVE_BYTES = 1 << 30  # stream when the float32 [N, L+1, D] block would exceed 1 GiB (IEMOCAP: 0.96 GiB)
@@ -56,6 +57,7 @@ def streamed_statistics(reader: CacheReader, rows: np.ndarray, block_rows: int) 
         x = read_rows(reader, rows[start : start + block_rows]).astype(np.float32)
         s, sq = x.sum(0, dtype=np.float64), np.square(x).sum(0, dtype=np.float64)
         total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
+    release_free_memory()
     mean = total / len(rows)
     std = np.sqrt(np.maximum(total_sq / len(rows) - mean**2, 0.0))
     return mean, np.where(std > 1e-8, std, 1.0)
@@ -121,6 +123,7 @@ class StreamedSpeech:
             wanted |= needed
             for b in set(self._loaded) - wanted:  # free the old window before reading the next
                 del self._loaded[b]
+            release_free_memory()  # or the freed window stays resident (pipeline.runtime.allocator)
             for b in sorted(wanted - set(self._loaded)):
                 self._loaded[b] = self._read_block(b)
         rows = np.stack([self._loaded[b][p - b * self.block_rows] for b, p in zip(blocks, positions)])
@@ -137,6 +140,7 @@ class StreamedSpeech:
         resident = np.empty(self.shape, np.float16)  # filled block by block: one copy in memory, not two
         for b in range(self.num_blocks):
             resident[b * self.block_rows : (b + 1) * self.block_rows] = self._read_block(b)
+        release_free_memory()
         return replace(self, resident=resident, _loaded={})
 
     def _read_block(self, block: int) -> np.ndarray:

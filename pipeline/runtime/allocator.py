@@ -26,3 +26,17 @@ def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, threshold_bytes)) and bool(mallopt(M_TRIM_THRESHOLD, threshold_bytes))
+
+
+def release_free_memory() -> bool:
+    """Hand the allocator's free pages back to the OS (glibc ``malloc_trim(0)``: whole free pages anywhere in
+    the heap, not only at its top). With ``keep_freed_memory`` freed blocks stay mapped; code that replaces
+    hundreds of MB at a time (the streamed speech windows of ``heads.streaming``) calls this so that the
+    process's resident memory tracks what it holds. Returns whether memory was released; a no-op elsewhere."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        return bool(ctypes.CDLL(name).malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
