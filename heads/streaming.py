@@ -134,6 +134,7 @@ class StreamedSpeech:
         for b in range(self.num_blocks):
             start = b * self.block_rows
             yield np.arange(start, min(start + self.block_rows, len(self.rows))), self._standardise(self._read_block(b))
+            release_free_memory()  # 200 MB float32 blocks one after another fragment the heap otherwise
 
     def make_resident(self) -> "StreamedSpeech":
         """The same split with its rows read once into memory (float16): for a split read every epoch."""
@@ -150,6 +151,6 @@ class StreamedSpeech:
 
     def _standardise(self, rows: np.ndarray) -> torch.Tensor:
         """As ``core.standardise.standardise`` then NaN -> 0 (the training mean), float32, on ``self.device``."""
-        x = torch.from_numpy(rows).to(self.device, torch.float32)
+        x = torch.from_numpy(rows).to(self.device, torch.float32)  # the one new tensor; the rest is in place
         mean, std = (torch.from_numpy(v.astype(np.float32)).to(self.device) for v in (self.mean, self.std))
-        return torch.nan_to_num(torch.clamp((x - mean) / std, -CLIP, CLIP), nan=0.0)
+        return x.sub_(mean).div_(std).clamp_(-CLIP, CLIP).nan_to_num_(nan=0.0)
