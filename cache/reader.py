@@ -78,7 +78,8 @@ class CacheReader:
         self._require(stage)
         where = f"{self.path}: /{stage}/{name}"
         try:
-            identity = (self.path.stat().st_ino, self.path.stat().st_mtime_ns, stage, name)
+            info = self.path.stat()
+            identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, stage, name)
             with h5py.File(self.path, "r") as file:
                 if is_text(file[stage], name):
                     return read_text(file[stage], name, where)[index]

@@ -155,3 +155,25 @@ def speaker_groups(speakers: np.ndarray, rows: np.ndarray, groups: int, seed: in
         sizes[g] += counts[i]
     out[rows] = [group_of[s] for s in speakers[rows]]
     return out
+
+
+def linked_speakers(speakers: np.ndarray, dialogs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``[N]`` str: for each of ``rows``, a name for its set of speakers linked by shared dialogues (connected
+    components of the speaker-dialogue graph; "" on other rows). Cross-fitting over these units, rather than over
+    single speakers, keeps every dialogue in one group: an updater then never learns from the labels of a
+    dialogue whose other turns it gives states to (test rows never share a dialogue with training rows either)."""
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]  # path halving
+            x = parent[x]
+        return x
+
+    first_speaker: dict[str, str] = {}
+    for speaker, dialog in zip(speakers[rows], dialogs[rows]):
+        other = first_speaker.setdefault(dialog, speaker)
+        parent[root(speaker)] = root(other)
+    out = np.full(len(speakers), "", dtype=object)
+    out[rows] = [root(s) for s in speakers[rows]]
+    return out

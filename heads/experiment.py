@@ -63,7 +63,7 @@ def train_fold(arrays: CorpusArrays, test_fold: int, config: TrainConfig, seeds:
     progress = progress or TrainingProgress(len(seeds), live=False)
     with new_run_dir(out_dir, overwrite) as tmp:
         predictions = _train_seeds(arrays, split, fold, config, seeds, tmp, device, label, progress)
-        if config.state_gate and fold.effective.use_state:
+        if config.state_gate and fold.effective.use_state and (fold.effective.use_speech or fold.effective.use_prosody):
             predictions = _gate_state(arrays, split, fold, config, seeds, tmp, device, label, predictions)
     return predictions
 

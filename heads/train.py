@@ -120,6 +120,9 @@ def predict(model: torch.nn.Module, split: SplitTensors) -> tuple[torch.Tensor, 
     if isinstance(split.speech, StreamedSpeech):  # block by block: the split is not in memory
         speech = split.speech.to(device)
         parts = [model(x, split.prosody[rows].to(device), split.state[rows].to(device)) for rows, x in speech.blocks()]
+        if not parts:  # no rows (a final model's test split): the model's own empty outputs
+            parts = [model(torch.zeros(0, *speech.shape[1:], device=device), split.prosody.to(device),
+                           split.state.to(device))]
         pred = torch.cat([p for p, _ in parts])
         attention = None if parts[0][1] is None else {k: torch.cat([a[k] for _, a in parts]) for k in parts[0][1]}
     else:

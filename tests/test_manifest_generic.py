@@ -76,8 +76,14 @@ def test_a_split_column_gives_partitions_with_test_sets_numbered_by_name(tmp_pat
     assert [(p.line, p.reason.split(" (")[0]) for p in problems] == [(6, "empty split")]
 
 
-def test_fold_and_split_together_are_refused(tmp_path):
-    path = tmp_path / "both.csv"
-    path.write_text("utt_id,path,speaker,fold,split,valence,arousal\nu1,a.wav,s1,1,train,3,2\n")
-    with pytest.raises(InputError, match="not both"):
-        read_generic_manifest(path)
+def test_a_written_manifest_reads_back_as_a_user_manifest_with_folds_or_partitions(tmp_path):
+    for name in ("a", "b"):
+        write_wav(tmp_path / "audio" / f"{name}.wav", speechlike(ord(name), 0.3))
+    folds, _ = read_generic_manifest(_corpus(tmp_path, ["u1,audio/a.wav,s1,1,3.0,2.0,d1,0.0",
+                                                        "u2,audio/b.wav,s2,2,4.5,1.0,d1,1.5"]))
+    parts = folds.with_columns(split=pl.Series(["train", "Test1"]), fold=pl.Series([7, 7]))  # fold: derived
+    for table, name in ((folds, "folds.csv"), (parts, "parts.parquet")):
+        write_manifest(table, tmp_path / name)  # as `cli.py manifest --out` writes it: every column, split empty
+        again, problems = read_generic_manifest(tmp_path / name)
+        expected = table if name == "folds.csv" else table.with_columns(fold=pl.Series([0, 1]))
+        assert problems == [] and again.equals(expected), name

@@ -68,7 +68,10 @@ def test_no_dev_or_test_label_and_no_train_rows_own_group_label_reaches_a_learne
     """Scramble the dev and test labels: no state moves. Scramble one speaker group of train: that group's
     states stay bit for bit the same (cross-fitted), the other train rows' states move (the labels do train)."""
     inputs = load_state_inputs(CacheReader(partitioned), FAST)
-    assert FAST.kind == "mamba" and sorted(set(inputs.groups.tolist())) == [0, 1, 2, 3, 4, 5]
+    train = inputs.splits == "train"
+    assert FAST.kind == "mamba" and sorted(set(inputs.groups[train].tolist())) == [1, 2, 3]  # one per linked set
+    for dialog in np.unique(CacheReader(partitioned).manifest["dialog_id"].to_numpy()[train]):
+        assert len(set(inputs.groups[CacheReader(partitioned).manifest["dialog_id"].to_numpy() == dialog])) == 1
     base = compute_fold_states(inputs, FAST, torch.device("cpu"))
     assert sorted(base) == [1, 2] and np.array_equal(base[1], base[2])  # one set of states for every test set
     held = inputs.splits != "train"
@@ -136,3 +139,13 @@ def test_an_msp_podcast_tree_extracts_with_partitions_and_states(tmp_path, tiny_
     assert reader.manifest["split"].to_list() == df["split"].to_list()
     assert sorted(reader.dataset_shapes("state")) == ["fold_1", "fold_2", "ok"]
     assert reader.provenance("state")["partitions"] is True
+
+
+def test_speakers_sharing_a_dialogue_are_one_cross_fitting_unit():
+    from core.protocol import linked_speakers
+
+    speakers = np.array(["a", "b", "b", "c", "d", "e", "x"])
+    dialogs = np.array(["d1", "d1", "d2", "d2", "d3", "d3", "d9"])
+    units = linked_speakers(speakers, dialogs, np.arange(6))  # row 6 is outside the partition
+    assert len({units[0], units[1], units[2], units[3]}) == 1 and units[4] == units[5] != units[0]
+    assert units[6] == ""

@@ -120,3 +120,11 @@ def test_a_resident_validation_split_gives_the_rows_it_would_stream(planted):
     assert resident.resident is not None and resident.resident.dtype == np.float16
     for (p1, a), (p2, b) in zip(speech.blocks(), resident.blocks()):
         assert np.array_equal(p1, p2) and torch.equal(a, b)
+
+
+def test_a_final_model_trains_with_a_streamed_block_and_no_test_rows(planted, tmp_path):
+    from core.protocol import ALL_FOLDS
+
+    arrays = load_corpus_arrays(CacheReader(planted), "weighted", stream_above_bytes=0)
+    predictions = train_fold(arrays, ALL_FOLDS, TrainConfig(features=WEIGHTED, epochs=2), [0], tmp_path / "final")
+    assert predictions.height == 0 and json.loads((tmp_path / "final" / "run.json").read_text())["speech_streamed"]

@@ -2,7 +2,8 @@
 
 Required columns: ``utt_id, path, speaker, valence, arousal`` and either ``fold`` (k folds, 1..k, leave one out)
 or ``split`` (predefined partitions: ``train``, ``dev`` and test sets by name, e.g. ``Test1``; ``Train``,
-``Development``, ``validation`` are read as ``train``/``dev``); optional: ``dialog_id, start_s, dominance,
+``Development``, ``validation`` are read as ``train``/``dev``; with a filled ``split`` column, ``fold`` is
+derived from it: the test set's number, 0 on train and dev rows); optional: ``dialog_id, start_s, dominance,
 emotion``. Relative paths are resolved against the manifest's folder. Without ``dialog_id``
 each utterance is its own dialogue (no context); without ``start_s`` rows keep the file's order.
 """
@@ -54,7 +55,9 @@ def read_generic_manifest(manifest: str | Path) -> tuple[pl.DataFrame, list[Prob
     if not manifest.is_file():
         raise InputError(f"{manifest}: manifest file not found")
     raw, first_line = _read_table(manifest)
-    partitioned = "split" in raw.columns
+    # A split column with a value in it means partitions; an empty one (a k-fold manifest written by
+    # `cli.py manifest`) is no column at all.
+    partitioned = "split" in raw.columns and raw["split"].str.strip_chars().fill_null("").ne("").any()
     missing = [c if c != "fold" else "fold (or split)" for c in REQUIRED
                if c not in raw.columns and not (c == "fold" and partitioned)]
     if missing:
@@ -62,9 +65,6 @@ def read_generic_manifest(manifest: str | Path) -> tuple[pl.DataFrame, list[Prob
         hint = (f"; the header reads '{header[:80]}': columns must be separated by commas"
                 if len(raw.columns) == 1 and any(sep in header for sep in ";\t|") else "")
         raise InputError(f"{manifest}: missing required column(s): {', '.join(missing)}{hint}")
-    if partitioned and "fold" in raw.columns:
-        raise InputError(f"{manifest}: give one of the columns 'fold' (k folds) and 'split' (predefined partitions: "
-                         "train, dev, test sets by name), not both")
     rows: list[dict] = []
     problems: list[Problem] = []
     seen: dict[str, int] = {}

@@ -33,8 +33,10 @@ states, stored once per test set (``/state/fold_<k>``, k = the test set's number
 * the untrained kinds fit their projection on the ``train`` rows;
 * ``mamba``: dev and test rows get states from ``U(train)``, trained on the train partition only; train rows
   are cross-fitted over ``CROSS_FIT_GROUPS`` speaker groups of the train partition: a train row of group g gets
-  its state from ``U(train minus g)``. No dev or test label reaches any state, and no train row's own label
-  (nor its speaker's) reaches its own state. 1 + 5 updaters.
+  its state from ``U(train minus g)``. With dialogue sequences a group holds whole sets of speakers linked by
+  shared dialogues (``core.protocol.linked_speakers``), so no label of a row's dialogue, own speaker or
+  co-speakers reaches its state, as for test rows. No dev or test label reaches any state. At most 1 + 5
+  updaters.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from cache.reader import CacheReader
 from cache.schema import Failure
 from core.errors import InputError
 from core.metrics import ccc_loss
-from core.protocol import ALL_FOLDS, TRAIN_SPLIT, speaker_disjoint_validation, speaker_groups
+from core.protocol import ALL_FOLDS, TRAIN_SPLIT, linked_speakers, speaker_disjoint_validation, speaker_groups
 from core.provenance import package_versions
 from core.standardise import standardise, zscore
 from pipeline.features.context import context_states, fit_block_projection, project_block
@@ -168,7 +170,11 @@ def load_state_inputs(reader: CacheReader, config: StateConfig, targets: np.ndar
     groups = None
     if splits is not None:
         train = np.flatnonzero(usable & (splits == TRAIN_SPLIT))
-        groups = speaker_groups(speakers, train, CROSS_FIT_GROUPS, seed=config.seed)
+        units = speakers
+        if config.grouping == "dialog":  # whole dialogues per group, when the corpus has more than one such unit
+            linked = linked_speakers(speakers, m["dialog_id"].to_numpy(), train)
+            units = linked if len(set(linked[train])) >= 2 else speakers
+        groups = speaker_groups(units, train, CROSS_FIT_GROUPS, seed=config.seed)
     return StateInputs(
         z=z, targets=m.select("valence", "arousal").to_numpy().astype(np.float64) if targets is None else targets,
         folds=m["fold"].to_numpy(), usable=usable, sequences=build_sequences(m, usable, config.grouping),
