@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from cache.reader import CacheReader
+from core.columns import manifest_splits
 
 
 def cache_summary(reader: CacheReader) -> dict:
     """The facts ``cache info`` prints, as a JSON-serialisable dict (``--json`` adds the full provenance)."""
     m = reader.manifest
     folds = {}
-    partitioned = m["split"].null_count() < m.height  # then by partition name (train, dev, Test1, ...)
+    partitioned = manifest_splits(m) is not None  # then by partition name (train, dev, Test1, ...)
     for (fold,), rows in m.group_by("split" if partitioned else "fold", maintain_order=True):
         folds[str(fold)] = {"utterances": rows.height, "speakers": sorted(rows["speaker"].unique().to_list()),
                             "hours": float(rows["duration_s"].fill_null(0.0).sum()) / 3600}

@@ -11,6 +11,7 @@ column order of every manifest file and of the cache's ``/manifest`` group.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 # name -> dtype
@@ -33,3 +34,9 @@ OPTIONAL_COLUMNS: dict[str, pl.DataType] = {
 }
 ALL_COLUMNS = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
 TARGETS = ("valence", "arousal")  # what the heads predict, in this order
+
+
+def manifest_splits(manifest: pl.DataFrame) -> np.ndarray | None:
+    """``[N]`` str: the partition of every row of a corpus with predefined partitions; None for a k-fold
+    corpus (its ``split`` column is all null)."""
+    return None if manifest["split"].null_count() == manifest.height else manifest["split"].to_numpy()

@@ -94,6 +94,12 @@ def test_set_names(splits: np.ndarray | list[str]) -> list[str]:
     return sorted(names, key=_natural_key)
 
 
+def experiment_numbers(folds: np.ndarray, usable: np.ndarray, partitioned: bool) -> list[int]:
+    """The experiments a corpus holds: its folds, or its test sets' numbers (0 = train / dev is none), among the
+    ``usable`` rows."""
+    return sorted(set(folds[usable].tolist()) - ({ALL_FOLDS} if partitioned else set()))
+
+
 def partition_folds(splits: np.ndarray | list[str]) -> np.ndarray:
     """``[N] int``: the number of each row's test set (1 = the first of ``test_set_names``), 0 on train and dev."""
     number = {name: i for i, name in enumerate(test_set_names(splits), start=1)}

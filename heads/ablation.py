@@ -6,7 +6,6 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from cache.reader import CacheReader
@@ -16,7 +15,7 @@ from heads.experiment import train_fold
 from heads.features import effective_features, load_corpus_arrays
 from heads.progress import TrainingProgress
 from heads.stats import StatsConfig
-from heads.streaming import STREAM_ABOVE_BYTES
+from heads.streaming import STREAM_ABOVE_BYTES, float32_bytes
 from heads.train import TrainConfig
 from heads.variants import run_label
 
@@ -33,10 +32,10 @@ def _reader_and_layer(cache: str | Path, configs: list[TrainConfig]) -> tuple[Ca
         return reader, layers.pop()
     if "speech" in reader.stages:
         shape = reader.dataset_shapes("speech")["pooled"]
-        if int(np.prod(shape)) * 4 > STREAM_ABOVE_BYTES:
+        if float32_bytes(shape) > STREAM_ABOVE_BYTES:
             raise InputError(f"{cache}: variants with different layer choices ({', '.join(sorted(layers))}) need every "
-                             f"hidden state in memory ({np.prod(shape) * 4 / 1e9:.0f} GB as float32); run one ablate "
-                             "per layer choice")
+                             f"hidden state in memory ({float32_bytes(shape) / 1e9:.0f} GB as float32); run one "
+                             "ablate per layer choice")
     return reader, None
 
 

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from cache.reader import CacheReader
+from core.columns import manifest_splits
 from core.errors import InputError
-from core.protocol import ALL_FOLDS, FoldSplit, experiment_name, experiment_split, test_set_names
+from core.protocol import ALL_FOLDS, FoldSplit, experiment_name, experiment_numbers, experiment_split, test_set_names
 from core.standardise import zscore
-from heads.streaming import RESIDENT_BYTES, STREAM_ABOVE_BYTES, StreamedSpeech, streamed_statistics
+from heads.streaming import RESIDENT_BYTES, STREAM_ABOVE_BYTES, StreamedSpeech, float32_bytes, streamed_statistics
 from pipeline.features.layers import check_layer_choice, layer_index, reads_every_layer, select_layer
 
 
@@ -60,7 +61,7 @@ class CorpusArrays:
 
     def experiments(self) -> list[int]:
         """Every fold, or every test set's number (partitions), of the usable rows."""
-        return sorted(set(self.folds[self.usable].tolist()) - ({0} if self.splits is not None else set()))
+        return experiment_numbers(self.folds, self.usable, self.splits is not None)
 
     def experiment_name(self, fold: int) -> str:
         """``fold 3``, ``Test1`` or ``all`` (``core.protocol.experiment_name``)."""
@@ -93,9 +94,10 @@ def add_final_states(arrays: CorpusArrays, reader: CacheReader) -> None:
 
 def corpus_experiments(manifest) -> tuple[list[int], list[str] | None]:  # noqa: ANN001 - polars.DataFrame
     """``(fold numbers, test set names or None)`` of a manifest: its k folds, or its partitions' test sets."""
-    if manifest["split"].null_count() == manifest.height:
+    splits = manifest_splits(manifest)
+    if splits is None:
         return sorted(set(manifest["fold"].to_list())), None
-    names = test_set_names(manifest["split"].to_numpy())
+    names = test_set_names(splits)
     return list(range(1, len(names) + 1)), names
 
 
@@ -125,7 +127,7 @@ def load_corpus_arrays(reader: CacheReader, layer: str | None = None,
     if "speech" in reader.stages:
         shape = reader.dataset_shapes("speech")["pooled"]
         total = shape[1]
-        if layer == "weighted" and int(np.prod(shape)) * 4 > stream_above_bytes:
+        if layer == "weighted" and float32_bytes(shape) > stream_above_bytes:
             held, streamed = tuple(range(total)), True
         elif layer is None or reads_every_layer(check_layer_choice(layer)):
             speech, held = reader.read("speech", "pooled"), tuple(range(total))
@@ -142,7 +144,7 @@ def load_corpus_arrays(reader: CacheReader, layer: str | None = None,
         emotions=m["emotion"].to_numpy() if m["emotion"].null_count() < m.height else None,
         prosody_names=list(reader.read("prosody", "names")) if "prosody" in reader.stages else [],
         provenance={s: reader.provenance(s) for s in reader.stages}, source=str(reader.path),
-        splits=m["split"].to_numpy() if m["split"].null_count() < m.height else None,
+        splits=manifest_splits(m),
         speech_reader=reader if streamed else None,
     )
 

@@ -28,6 +28,10 @@ from pipeline.runtime.allocator import release_free_memory
 RESIDENT_BYTES = 2 << 30  # a streamed validation split up to this size (float16) is read once and kept
 STREAM_ABOVE_BYTES = 1 << 30  # stream when the float32 [N, L+1, D] block would exceed 1 GiB (IEMOCAP: 0.96 GiB)
 
+def float32_bytes(shape: tuple[int, ...]) -> int:
+    """Bytes of a speech block of ``shape`` as float32 (what holding it in memory for training takes)."""
+    return int(np.prod(shape)) * 4
+
 
 SPAN_ROWS = 4096  # rows read per contiguous slice (two 2048-row chunks per hidden state)
 

@@ -19,6 +19,7 @@ from cache.paths import CachePaths
 from cache.reader import CacheReader
 from cache.schema import Failure
 from cache.writer import create_cache
+from core.columns import manifest_splits
 from core.errors import InputError
 from pipeline.features.audio import file_stats
 from pipeline.models.state_model import StateModelConfig
@@ -56,7 +57,7 @@ def check_request(stages: list[str], on_error: str, manifest: pl.DataFrame) -> N
         raise InputError(f"unknown stage(s): {', '.join(unknown)} (available: {', '.join(STAGES)})")
     if on_error not in ("skip", "fail"):
         raise InputError(f"--on-error must be skip or fail, not {on_error}")
-    if "state" in stages and manifest["split"].null_count() == manifest.height:  # k folds (not partitions)
+    if "state" in stages and manifest_splits(manifest) is None:  # k folds (not partitions)
         updater_plan(sorted(set(manifest["fold"].drop_nulls().to_list())))  # needs >= 3 folds
 
 

@@ -54,9 +54,17 @@ import torch
 from cache.parts import UnitResult
 from cache.reader import CacheReader
 from cache.schema import Failure
+from core.columns import manifest_splits
 from core.errors import InputError
 from core.metrics import ccc_loss
-from core.protocol import ALL_FOLDS, TRAIN_SPLIT, linked_speakers, speaker_disjoint_validation, speaker_groups
+from core.protocol import (
+    ALL_FOLDS,
+    TRAIN_SPLIT,
+    experiment_numbers,
+    linked_speakers,
+    speaker_disjoint_validation,
+    speaker_groups,
+)
 from core.provenance import package_versions
 from core.standardise import standardise, zscore
 from pipeline.features.context import context_states, fit_block_projection, project_block
@@ -120,13 +128,16 @@ class StateInputs:
     speakers: np.ndarray  # [N] str
     speech_width: int = 0  # z[:, :speech_width] is the speech summary
     splits: np.ndarray | None = None  # [N] str partition of each row (core.protocol); None: k folds
-    groups: np.ndarray | None = None  # [N] int speaker group (1..CROSS_FIT_GROUPS) of train rows, 0 elsewhere
+    groups: np.ndarray | None = None  # [N] int cross-fitting group (1..CROSS_FIT_GROUPS) of train rows, 0 elsewhere;
+    # only for the learned kind
 
     def experiments(self) -> list[int]:
         """The experiments that get states: every fold, or every test set's number (partitions)."""
-        if self.splits is None:
-            return sorted(set(self.folds[self.usable].tolist()))
-        return sorted(set(self.folds[self.usable].tolist()) - {0})
+        return experiment_numbers(self.folds, self.usable, self.splits is not None)
+
+    def train_partition(self) -> np.ndarray:
+        """``[N] bool``: the usable rows of the ``train`` partition."""
+        return self.usable & (self.splits == TRAIN_SPLIT)
 
 
 def build_sequences(manifest: pl.DataFrame, usable: np.ndarray, grouping: str) -> list[np.ndarray]:
@@ -138,8 +149,8 @@ def build_sequences(manifest: pl.DataFrame, usable: np.ndarray, grouping: str) -
     if grouping == "utterance":
         return [np.array([r]) for r in rows]
     key = manifest[grouping if grouping == "speaker" else "dialog_id"].to_numpy()
-    partitioned = manifest["split"].null_count() < manifest.height
-    folds = manifest["split" if partitioned else "fold"].to_numpy()
+    splits = manifest_splits(manifest)
+    folds = manifest["fold"].to_numpy() if splits is None else splits
     order = manifest.with_row_index("row").sort([grouping if grouping == "speaker" else "dialog_id", "start_s"])
     sequences: dict[tuple, list[int]] = {}
     for row in order["row"].to_list():
@@ -165,10 +176,10 @@ def load_state_inputs(reader: CacheReader, config: StateConfig, targets: np.ndar
     speech = read_speech_summary(reader, check_layer_choice(config.speech_layer, allow_weighted=False))
     z = np.concatenate([speech, reader.read("prosody", "values")], axis=1)
     m = reader.manifest
-    splits = m["split"].to_numpy() if m["split"].null_count() < m.height else None
+    splits = manifest_splits(m)
     speakers = m["speaker"].to_numpy()
     groups = None
-    if splits is not None:
+    if splits is not None and config.kind == "mamba":  # only the learned kind cross-fits
         train = np.flatnonzero(usable & (splits == TRAIN_SPLIT))
         units = speakers
         if config.grouping == "dialog":  # whole dialogues per group, when the corpus has more than one such unit
@@ -204,7 +215,7 @@ def updater_training_rows(inputs: StateInputs, unit: Unit) -> np.ndarray:
     less one speaker group for ``("train", g)``)."""
     if inputs.splits is None:
         return inputs.usable & ~np.isin(inputs.folds, unit)
-    train = inputs.usable & (inputs.splits == TRAIN_SPLIT)
+    train = inputs.train_partition()
     return train if len(unit) == 1 else train & (inputs.groups != unit[1])
 
 
@@ -320,7 +331,7 @@ def states_of(model: DialogueStateUpdater, z: np.ndarray, sequences: list[np.nda
 def assignments(inputs: StateInputs, unit: Unit) -> list[tuple[int, np.ndarray]]:
     """``(experiment, [N] bool rows that get their states from this unit's updater)`` pairs an updater serves."""
     if inputs.splits is not None:
-        train = inputs.usable & (inputs.splits == TRAIN_SPLIT)
+        train = inputs.train_partition()
         rows = inputs.usable & ~train if len(unit) == 1 else train & (inputs.groups == unit[1])
         return [(k, rows) for k in inputs.experiments()]  # every test set shares the partition's states
     if len(unit) == 1:
@@ -365,7 +376,7 @@ def projection_rows(inputs: StateInputs, fold: int) -> np.ndarray:
     """Rows the untrained context's projection is fitted on for experiment ``fold``: the other folds' usable rows
     (all of them for ``ALL_FOLDS``), or the train partition's."""
     if inputs.splits is not None:
-        return np.flatnonzero(inputs.usable & (inputs.splits == TRAIN_SPLIT))
+        return np.flatnonzero(inputs.train_partition())
     return np.flatnonzero(inputs.usable & (inputs.folds != fold))
 
 
