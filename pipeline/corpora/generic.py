@@ -19,7 +19,7 @@ from core.columns import ALL_COLUMNS
 from core.errors import InputError, Problem
 from core.protocol import canonical_split, partition_folds
 from pipeline.corpora.audio_info import audio_header
-from pipeline.corpora.manifest import normalise_manifest
+from pipeline.corpora.manifest import normalise_manifest, read_text_table
 
 REQUIRED = ("utt_id", "path", "speaker", "fold", "valence", "arousal")  # "split" may stand in for "fold"
 _NUMERIC = ("valence", "arousal", "dominance", "start_s")
@@ -36,17 +36,8 @@ def _as_float(value: object) -> float | None:
 
 
 def _read_table(manifest: Path) -> tuple[pl.DataFrame, int]:
-    """The file as text columns, and the line number of its first data row."""
-    try:
-        if manifest.suffix == ".parquet":
-            return pl.read_parquet(manifest).cast(pl.String), 1  # no header line: rows are numbered from 1
-        return pl.read_csv(manifest, infer_schema_length=0), 2  # line 1 is the header
-    except pl.exceptions.NoDataError:
-        raise InputError(f"{manifest}: the file is empty (expected a header line: {', '.join(REQUIRED)})") from None
-    except (pl.exceptions.PolarsError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        kind = "a Parquet file" if manifest.suffix == ".parquet" else "a comma-separated table with one value per column"
-        raise InputError(f"{manifest}: cannot be read as {kind} ({first})") from None
+    """The file as text columns, and the line number of its first data row (Parquet has no header line)."""
+    return read_text_table(manifest, REQUIRED), 1 if manifest.suffix == ".parquet" else 2
 
 
 def read_generic_manifest(manifest: str | Path) -> tuple[pl.DataFrame, list[Problem]]:

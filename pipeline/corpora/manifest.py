@@ -32,6 +32,21 @@ def normalise_manifest(df: pl.DataFrame) -> pl.DataFrame:
     return df.sort(["dialog_id", "start_s", "utt_id"], maintain_order=True)
 
 
+def read_text_table(path: Path, header: tuple[str, ...]) -> pl.DataFrame:
+    """A CSV (or ``.parquet``) label table as text columns; an empty or unreadable file is an ``InputError``
+    naming it (``header``: the columns it should start with, for the message)."""
+    try:
+        if path.suffix == ".parquet":
+            return pl.read_parquet(path).cast(pl.String)
+        return pl.read_csv(path, infer_schema_length=0)
+    except pl.exceptions.NoDataError:
+        raise InputError(f"{path}: the file is empty (expected a header line: {', '.join(header)})") from None
+    except (pl.exceptions.PolarsError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        kind = "a Parquet file" if path.suffix == ".parquet" else "a comma-separated table with one value per column"
+        raise InputError(f"{path}: cannot be read as {kind} ({first})") from None
+
+
 def write_manifest(df: pl.DataFrame, path: str | Path) -> None:
     """Write a manifest as CSV (``.csv``) or Parquet (``.parquet``)."""
     path = Path(path)

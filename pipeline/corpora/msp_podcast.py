@@ -40,7 +40,7 @@ from core.columns import ALL_COLUMNS
 from core.errors import InputError, Problem
 from core.protocol import canonical_split, partition_folds
 from pipeline.corpora.audio_info import audio_header
-from pipeline.corpora.manifest import normalise_manifest
+from pipeline.corpora.manifest import normalise_manifest, read_text_table
 
 EMOTION_CODES: dict[str, str] = {
     "A": "anger",
@@ -129,13 +129,7 @@ def _row(name: str, rec: dict, audio_dir: Path) -> dict | str:
 
 def _csv_records(label_file: Path) -> list[tuple[int, str, dict]]:
     """``(line, file name, record)`` of every data row; line 1 is the header."""
-    try:
-        raw = pl.read_csv(label_file, infer_schema_length=0)
-    except pl.exceptions.NoDataError:
-        raise InputError(f"{label_file}: the file is empty (expected a header line: {', '.join(REQUIRED)})") from None
-    except (pl.exceptions.PolarsError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{label_file}: cannot be read as a comma-separated table ({first})") from None
+    raw = read_text_table(label_file, REQUIRED)
     missing = [c for c in REQUIRED if c not in raw.columns]
     if missing:
         raise InputError(f"{label_file}: missing required column(s): {', '.join(missing)}")
