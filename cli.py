@@ -43,14 +43,19 @@ def manifest(
     strict: bool = typer.Option(False, help="fail on the first problem instead of skipping the utterance"),
 ) -> None:
     """Write the normalised utterance table of a corpus."""
+    from core.columns import manifest_splits
+    from core.protocol import test_set_names
     from pipeline.corpora import build_manifest
     from pipeline.corpora.manifest import write_manifest
 
     df, problems = build_manifest(corpus, root, manifest_file)
     report_problems(problems, strict, what=f"corpus {corpus}")
     write_manifest(df, out)
+    splits = manifest_splits(df)
+    protocol = f"{df['fold'].n_unique()} folds" if splits is None else \
+        f"partitions train, dev, {', '.join(test_set_names(splits))}"
     typer.echo(f"{out}: {df.height} utterances, {df['speaker'].n_unique()} speakers, "
-               f"{df['fold'].n_unique()} folds, {df['dialog_id'].n_unique()} dialogues"
+               f"{protocol}, {df['dialog_id'].n_unique()} dialogues"
                + (f" ({len(problems)} skipped)" if problems else ""))
 
 
@@ -120,7 +125,7 @@ def _echo_extracted(cache: Path, rows: int, wanted: list[str], failures: dict, s
     for stage, stage_failures in failures.items():
         if stage == "state":
             how = "cross-fitted updaters" if state_kind == "mamba" else "no labels used"
-            typer.echo(f"state: {state_kind} dialogue states for every fold ({how})")
+            typer.echo(f"state: {state_kind} dialogue states for every fold or test set ({how})")
             continue
         typer.echo(f"{stage}: {rows - len(stage_failures)} of {rows} utterances"
                    + (f", {len(stage_failures)} failed (see `cache info`)" if stage_failures else ""))

@@ -166,6 +166,75 @@ def size(cache: Path) -> None:
           flush=True)
 
 
+def probe(cache: Path) -> None:
+    """Where reading and memory go (``--steps probe``): one layer read, a block of 2048 scattered dev rows read by
+    HDF5's own row selection and as contiguous spans (``heads.streaming.read_rows``), and the peak resident memory
+    of each phase of a 2-epoch streamed ``--layer weighted`` training (RSS sampled every 50 ms)."""
+    import threading
+
+    import h5py
+
+    from cache import CacheReader
+    from heads.experiment import train_fold
+    from heads.features import FeatureConfig, load_corpus_arrays
+    from heads.streaming import read_rows
+    from heads.train import TrainConfig
+    from pipeline.runtime.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as cli.py does
+    reader = CacheReader(cache)
+    started = time.perf_counter()
+    reader.read("speech", "pooled", np.s_[:, -1:])
+    print(f"probe: one hidden state of every row: {time.perf_counter() - started:.1f} s", flush=True)
+    splits = reader.manifest["split"].to_numpy()
+    dev = np.flatnonzero(splits == "dev")[2048:4096]
+    reader.read("speech", "pooled", np.s_[:1])  # the layout check, once
+    with h5py.File(cache, "r") as file:
+        started = time.perf_counter()
+        file["speech"]["pooled"][dev]
+        selection = time.perf_counter() - started
+    started = time.perf_counter()
+    read_rows(reader, dev)
+    print(f"probe: 2048 dev rows (span {dev[-1] - dev[0] + 1} rows): HDF5 row selection {selection:.2f} s, "
+          f"contiguous spans {time.perf_counter() - started:.2f} s", flush=True)
+
+    phase, peaks = ["load"], {}
+
+    def sample() -> None:
+        while True:
+            rss = int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**30
+            peaks[phase[0]] = max(peaks.get(phase[0], 0.0), rss)
+            time.sleep(0.05)
+
+    threading.Thread(target=sample, daemon=True).start()
+    import heads.experiment as experiment
+    import heads.features as features
+    import heads.train as training
+    from heads.streaming import StreamedSpeech
+
+    def labelled(owner, name: str) -> None:  # noqa: ANN001
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            previous, phase[0] = phase[0], name
+            try:
+                return original(*args, **kwargs)
+            finally:
+                phase[0] = previous
+        setattr(owner, name, wrapper)
+
+    for owner, name in ((features, "streamed_statistics"), (StreamedSpeech, "make_resident"),
+                        (training, "validation_ccc"), (experiment, "predictions_frame")):
+        labelled(owner, name)
+    arrays = load_corpus_arrays(reader, "weighted")
+    phase[0] = "training"
+    train_fold(arrays, 1, TrainConfig(features=FeatureConfig(layer="weighted"), epochs=2), [0],
+               cache.parent / "run_probe", overwrite=True)
+    time.sleep(0.2)
+    print("probe: peak resident memory by phase (2-epoch streamed weighted run): "
+          + ", ".join(f"{k} {v:.2f} GiB" for k, v in peaks.items()), flush=True)
+
+
 def compression(cache: Path, rows: int = 2000) -> None:
     """What HDF5's shuffle + deflate filters would save on the speech block of a real cache (``--compression-of``;
     the synthetic block is random and says nothing), and what decoding would cost."""
@@ -190,7 +259,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_scale"))
     parser.add_argument("--rows", type=int, default=270_000)
-    parser.add_argument("--steps", default="all", help="build,last,weighted,size or all")
+    parser.add_argument("--steps", default="all", help="build,last,weighted,size,probe; all = all but probe")
     parser.add_argument("--weighted-epochs", type=int, default=60, help="--epochs of the weighted run")
     parser.add_argument("--compression-of", type=Path, help="only: what compression would save on this cache")
     args = parser.parse_args()
@@ -210,6 +279,8 @@ def main() -> None:
         size(cache)
     if "last" in steps:
         train(cache, args.work, "last", [])
+    if "probe" in steps:
+        probe(cache)
     if "weighted" in steps:
         train(cache, args.work, "weighted", ["--epochs", str(args.weighted_epochs)])
 

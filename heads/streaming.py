@@ -39,8 +39,8 @@ SPAN_ROWS = 4096  # rows read per contiguous slice (two 2048-row chunks per hidd
 def read_rows(reader: CacheReader, rows: np.ndarray, span_rows: int = SPAN_ROWS) -> np.ndarray:
     """``[len(rows), L+1, D]`` float16 speech of sorted cache ``rows``. Read as contiguous slices of at most
     ``span_rows`` rows, keeping the wanted ones: HDF5's own selection of scattered rows (a dev partition's
-    podcasts among the train ones) was 6x slower per useful byte on the MSP-scale cache, since each of its
-    chunks is checksummed whole anyway."""
+    podcasts among the train ones) took 4.6 s for 2048 rows of the MSP-scale cache, spans 0.8 s
+    (``benchmarks/bench_scale.py --steps probe``): each chunk is read and checksummed whole anyway."""
     out = None
     starts = np.flatnonzero(np.diff(rows // span_rows, prepend=-1))  # first wanted row of each span window
     for first, stop in zip(starts, [*starts[1:], len(rows)]):
