@@ -8,6 +8,11 @@ state, such that a batch gives the same result as one utterance at a time (paddi
 * group-norm encoders (base models, ``"group"``) normalise the first conv layer over *time*, so padding
   would change every frame. For them the first conv block runs on each utterance's valid samples alone;
   the later conv layers have no normalisation and, with valid-length frame counts, never see padding.
+
+Reduced precision on a CPU (``autocast_dtype`` bf16/fp16 with a CPU device) keeps every convolution in fp32:
+oneDNN's AMX bf16 convolution kernels on recent Intel CPUs return wrong values for WavLM's grouped positional
+convolution (off by ~100 %, every hidden state then ~31 %; pytorch#163347, #169688), while the same calls agree
+to 0.3 % without AMX. The matrix products, which hold almost all the work, still run in reduced precision.
 """
 
 from __future__ import annotations
@@ -59,6 +64,23 @@ class SpeechModelInfo:
     padding_policy: str  # "pad-and-mask" | "per-utterance-first-conv"
 
 
+def _float32_conv_forward(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A convolution's own forward with autocast off and fp32 input (output fp32; autocast casts it onward)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return type(conv).forward(conv, x.float())
+
+
+def keep_convolutions_in_float32(model: nn.Module) -> int:
+    """Make every ``Conv1d`` of ``model`` compute in fp32 even inside ``torch.autocast``; returns how many.
+
+    The forward is replaced on the instance, so parameter names and weights (and their checksum) are unchanged.
+    """
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv1d)]
+    for conv in convs:
+        conv.forward = _float32_conv_forward.__get__(conv)
+    return len(convs)
+
+
 def weights_checksum(model: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -93,6 +115,8 @@ class SpeechEmbedder:
         self.model.eval().to(device)
         self.device = device
         self.autocast_dtype = autocast_dtype
+        if device.type == "cpu" and autocast_dtype is not None:
+            keep_convolutions_in_float32(self.model)  # AMX bf16 convolutions are wrong (module docstring)
         config = self.model.config
         self.first_conv: LengthAwareFirstConv | None = None
         if getattr(config, "feat_extract_norm", "layer") == "group":
