@@ -4,6 +4,7 @@ An application on top of the packages, like cli.py."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from pipeline.extract import ExtractConfig, extract
 from pipeline.stages.speech import SpeechConfig
 from testing.random_wavlm import save_random_wavlm
 
-SHARED_EMODB = Path(__file__).resolve().parents[1] / "shared" / "corpora" / "emodb"
+SHARED_EMODB = Path(os.environ.get("EMODB_ROOT") or Path(__file__).resolve().parents[1] / "shared" / "corpora" / "emodb")
 UNTRAINED_NOTE = ("The speech model is a tiny, randomly initialised WavLM built on this machine: its embeddings are "
                   "untrained, so speech-only results mean nothing. The pipeline, caching, dialogue states and head "
                   "training are the real ones; replace --speech-model with microsoft/wavlm-large for real results.")
@@ -32,20 +33,24 @@ UNTRAINED_NOTE = ("The speech model is a tiny, randomly initialised WavLM built 
 def run_demo(out: str | Path, corpus: str = "auto", seeds: int = 1) -> Path:
     out = Path(out)
     started = time.perf_counter()
+    why = "asked for with --corpus"
     if corpus == "auto":
         corpus = "emodb" if SHARED_EMODB.is_dir() else "synthetic"
+        why = (f"found at {SHARED_EMODB}" if corpus == "emodb" else
+               f"EmoDB was not found at {SHARED_EMODB} (set EMODB_ROOT to its folder to use it)")
     if corpus == "emodb":
         if not SHARED_EMODB.is_dir():
-            raise InputError(f"{SHARED_EMODB}: EmoDB is not here; use --corpus synthetic")
+            raise InputError(f"{SHARED_EMODB}: EmoDB is not here; set EMODB_ROOT to its folder or use --corpus synthetic")
         manifest, problems = build_manifest("emodb", root=str(SHARED_EMODB))
-        description = f"EmoDB ({SHARED_EMODB}): 535 real utterances, categories mapped to valence/arousal"
+        description = "EmoDB: real utterances, categories mapped to valence/arousal"
     elif corpus == "synthetic":
         path = write_synthetic_corpus(out / "synthetic_corpus")
         manifest, problems = build_manifest("manifest", manifest=str(path))
         description = "synthetic dialogues (numpy glottal-pulse speech whose prosody encodes valence and arousal)"
     else:
         raise InputError(f"--corpus must be auto, emodb or synthetic, not {corpus}")
-    typer.echo(f"[1/5] corpus: {description}; {manifest.height} utterances, {manifest['fold'].n_unique()} folds")
+    typer.echo(f"[1/5] corpus: {description} ({why}); {manifest.height} utterances, "
+               f"{manifest['fold'].n_unique()} folds")
     typer.echo(f"      NOTE: {UNTRAINED_NOTE}")
     model_dir = out / "tiny_wavlm"
     if not (model_dir / "config.json").is_file():

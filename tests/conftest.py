@@ -12,7 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from testing.random_wavlm import save_random_wavlm  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-EMODB = REPO.parent / "shared" / "corpora" / "emodb"
+EMODB = Path(os.environ.get("EMODB_ROOT") or REPO.parent / "shared" / "corpora" / "emodb")
+EMODB_MISSING = f"EmoDB is not at {EMODB} (set EMODB_ROOT to its folder to run this check of the real corpus)"
 
 
 @pytest.fixture(scope="session")

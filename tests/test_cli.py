@@ -7,7 +7,7 @@ import sys
 import polars as pl
 import pytest
 
-from tests.conftest import EMODB, REPO
+from tests.conftest import EMODB, EMODB_MISSING, REPO
 from tests.synth import write_emodb_tree
 
 
@@ -59,7 +59,7 @@ def test_extract_then_cache_info_lists_stages_provenance_and_failures(tmp_path, 
     assert [f["utt_id"] for f in record["failure_list"]] == ["16a01Wz", "16a01Wz"]
 
 
-@pytest.mark.skipif(not EMODB.is_dir(), reason="../shared/corpora/emodb is not present on this machine")
+@pytest.mark.skipif(not EMODB.is_dir(), reason=EMODB_MISSING)
 def test_the_shared_emodb_manifest_has_535_rows(tmp_path):
     result = run_cli("manifest", "--corpus", "emodb", "--root", str(EMODB), "--out", str(tmp_path / "m.csv"))
     assert result.returncode == 0 and "535 utterances, 10 speakers, 5 folds" in result.stdout
