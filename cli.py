@@ -34,6 +34,10 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 warnings.showwarning = _warn_line
 
 
+_ALLOW_SHARED_HELP = ("accept a speaker or dialogue with rows in two folds or partitions (refused by default: test "
+                      "scores would be optimistic); every table and report then carries a warning")
+
+
 @app.command()
 def manifest(
     corpus: str = typer.Option(..., help="iemocap | emodb | msp-podcast | manifest"),
@@ -41,15 +45,17 @@ def manifest(
     manifest_file: Optional[str] = typer.Option(None, "--manifest", help="your CSV/Parquet manifest (--corpus manifest)"),
     out: Path = typer.Option(..., help="where to write the normalised manifest (.csv or .parquet)"),
     strict: bool = typer.Option(False, help="fail on the first problem instead of skipping the utterance"),
+    allow_shared_speakers: bool = typer.Option(False, "--allow-shared-speakers", help=_ALLOW_SHARED_HELP),
 ) -> None:
     """Write the normalised utterance table of a corpus."""
     from core.columns import manifest_splits
     from core.protocol import test_set_names
-    from pipeline.corpora import build_manifest
+    from pipeline.corpora import build_manifest, check_disjoint
     from pipeline.corpora.manifest import write_manifest
 
     df, problems = build_manifest(corpus, root, manifest_file)
     report_problems(problems, strict, what=f"corpus {corpus}")
+    check_disjoint(df, allow_shared_speakers)
     write_manifest(df, out)
     splits = manifest_splits(df)
     protocol = f"{df['fold'].n_unique()} folds" if splits is None else \
@@ -84,11 +90,12 @@ def extract(
     learn_ema: bool = typer.Option(False, help="learn a (clipped to [0.6, 0.95])"),
     strict: bool = typer.Option(False, help="fail on manifest problems instead of skipping utterances"),
     force: bool = typer.Option(False, help="replace an existing cache made with other settings"),
+    allow_shared_speakers: bool = typer.Option(False, "--allow-shared-speakers", help=_ALLOW_SHARED_HELP),
     shard: Optional[str] = typer.Option(None, help="i/n: compute shard i of n (job arrays), then `cache merge`; "
                                                    "under torchrun each rank takes its shard by itself"),
 ) -> None:
     """Run the extraction stages the cache does not hold yet (resumable; sharded under torchrun or --shard)."""
-    from pipeline.corpora import build_manifest
+    from pipeline.corpora import build_manifest, check_disjoint
     from pipeline.extract import ExtractConfig
     from pipeline.launch import launch_extract
     from pipeline.models.state_model import StateModelConfig
@@ -98,6 +105,7 @@ def extract(
 
     df, problems = build_manifest(corpus, root, manifest_file)
     report_problems(problems, strict, what=f"corpus {corpus}")
+    check_disjoint(df, allow_shared_speakers)
     config = ExtractConfig(
         speech=SpeechConfig(model=speech_model, batch_seconds=batch_seconds, window_s=window_s,
                             precision=precision, num_workers=loader_workers,

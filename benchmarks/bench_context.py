@@ -15,7 +15,7 @@ the EmoDB cache, its valence/arousal are the file's labels.
 
 For each p the script builds one cache per state kind (``--kinds``), runs the state stage (timed), trains
 ``--head`` with the state (gate off), without it, and with ``--gate`` also with the state gate (train with
-and without the state, keep the better on validation speakers) on every fold and seed, and prints the table of means with
+and without the state, keep the better on held-out dialogue groups) on every fold and seed, and prints the table of means with
 speaker-bootstrap intervals and paired differences from the no-state runs (``heads.evaluate``).
 ``--corpus-seed`` draws a different corpus: the defaults were chosen on seed 0 and confirmed on seed 1.
 """

@@ -84,7 +84,7 @@ def write_corpus(root: Path, total_s: float, seed: int = 0) -> tuple[Path, float
         soundfile.write(root / "wav" / f"u{i:05d}.wav", speechlike(rng, seconds), RATE, subtype="PCM_16")
         fold, speaker = i % 5 + 1, i % 10
         lines.append(f"u{i:05d},wav/u{i:05d}.wav,s{speaker},{fold},{rng.uniform(1, 5):.2f},{rng.uniform(1, 5):.2f},"
-                     f"d{i // 40:04d},{float(i % 40)}")
+                     f"d{fold}_{i // 200:03d},{float(i // 5)}")  # a dialogue stays in its fold
         total += seconds
         i += 1
     (root / "manifest.csv").write_text("\n".join(lines) + "\n")
@@ -123,6 +123,8 @@ def speech_figures(work: Path, sizes: Sizes, device: str, manifest_path: Path, a
                f"whole stage ({audio_s / seconds:.0f}x real time; model load {load_s:.1f} s of it is not audio "
                f"work: {audio_s / max(seconds - load_s, 1e-9):.0f}x without it)",
                seconds=seconds, audio_seconds=audio_s, rtf=audio_s / seconds, model_load_seconds=load_s)
+    # On a CPU the speech model keeps its convolutions in fp32 (oneDNN's AMX bf16 convolutions are wrong), so
+    # this compares what CPU users run; on a GPU, what GPU users run.
     diff = pooled["bf16"] - pooled["fp32"]
     relative = np.linalg.norm(diff, axis=-1) / np.maximum(np.linalg.norm(pooled["fp32"], axis=-1), 1e-12)  # [N, L+1]
     figure("bf16_vs_fp32", f"pooled embeddings, per utterance and layer ||bf16 - fp32|| / ||fp32||: max "

@@ -271,6 +271,27 @@ def summarise(evaluation: Evaluation, stats: StatsConfig = StatsConfig(), baseli
     return {"meaning": MEANING, "stats": asdict(stats), "runs": runs, "comparisons": comparisons}
 
 
+def run_warnings(evaluation: Evaluation) -> list[str]:
+    """Every distinct protocol warning of the runs (``heads.features.protocol_warnings``), with the experiments
+    and labels it concerns: validation that shares speakers or dialogues with training, test rows that share them
+    with training rows, a corpus without dialogue context."""
+    where: dict[str, list[str]] = {}
+    for label, records in evaluation.records.items():
+        for record in records:
+            for warning in record.get("warnings", []):
+                where.setdefault(warning, []).append(f"{label} {experiment_title(record)}")
+    lines = []
+    for warning, places in where.items():
+        every = len(places) == sum(len(r) for r in evaluation.records.values())
+        lines.append(f"{warning} ({'every run' if every else ', '.join(places[:4]) + (' ...' if len(places) > 4 else '')})")
+    return lines
+
+
+def warnings_markdown(evaluation: Evaluation) -> str:
+    lines = run_warnings(evaluation)
+    return "\n".join(["**Warnings**:", ""] + [f"* {line}" for line in lines]) if lines else ""
+
+
 def results_table(results: dict) -> pl.DataFrame:
     """One row per run label: each metric's mean over folds, interval, fold sd and seed sd."""
     rows = []
@@ -368,8 +389,9 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str
     out_dir.mkdir(parents=True, exist_ok=True)
     results = summarise(evaluation, stats, baseline)
     table = results_table(results)
-    markdown = "\n\n".join(part for part in (markdown_table(table), per_test_set_markdown(evaluation, results),
-                                              comparison_markdown(results)) if part)
+    markdown = "\n\n".join(part for part in (warnings_markdown(evaluation), markdown_table(table),
+                                              per_test_set_markdown(evaluation, results), comparison_markdown(results))
+                           if part)
     (out_dir / "results.md").write_text(markdown + "\n")
     table.write_csv(out_dir / "results.csv")
     evaluation.per_fold.write_csv(out_dir / "per_fold.csv")

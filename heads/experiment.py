@@ -12,9 +12,9 @@ import polars as pl
 import torch
 
 from core.metrics import dimension_metrics
-from core.protocol import FoldSplit
+from core.protocol import VALIDATION_RULES, FoldSplit
 from core.provenance import package_versions, utc_now
-from heads.features import CorpusArrays, FoldTensors, prepare_fold, split_rows, without_state
+from heads.features import CorpusArrays, FoldTensors, prepare_fold, protocol_warnings, split_rows, without_state
 from heads.progress import TrainingProgress
 from heads.runs import (
     HISTORY_FILE,
@@ -71,7 +71,7 @@ def train_fold(arrays: CorpusArrays, test_fold: int, config: TrainConfig, seeds:
 def _gate_state(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, config: TrainConfig, seeds: list[int],
                 run_dir: Path, device: torch.device, label: str, with_state: pl.DataFrame) -> pl.DataFrame:
     """Train the same heads without the state on the same split; keep whichever has the better mean
-    validation CCC (held-out training speakers; never the test fold). A state that carries nothing for a corpus
+    validation CCC (held-out dialogue groups of the training folds, ``core.protocol``; never the test fold). A state that carries nothing for a corpus
     cost the heads 0.06-0.16 CCC-V in bench_context.py; the gate keeps that cost near 0 and the gain where
     the context is real. The decision is recorded in run.json (``state_gate``)."""
     without_config = replace(config, features=replace(config.features, use_state=False))
@@ -126,6 +126,9 @@ def _train_seeds(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, conf
         "protocol": "partitions" if arrays.splits is not None else "folds", "seeds": seeds, "sizes": block_sizes(fold, config).__dict__,
         "split_sizes": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
         "validation_speakers": sorted(set(arrays.speakers[split.validation].tolist())),
+        "validation": {"rule": split.validation_rule, "meaning": VALIDATION_RULES[split.validation_rule],
+                       "dialogues": len(set(arrays.dialogs[split.validation].tolist()))},
+        "warnings": protocol_warnings(arrays, split),
         "cache": arrays.source, "cache_provenance": arrays.provenance, "packages": package_versions(),
         "created_utc": utc_now(), "metrics_per_seed": per_seed,
         "speech_streamed": isinstance(fold.train.speech, StreamedSpeech),

@@ -21,7 +21,15 @@ import torch
 from cache.reader import CacheReader
 from core.columns import manifest_splits
 from core.errors import InputError
-from core.protocol import ALL_FOLDS, FoldSplit, experiment_name, experiment_numbers, experiment_split, test_set_names
+from core.protocol import (
+    ALL_FOLDS,
+    FoldSplit,
+    experiment_name,
+    experiment_numbers,
+    experiment_split,
+    shared_groups,
+    test_set_names,
+)
 from core.standardise import zscore
 from heads.streaming import RESIDENT_BYTES, STREAM_ABOVE_BYTES, StreamedSpeech, float32_bytes, streamed_statistics
 from pipeline.features.layers import check_layer_choice, layer_index, reads_every_layer, select_layer
@@ -48,6 +56,7 @@ class CorpusArrays:
     targets: np.ndarray  # [N, 2] float64: valence, arousal on the corpus scale
     utt_ids: np.ndarray
     speakers: np.ndarray
+    dialogs: np.ndarray  # [N] str dialog_id: validation holds out whole groups of linked speakers and dialogues
     folds: np.ndarray  # [N] int: the fold, or with partitions the test set's number (0: train / dev)
     usable: np.ndarray  # [N] bool: every stage the cache holds processed the row
     emotions: np.ndarray | None = None  # [N] category labels where the manifest has them (None: no column values)
@@ -58,6 +67,7 @@ class CorpusArrays:
     source: str = ""  # the cache file, for messages and run records
     splits: np.ndarray | None = None  # [N] str partition (train / dev / test set name); None: k folds
     speech_reader: CacheReader | None = None  # the speech block is read from here in blocks (heads.streaming)
+    no_context: bool = False  # the cache's state stage found no dialogue with more than one utterance
 
     def experiments(self) -> list[int]:
         """Every fold, or every test set's number (partitions), of the usable rows."""
@@ -77,7 +87,7 @@ class CorpusArrays:
 def add_final_states(arrays: CorpusArrays, reader: CacheReader) -> None:
     """States for a final model (``fold == ALL_FOLDS``): the untrained context with its projection fitted on
     every usable row (no labels). The learned state would need an updater trained on all folds: refused."""
-    if "state" not in reader.stages or ALL_FOLDS in arrays.states:
+    if "state" not in reader.stages or ALL_FOLDS in arrays.states or not reader.provenance("state").get("context", True):
         return
     if arrays.splits is not None and arrays.states:  # partitions: every experiment has the train partition's states
         arrays.states[ALL_FOLDS] = next(iter(arrays.states.values()))
@@ -105,9 +115,30 @@ def split_rows(arrays: CorpusArrays, fold: int, val_fraction: float) -> FoldSpli
     """The protocol's split of ``fold`` (``core.protocol.experiment_split``: folds or partitions) over the rows
     every stage processed."""
     try:
-        return experiment_split(arrays.folds, arrays.splits, arrays.speakers, arrays.usable, fold, val_fraction)
+        return experiment_split(arrays.folds, arrays.splits, arrays.speakers, arrays.dialogs, arrays.usable, fold,
+                                val_fraction)
     except InputError as err:
         raise InputError(f"{arrays.source}: {err}") from None
+
+
+def protocol_warnings(arrays: CorpusArrays, split: FoldSplit) -> list[str]:
+    """What makes this experiment's scores less trustworthy than the protocol promises, in words (run records,
+    tables and reports show them): a validation rule that had to fall back, and test rows that share a speaker
+    or a dialogue with training or validation rows."""
+    warnings = [f"validation: {split.warning}"] if split.warning else []
+    rows = np.concatenate([split.train, split.validation, split.test])
+    places = np.where(np.isin(rows, split.test), "test", "training")
+    shared = shared_groups(arrays.speakers[rows], arrays.dialogs[rows], places)
+    if shared:
+        speakers = [g.name for g in shared if g.kind == "speaker"]
+        dialogues = [g.name for g in shared if g.kind == "dialogue"]
+        first = ", ".join([f"speaker {n}" for n in speakers[:2]] + [f"dialogue {n}" for n in dialogues[:2]])
+        warnings.append(f"test rows share {len(speakers)} speaker(s) and {len(dialogues)} dialogue(s) with training "
+                        f"rows ({first}): test scores are optimistic")
+    if arrays.no_context:
+        warnings.append("no dialogue context in this corpus: every dialogue has a single utterance, so the heads "
+                        "use no state")
+    return warnings
 
 
 def load_corpus_arrays(reader: CacheReader, layer: str | None = None,
@@ -119,7 +150,7 @@ def load_corpus_arrays(reader: CacheReader, layer: str | None = None,
     none is read: training streams it from the cache (``heads.streaming``)."""
     m = reader.manifest
     states = {}
-    if "state" in reader.stages:
+    if "state" in reader.stages and reader.provenance("state").get("context", True):  # False: no dialogue context
         for name in reader.dataset_shapes("state"):
             if name.startswith("fold_"):
                 states[int(name.split("_")[1])] = reader.read("state", name)
@@ -139,13 +170,15 @@ def load_corpus_arrays(reader: CacheReader, layer: str | None = None,
         prosody=reader.read("prosody", "values") if "prosody" in reader.stages else None,
         states=states,
         targets=m.select("valence", "arousal").to_numpy().astype(np.float64),
-        utt_ids=m["utt_id"].to_numpy(), speakers=m["speaker"].to_numpy(), folds=m["fold"].to_numpy(),
+        utt_ids=m["utt_id"].to_numpy(), speakers=m["speaker"].to_numpy(), dialogs=m["dialog_id"].to_numpy(),
+        folds=m["fold"].to_numpy(),
         usable=reader.ok(reader.stages),
         emotions=m["emotion"].to_numpy() if m["emotion"].null_count() < m.height else None,
         prosody_names=list(reader.read("prosody", "names")) if "prosody" in reader.stages else [],
         provenance={s: reader.provenance(s) for s in reader.stages}, source=str(reader.path),
         splits=manifest_splits(m),
         speech_reader=reader if streamed else None,
+        no_context="state" in reader.stages and not reader.provenance("state").get("context", True),
     )
 
 

@@ -115,7 +115,7 @@ def plot_learning_curves(histories: dict[str, pl.DataFrame], target) -> None:  #
             axes[0].plot(run["epoch"], run["train_loss"], **kwargs)
             axes[1].plot(run["epoch"], run["val_ccc"], **kwargs)
     axes[0].set_title("training loss (1 - CCC, + MSE term)")
-    axes[1].set_title("validation mean CCC (held-out training speakers)")
+    axes[1].set_title("validation mean CCC (held-out dialogue groups)")
     for ax in axes:
         ax.set_xlabel("epoch")
     if histories:

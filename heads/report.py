@@ -23,6 +23,7 @@ from heads.evaluate import (  # noqa: E402
     comparison_markdown,
     learning_histories,
     results_table,
+    run_warnings,
     summarise,
 )
 from heads.plots import plot_attention, plot_forest, plot_learning_curves, plot_per_fold, plot_scatter  # noqa: E402
@@ -110,6 +111,14 @@ def _corpus_fingerprint(cache: str | None) -> str:
     return f"{table_fingerprint(m.select(columns).rows())} ({m.height} utterances)"
 
 
+def _warnings_html(lines: list[str]) -> str:
+    """A visible box of the runs' protocol warnings (nothing when there are none)."""
+    if not lines:
+        return ""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f'<div class="warning" id="warnings"><b>Warnings</b><ul>{items}</ul></div>'
+
+
 def fold_table(evaluation: Evaluation) -> list[dict]:
     """Per fold (of the first label): test speakers, utterance counts, validation speakers."""
     label, records = next(iter(evaluation.records.items()))
@@ -170,6 +179,7 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{html.escape(notes)}</p>" if notes else "",
+        _warnings_html(run_warnings(evaluation)),
         "<h2>Results</h2>", _table_html(table), f"<p><small>{html.escape(MEANING)}.</small></p>",
         *([f"<h2>Comparisons with {html.escape(results['comparisons']['baseline'])}</h2>",
            _rows_html(comparison_rows, "comparisons"),
@@ -191,7 +201,8 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
     style = ("body{font-family:sans-serif;max-width:1300px;margin:1em auto;padding:0 1em}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"
              "text-align:right}td:first-child{text-align:left}img{max-width:100%}"
-             "pre{background:#f6f6f6;padding:8px;overflow:auto}h1{font-size:22px}h2{font-size:18px}")
+             "pre{background:#f6f6f6;padding:8px;overflow:auto}h1{font-size:22px}h2{font-size:18px}"
+             ".warning{background:#fff3cd;border:1px solid #e0b000;padding:4px 10px;margin:8px 0}")
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                     f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
     return path

@@ -1,5 +1,5 @@
 """The linear baseline: ridge regression of the standardised targets on the fused, standardised inputs,
-in closed form, one penalty per dimension chosen on the validation speakers (the rows the neural heads use
+in closed form, one penalty per dimension chosen on the validation rows (the held-out dialogue groups the neural heads use
 for early stopping). Fitted on the training rows only, like the neural heads, so both see the same data.
 
 One eigendecomposition serves every penalty: of ``X^T X`` [d, d] when there are more rows than features,

@@ -45,7 +45,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 6  # epochs without a better validation mean CCC before stopping
     min_delta: float = 1e-3  # smaller validation gains do not count as better
-    val_fraction: float = 0.1  # share of training utterances held out as whole speakers
+    val_fraction: float = 0.1  # share of training utterances held out as whole dialogue groups (core.protocol)
     state_gate: bool = True  # with a state: also train without it, keep the better on validation (heads.experiment)
 
 

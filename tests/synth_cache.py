@@ -13,13 +13,19 @@ from pipeline.corpora.manifest import normalise_manifest
 
 
 def planted_cache(path: Path, n_per_speaker: int = 60, seed: int = 0, layers: int = 3, dim: int = 16,
-                  n_prosody: int = 8, informative_layer: int = -1, swap: bool = False) -> Path:
+                  n_prosody: int = 8, informative_layer: int = -1, swap: bool = False,
+                 dialogues: bool = True, shared_speaker: bool = False) -> Path:
     """10 speakers in 5 folds. Valence depends only on the prosody block, arousal only on the speech
     block (on ``informative_layer``; the other layers are noise); ``swap`` plants them the other way
-    round. Ratings on a 1-5 scale."""
+    round. Ratings on a 1-5 scale. Each speaker's utterances form one dialogue, or with ``dialogues=False``
+    each utterance is its own (no context). ``shared_speaker`` puts every other row of speaker 0 (fold 1) in
+    fold 2: a leak between folds."""
     rng = np.random.default_rng(seed)
     n = 10 * n_per_speaker
     speakers = np.repeat(np.arange(10), n_per_speaker)
+    folds = speakers // 2 + 1
+    if shared_speaker:
+        folds[np.flatnonzero(speakers == 0)[1::2]] = 2
     valence_latent, arousal_latent = rng.standard_normal(n), rng.standard_normal(n)
     prosody = rng.standard_normal((n, n_prosody)).astype(np.float32)
     prosody[:, 0] = valence_latent + 0.3 * rng.standard_normal(n)
@@ -30,7 +36,7 @@ def planted_cache(path: Path, n_per_speaker: int = 60, seed: int = 0, layers: in
     manifest = normalise_manifest(pl.DataFrame({
         "utt_id": [f"u{i:05d}" for i in range(n)], "path": [f"/synthetic/u{i:05d}.wav" for i in range(n)],
         "duration_s": np.full(n, 2.0), "sample_rate": np.full(n, 16000), "speaker": [f"spk{s}" for s in speakers],
-        "dialog_id": [f"spk{s}" for s in speakers], "start_s": np.arange(n, dtype=float), "fold": speakers // 2 + 1,
+        "dialog_id": [f"spk{s}" for s in speakers] if dialogues else [f"u{i:05d}" for i in range(n)], "start_s": np.arange(n, dtype=float), "fold": folds,
         "valence": np.clip(3 + 0.8 * (arousal_latent if swap else valence_latent), 1, 5),
         "arousal": np.clip(3 + 0.8 * (valence_latent if swap else arousal_latent), 1, 5),
     }))

@@ -69,3 +69,34 @@ def test_the_stage_stores_speaker_aware_states_one_unit_per_fold(tmp_path):
     assert provenance["kind"] == "ema-features-speaker" and provenance["includes_current_turn"] is False
     assert reader.read("state", "fold_1").shape == (len(reader), 2 * (16 + 4 + 1))
     assert len(provenance["unit_summaries"]) == 5  # one unit per fold, no updaters
+
+
+def test_a_corpus_without_dialogues_has_no_context_and_the_heads_leave_the_state_out(tmp_path):
+    from heads.features import load_corpus_arrays, protocol_warnings, split_rows
+    from tests.synth_cache import planted_cache
+
+    path = planted_cache(tmp_path / "c.h5", n_per_speaker=12, dialogues=False)  # as EmoDB now is
+    run_state_stage(str(path), EMA, torch.device("cpu"))
+    reader = CacheReader(path)
+    assert reader.provenance("state")["context"] is False and reader.provenance("state")["context_rows"] == 0
+    arrays = load_corpus_arrays(reader, "last")
+    assert arrays.states == {} and arrays.no_context
+    assert any("no dialogue context" in w for w in protocol_warnings(arrays, split_rows(arrays, 1, 0.1)))
+
+
+def test_speaker_sequences_refuse_an_order_that_start_s_does_not_give():
+    import polars as pl
+    import pytest
+
+    from core.errors import InputError
+    from pipeline.stages.state import build_sequences
+
+    frame = pl.DataFrame({"utt_id": ["a1", "a2", "b1"], "speaker": ["a", "a", "b"], "dialog_id": ["x", "y", "z"],
+                          "fold": [1, 1, 2], "split": pl.Series([None] * 3, dtype=pl.String)})
+    usable = np.ones(3, bool)
+    with pytest.raises(InputError, match="start_s alone, and speaker a has 2 utterances at start_s = 0.0"):
+        build_sequences(frame.with_columns(start_s=pl.lit(0.0)), usable, "speaker")
+    with pytest.raises(InputError, match="2 utterance\\(s\\) have none"):
+        build_sequences(frame.with_columns(start_s=pl.Series([None, 1.0, None], dtype=pl.Float64)), usable, "speaker")
+    timed = frame.with_columns(start_s=pl.Series([5.0, 1.0, 0.0]))
+    assert [s.tolist() for s in build_sequences(timed, usable, "speaker")] == [[1, 0], [2]]

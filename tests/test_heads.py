@@ -193,3 +193,20 @@ def test_the_state_gates_fold_without_state_equals_one_prepared_without_it(tmp_p
         a, b = getattr(derived, part), getattr(prepared, part)
         for block in ("speech", "prosody", "state", "targets"):
             assert torch.equal(getattr(a, block), getattr(b, block)), (part, block)
+
+
+def test_a_speaker_shared_between_folds_is_a_warning_in_the_run_and_in_every_table(tmp_path):
+    from heads.evaluate import evaluate_runs, write_evaluation
+
+    arrays = load_corpus_arrays(CacheReader(planted_cache(tmp_path / "c.h5", n_per_speaker=20, shared_speaker=True,
+                                                          dialogues=False)))
+    config = parse_variant("linear", TrainConfig())
+    for fold in (1, 2, 3):
+        train_fold(arrays, fold, config, [0], tmp_path / f"fold{fold}")
+    record, _ = read_run(tmp_path / "fold1")
+    assert record["validation"]["rule"] == "dialogue groups"
+    assert record["warnings"] == ["test rows share 1 speaker(s) and 0 dialogue(s) with training rows (speaker spk0): "
+                                  "test scores are optimistic"]
+    assert read_run(tmp_path / "fold3")[0]["warnings"] == []  # fold 3 shares nobody
+    markdown, _ = write_evaluation(evaluate_runs([tmp_path / f"fold{k}" for k in (1, 2, 3)]), tmp_path / "eval")
+    assert markdown.startswith("**Warnings**") and "(linear+no-state fold 1, linear+no-state fold 2)" in markdown

@@ -24,20 +24,21 @@ from tests.test_state import SMALL
 SPLITS = np.array(["train"] * 6 + ["dev"] * 2 + ["Test1"] * 2 + ["Test2"] * 2)
 FOLDS = np.array([0] * 8 + [1, 1, 2, 2])
 SPEAKERS = np.array(["a", "a", "b", "b", "c", "c", "d", "d", "e", "e", "f", "f"])
+DIALOGS = np.array([f"u{i}" for i in range(12)])  # each utterance its own dialogue
 
 
 def test_a_partition_split_trains_on_train_stops_on_dev_and_tests_the_named_set():
     usable = np.ones(12, bool)
-    split = partition_split(SPLITS, FOLDS, SPEAKERS, usable, 2, val_fraction=0.1)
+    split = partition_split(SPLITS, FOLDS, SPEAKERS, DIALOGS, usable, 2, val_fraction=0.1)
     assert split.train.tolist() == [0, 1, 2, 3, 4, 5] and split.validation.tolist() == [6, 7]
     assert split.test.tolist() == [10, 11]  # Test2 only: Test1 is not used by this experiment
-    final = partition_split(SPLITS, FOLDS, SPEAKERS, usable, ALL_FOLDS, val_fraction=0.1)
+    final = partition_split(SPLITS, FOLDS, SPEAKERS, DIALOGS, usable, ALL_FOLDS, val_fraction=0.1)
     assert len(final.test) == 0 and final.validation.tolist() == [6, 7]
 
 
-def test_without_dev_rows_validation_is_whole_speakers_held_out_of_train():
+def test_without_dev_rows_validation_is_whole_dialogue_groups_held_out_of_train():
     no_dev = np.where(SPLITS == "dev", "train", SPLITS)
-    split = partition_split(no_dev, FOLDS, SPEAKERS, np.ones(12, bool), 1, val_fraction=0.2)
+    split = partition_split(no_dev, FOLDS, SPEAKERS, DIALOGS, np.ones(12, bool), 1, val_fraction=0.2)
     assert set(SPEAKERS[split.validation]).isdisjoint(SPEAKERS[split.train]) and len(split.validation) >= 2
     assert sorted(np.concatenate([split.train, split.validation]).tolist()) == list(range(8))
 

@@ -5,8 +5,12 @@ used by IEMOCAP, placed by its position on Russell's circumplex (Russell 1980): 
 measurement, listed in ``EMOTION_TO_VALENCE_AROUSAL`` and the README.
 
 ``fold`` groups the ten speakers into five speaker-disjoint pairs of one male and one female speaker,
-mirroring IEMOCAP's five sessions. ``dialog_id`` = speaker (EmoDB has no dialogues); ``start_s`` orders
-a speaker's files by name.
+mirroring IEMOCAP's five sessions.
+
+EmoDB has no dialogues and no recording order: each utterance is its own dialogue (``dialog_id`` = ``utt_id``,
+``start_s`` = 0), so the dialogue-state stage sees no context. An order invented from the file names would
+leak the label: ``03a01Fa`` is speaker 03, text a01, emotion F, and in name order the previous file's emotion
+carries 1.27 of the 2.74 bits of the current one's.
 """
 
 from __future__ import annotations
@@ -71,11 +75,8 @@ def read_emodb(root: str | Path) -> tuple[pl.DataFrame, list[Problem]]:
         rows.append(
             dict(
                 utt_id=wav.stem, path=str(wav), duration_s=duration_s, sample_rate=sample_rate,
-                speaker=speaker, dialog_id=speaker, start_s=None, fold=SPEAKER_FOLD[speaker],
+                speaker=speaker, dialog_id=wav.stem, start_s=0.0, fold=SPEAKER_FOLD[speaker],
                 valence=valence, arousal=arousal, dominance=None, emotion=emotion,
             )
         )
-    df = pl.DataFrame(rows, schema=ALL_COLUMNS)
-    # Files of a speaker in name order, one after another: a pseudo-timeline for the sequence stages.
-    df = df.sort("utt_id").with_columns(pl.int_range(pl.len()).over("speaker").cast(pl.Float64).alias("start_s"))
-    return normalise_manifest(df), problems
+    return normalise_manifest(pl.DataFrame(rows, schema=ALL_COLUMNS)), problems

@@ -5,7 +5,9 @@ or ``split`` (predefined partitions: ``train``, ``dev`` and test sets by name, e
 ``Development``, ``validation`` are read as ``train``/``dev``; with a filled ``split`` column, ``fold`` is
 derived from it: the test set's number, 0 on train and dev rows); optional: ``dialog_id, start_s, dominance,
 emotion``. Relative paths are resolved against the manifest's folder. Without ``dialog_id``
-each utterance is its own dialogue (no context); without ``start_s`` rows keep the file's order.
+each utterance is its own dialogue (no context, no order invented); without ``start_s`` (left empty) a
+dialogue's rows keep the file's order, and ``--state-grouping speaker``, which orders by ``start_s`` alone, is
+refused.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def read_generic_manifest(manifest: str | Path) -> tuple[pl.DataFrame, list[Prob
             dict(
                 utt_id=utt_id, path=str(wav.resolve()), duration_s=duration_s, sample_rate=sample_rate,
                 speaker=str(rec["speaker"]).strip(), dialog_id=rec.get("dialog_id") or utt_id,
-                start_s=numbers["start_s"] if numbers["start_s"] is not None else float(i), fold=fold,
+                start_s=numbers["start_s"], fold=fold,
                 valence=numbers["valence"], arousal=numbers["arousal"], dominance=numbers["dominance"],
                 emotion=rec.get("emotion"), split=split,
             )

@@ -15,7 +15,7 @@ from core.errors import InputError
 
 
 def normalise_manifest(df: pl.DataFrame) -> pl.DataFrame:
-    """Cast to the schema, add missing optional columns as nulls, sort by ``dialog_id, start_s``.
+    """Cast to the schema, add missing optional columns as nulls, sort by ``dialog_id, start_s`` (stable).
 
     Raises ``InputError`` for a missing required column or a duplicated ``utt_id``.
     """
@@ -29,7 +29,8 @@ def normalise_manifest(df: pl.DataFrame) -> pl.DataFrame:
     duplicated = df.filter(pl.col("utt_id").is_duplicated())["utt_id"].unique().to_list()
     if duplicated:
         raise InputError(f"duplicate utt_id in manifest: {', '.join(sorted(duplicated)[:10])}")
-    return df.sort(["dialog_id", "start_s", "utt_id"], maintain_order=True)
+    # Ties in start_s keep the reader's order, never the utt_id's: names can encode the label (EmoDB's do).
+    return df.sort(["dialog_id", "start_s"], maintain_order=True)
 
 
 def read_text_table(path: Path, header: tuple[str, ...]) -> pl.DataFrame:

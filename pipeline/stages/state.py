@@ -61,8 +61,8 @@ from core.protocol import (
     ALL_FOLDS,
     TRAIN_SPLIT,
     experiment_numbers,
+    disjoint_validation,
     linked_speakers,
-    speaker_disjoint_validation,
     speaker_groups,
 )
 from core.provenance import package_versions
@@ -96,7 +96,7 @@ class StateConfig:
     batch_size: int = 32  # crops per step
     lr: float = 2e-3
     weight_decay: float = 1e-2
-    val_fraction: float = 0.2  # share of each updater's training rows held out (whole speakers) to stop early
+    val_fraction: float = 0.2  # share of each updater's training rows held out (whole dialogue groups) to stop early
     patience: int = 3  # epochs without a better validation CCC before an updater stops (with val_fraction)
     seed: int = 0
 
@@ -126,6 +126,7 @@ class StateInputs:
     usable: np.ndarray  # [N] bool: speech and prosody both ok
     sequences: list[np.ndarray]  # row indices, each within one fold (or partition), in time order
     speakers: np.ndarray  # [N] str
+    dialogs: np.ndarray | None = None  # [N] str dialog_id (an updater's validation holds out whole dialogue groups)
     speech_width: int = 0  # z[:, :speech_width] is the speech summary
     splits: np.ndarray | None = None  # [N] str partition of each row (core.protocol); None: k folds
     groups: np.ndarray | None = None  # [N] int cross-fitting group (1..CROSS_FIT_GROUPS) of train rows, 0 elsewhere;
@@ -141,22 +142,46 @@ class StateInputs:
 
 
 def build_sequences(manifest: pl.DataFrame, usable: np.ndarray, grouping: str) -> list[np.ndarray]:
-    """Rows of each sequence in time order (manifest order is ``dialog_id, start_s``), split by fold (by
-    partition when the corpus has partitions)."""
+    """Rows of each sequence in time order, split by fold (by partition when the corpus has partitions).
+
+    ``dialog``: a dialogue's turns by ``start_s`` (ties keep the manifest's order). ``speaker``: a speaker's
+    utterances by ``start_s`` alone, which must then be given and distinct for each speaker: no order is
+    invented (a tie broken by file names can hand the context the label, as EmoDB's names would)."""
     if grouping not in GROUPINGS:
         raise InputError(f"state grouping must be one of {', '.join(GROUPINGS)}, not '{grouping}'")
     rows = np.flatnonzero(usable)
     if grouping == "utterance":
         return [np.array([r]) for r in rows]
-    key = manifest[grouping if grouping == "speaker" else "dialog_id"].to_numpy()
+    column = "speaker" if grouping == "speaker" else "dialog_id"
+    if grouping == "speaker":
+        check_speaker_order(manifest.filter(pl.Series(usable)))
+    key = manifest[column].to_numpy()
     splits = manifest_splits(manifest)
     folds = manifest["fold"].to_numpy() if splits is None else splits
-    order = manifest.with_row_index("row").sort([grouping if grouping == "speaker" else "dialog_id", "start_s"])
+    order = manifest.with_row_index("row").sort([column, "start_s"], maintain_order=True)
     sequences: dict[tuple, list[int]] = {}
     for row in order["row"].to_list():
         if usable[row]:
             sequences.setdefault((key[row], folds[row]), []).append(row)  # never across folds
     return [np.array(v) for v in sequences.values()]
+
+
+def check_speaker_order(manifest: pl.DataFrame) -> None:
+    """``--state-grouping speaker`` orders a speaker's utterances by ``start_s`` alone: refuse missing or tied
+    values, naming the first speaker concerned."""
+    missing = manifest.filter(pl.col("start_s").is_null())
+    if missing.height:
+        raise InputError(f"--state-grouping speaker orders each speaker's utterances by start_s, and {missing.height} "
+                         f"utterance(s) have none (first: {missing['utt_id'][0]}); give start_s on one clock per "
+                         "speaker, or use --state-grouping dialog")
+    ties = manifest.group_by("speaker", "start_s").agg(pl.len().alias("n"), pl.col("utt_id").first()) \
+        .filter(pl.col("n") > 1).sort("n", descending=True)
+    if ties.height:
+        first = ties.row(0, named=True)
+        raise InputError(f"--state-grouping speaker orders each speaker's utterances by start_s alone, and speaker "
+                         f"{first['speaker']} has {first['n']} utterances at start_s = {first['start_s']} (e.g. "
+                         f"{first['utt_id']}; {ties.height} tie(s) in all); give each utterance of a speaker its own "
+                         "time: an order taken from file names can leak the label")
 
 
 def read_speech_summary(reader: CacheReader, choice: str, block_rows: int = 4096) -> np.ndarray:
@@ -189,7 +214,8 @@ def load_state_inputs(reader: CacheReader, config: StateConfig, targets: np.ndar
     return StateInputs(
         z=z, targets=m.select("valence", "arousal").to_numpy().astype(np.float64) if targets is None else targets,
         folds=m["fold"].to_numpy(), usable=usable, sequences=build_sequences(m, usable, config.grouping),
-        speakers=speakers, speech_width=speech.shape[1], splits=splits, groups=groups)
+        speakers=speakers, dialogs=m["dialog_id"].to_numpy(), speech_width=speech.shape[1], splits=splits,
+        groups=groups)
 
 
 def updater_plan(folds: list[int]) -> list[tuple[int, ...]]:
@@ -224,7 +250,7 @@ def train_updater(inputs: StateInputs, excluded: Unit, config: StateConfig, devi
     """Train the updater of unit ``excluded`` on the sequences holding its training rows
     (``updater_training_rows``); other rows of those sequences are context only. Returns it, its z, a summary.
 
-    With ``config.val_fraction > 0`` whole speakers of those folds are held out of the loss (their turns still
+    With ``config.val_fraction > 0`` whole dialogue groups of those folds are held out of the loss (their turns still
     feed the sequences as context) and the updater keeps the epoch with the best validation CCC on them,
     stopping after ``config.patience`` epochs without improvement: small corpora overfit an updater quickly.
     """
@@ -235,8 +261,9 @@ def train_updater(inputs: StateInputs, excluded: Unit, config: StateConfig, devi
     train_seqs = [s for s in inputs.sequences if train_mask[s].any()]
     loss_mask, val_rows = train_mask.copy(), np.zeros(0, np.int64)
     if config.val_fraction > 0:
-        _, val_rows = speaker_disjoint_validation(inputs.speakers, np.flatnonzero(train_mask), config.val_fraction,
-                                                  seed=config.seed)
+        dialogs = inputs.dialogs if inputs.dialogs is not None else inputs.speakers
+        val_rows = disjoint_validation(inputs.speakers, dialogs, np.flatnonzero(train_mask), config.val_fraction,
+                                       seed=config.seed).validation
         loss_mask[val_rows] = False
     seed = config.seed  # one initialisation for all updaters keeps their state spaces comparable
     torch.manual_seed(seed)
@@ -447,6 +474,11 @@ def _merge(out: dict[int, np.ndarray], arrays: dict[str, np.ndarray]) -> None:
             out[fold][rows] = arrays[f"fold{fold}_states"]
 
 
+def context_row_count(sequences: list[np.ndarray]) -> int:
+    """How many rows have at least one previous turn in their sequence (0: the corpus has no dialogue context)."""
+    return int(sum(max(len(seq) - 1, 0) for seq in sequences))
+
+
 def state_stage(reader: CacheReader, config: StateConfig, device: torch.device) -> Stage:
     """The stage contract of ``/state/fold_<k>``: one unit per fold or per cross-fitted updater (resumable)."""
     inputs = load_state_inputs(reader, config)
@@ -457,7 +489,12 @@ def state_stage(reader: CacheReader, config: StateConfig, device: torch.device) 
                    "prosody": reader.provenance("prosody").get("feature_set_version")}
     backend = ("untrained causal average (numpy)" if config.kind != "mamba" else
                "mamba-ssm CUDA kernel" if kernel_available(device) else "PyTorch reference scan")
+    context_rows = context_row_count(inputs.sequences)
+    if context_rows == 0:
+        log.warning("state: no dialogue context in this corpus (every %s has a single utterance); the states are "
+                    "stored, and the heads leave them out", "speaker" if config.grouping == "speaker" else "dialogue")
     provenance = {**fingerprint, "folds": folds, "partitions": inputs.splits is not None, "kind": config.kind, "width": width,
+                  "context_rows": context_rows, "context": context_rows > 0,
                   "includes_current_turn": config.kind == "mamba",
                   "units": [list(e) for e in plan], "backend": backend, "device_type": device.type,
                   "packages": package_versions()}
