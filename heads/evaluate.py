@@ -1,5 +1,5 @@
-"""Aggregate head runs: metrics per fold, over folds, over seeds and pooled, each with a speaker-bootstrap
-interval; paired comparisons against a baseline; per-speaker and per-category breakdowns; tables and JSON.
+"""Aggregate head runs: metrics per fold, over folds, over seeds and pooled, each with an interval chosen by
+calibration; paired comparisons against a baseline; per-speaker and per-category breakdowns; tables and JSON.
 
 What the numbers mean (also written into every table and metrics.json):
 
@@ -7,8 +7,11 @@ What the numbers mean (also written into every table and metrics.json):
 * ``mean`` is the mean over folds (the research note's table); ``± fold sd`` the sample sd (ddof=1) of the
   fold metrics; ``seed sd`` the sample sd over seeds of the mean over folds (spread from training noise);
 * ``pooled`` is computed on all folds' test utterances at once (then averaged over seeds);
-* ``[lo, hi]`` is a 95 % percentile interval from a bootstrap that resamples speakers within each fold
-  (``heads.stats``); ``p`` of a difference is a paired speaker-permutation test, Holm-adjusted.
+* ``[lo, hi]`` is a 95 % interval chosen by calibration (``heads.stats``): with k folds a t interval over the
+  folds, with one test set (or the mean over predefined test sets) a speaker bootstrap; it is withheld, with a
+  reason, where the calibration says it would not hold its level at the corpus's shape (``Design``);
+* ``p`` of a difference is a paired speaker-permutation test (exact under exchangeability of the two variants'
+  predictions per speaker), Holm-adjusted over the variants compared, separately per metric.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import polars as pl
 from core.columns import TARGETS
 from core.errors import InputError
 from core.metrics import dimension_metrics
+from heads.calibration import measured_at
 from heads.runs import HISTORY_FILE, HISTORY_SCHEMA, read_run
 from heads.stats import (
     Moments,
@@ -30,12 +34,14 @@ from heads.stats import (
     aggregate,
     bootstrap_counts,
     fold_sums,
+    fold_t_interval,
     holm,
     interval,
     intervals,
     metrics_from_moments,
     permutation_p_value,
     reading,
+    smallest_permutation_p,
     speaker_moments,
     swap_masks,
 )
@@ -43,8 +49,71 @@ from heads.stats import (
 ATTENTION_COLUMNS = ("attn_valence_prosody", "attn_valence_other", "attn_arousal_speech", "attn_arousal_other")
 TABLE_COLUMNS = {"CCC-V": "ccc_v", "CCC-A": "ccc_a", "CCC-Avg": "ccc_avg", "MSE-V": "mse_v", "MSE-A": "mse_a"}
 COMPARED = {"CCC-V": "ccc_v", "CCC-A": "ccc_a", "CCC-Avg": "ccc_avg"}
-MEANING = ("mean over folds (each fold: mean over seeds) [95 % speaker-bootstrap interval] ± sd over folds "
-           "(ddof=1); seed sd: sd over seeds of the mean over folds (ddof=1)")
+MEANING = ("mean over folds (each fold: mean over seeds) [95 % interval, see below] ± sd over folds (ddof=1); "
+           "seed sd: sd over seeds of the mean over folds (ddof=1)")
+METHOD_WORDS = {"fold-t": "t interval over the folds (df = folds - 1; each fold: mean over seeds)",
+                "percentile-bootstrap": "speaker-bootstrap percentile interval (speakers resampled within each test "
+                                        "set)"}
+P_WORDS = ("paired speaker-permutation test (exact under exchangeability of the two variants' predictions per "
+           "speaker)")
+# An interval is printed when the calibration measured it at least this good at the nearest shape (the table then
+# states its measured coverage); below, it would mislead (the percentile bootstrap at 2 speakers per fold: 72-80 %).
+TRUSTED = {"coverage": 0.85, "false_positive": 0.10}
+
+
+@dataclass(frozen=True)
+class Design:
+    """The shape of an evaluation, which decides its interval (``heads.stats``) and what the calibration
+    measured at that shape (``heads.calibration.measured_at``)."""
+
+    folds: int
+    speakers: int  # test speakers of all folds
+    seeds: int
+    partitions: bool = False
+
+    @property
+    def speakers_per_fold(self) -> float:
+        return self.speakers / max(self.folds, 1)
+
+    @property
+    def method(self) -> str:
+        """k folds: the t interval over folds; one test set or predefined test sets: the speaker bootstrap."""
+        return "fold-t" if self.folds >= 2 and not self.partitions else "percentile-bootstrap"
+
+    def calibration(self, quantity: str) -> dict | None:
+        """The calibration of this design's method for ``quantity`` (``mean`` or ``difference``) at the nearest
+        calibrated shape; None when no shape with this many folds was calibrated."""
+        folds = 1 if self.method == "percentile-bootstrap" else self.folds
+        return measured_at(self.method, quantity, folds, self.speakers_per_fold, self.seeds)
+
+    def withheld(self, quantity: str) -> str | None:
+        """Why this design's interval for ``quantity`` is not printed (None: it is): the calibration measured it
+        below ``TRUSTED`` at the nearest shape. An uncalibrated design gets its interval, and the words say its
+        coverage is unknown (``coverage_words``)."""
+        measured = self.calibration(quantity)
+        if measured is None:
+            return None
+        if measured["coverage"] < TRUSTED["coverage"] or (
+                quantity == "difference" and (measured["false_positive"] or 0) > TRUSTED["false_positive"]):
+            return (f"at {measured['shape']} the {self.method} interval covered the truth in only "
+                    f"{measured['coverage']:.0%} of simulated experiments")
+        return None
+
+    def coverage_words(self, quantity: str) -> str:
+        """One sentence: the measured coverage (and false positives) of the interval at the nearest shape."""
+        measured = self.calibration(quantity)
+        if measured is None:
+            return (f"Its coverage at this shape ({self.folds} fold(s), {self.speakers_per_fold:.0f} test speakers per "
+                    "fold) is unknown: no such shape was calibrated.")
+        fp = (f" and called a null difference real in at most {measured['false_positive']:.1%}"
+              if quantity == "difference" and measured["false_positive"] is not None else "")
+        return (f"Measured at the nearest calibrated shape ({measured['shape']}): it covered the truth in at least "
+                f"{measured['coverage']:.1%} of simulated experiments{fp} (benchmarks/bench_stats.py --calibration).")
+
+
+def design_of(moments: Moments, partitions: bool) -> Design:
+    return Design(folds=len(moments.folds), speakers=len(moments.groups), seeds=len(moments.seeds),
+                  partitions=partitions)
 
 
 @dataclass
@@ -130,28 +199,42 @@ def _sd(values: np.ndarray) -> float | None:
     return _number(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
-def label_summary(preds: pl.DataFrame, stats: StatsConfig) -> tuple[dict, Moments]:
+def label_summary(preds: pl.DataFrame, stats: StatsConfig, partitions: bool = False) -> tuple[dict, Moments]:
     """Point estimates, spreads and intervals of one run label (see the module docstring)."""
     moments = speaker_moments(preds)
     folds = len(moments.folds)
     point = aggregate(fold_sums(moments.values, moments.group_fold, folds))
+    design = design_of(moments, partitions)
     out: dict = {
-        "folds": {str(f): {**_flat(point.per_fold, (i,)), "n_test": int(_rows(moments, i))}
+        "folds": {str(f): {**_flat(point.per_fold, (i,)), "n_test": int(_rows(moments, i)),
+                           "speakers": int((moments.group_fold == i).sum())}
                   for i, f in enumerate(moments.folds)},
         "mean": _flat(point.mean), "pooled": _flat(point.pooled),
         "sd_folds": {k: _sd(np.array([m[k] for m in _fold_list(point)], dtype=float)) for k in _flat(point.mean)},
         "sd_seeds": {k: _sd(np.array([_flat(point.per_seed, (s,))[k] for s in range(len(moments.seeds))],
                                      dtype=float)) for k in _flat(point.mean)},
         "seeds": list(moments.seeds),
+        "interval": {"method": design.method, "words": METHOD_WORDS[design.method],
+                     "withheld": design.withheld("mean"), "calibration": design.calibration("mean")},
     }
+    if design.method == "fold-t" and not out["interval"]["withheld"]:
+        bounds = {k: fold_t_interval(np.moveaxis(v, 0, -1), stats.confidence)[:2] for k, v in point.per_fold.items()}
+        low, high = _flat({k: b[0] for k, b in bounds.items()}), _flat({k: b[1] for k, b in bounds.items()})
+        out["mean_ci"] = {k: [low[k], high[k]] for k in low}
     if stats.resamples:
         counts = bootstrap_counts(moments.group_fold, stats.resamples, np.random.default_rng(stats.seed))
         draws = aggregate(fold_sums(moments.values, moments.group_fold, folds, counts))
-        for key, metrics in (("mean_ci", draws.mean), ("pooled_ci", draws.pooled)):
+        keys = (("pooled_ci", draws.pooled),) + ((("mean_ci", draws.mean),) if design.method != "fold-t"
+                                                 and not out["interval"]["withheld"] else ())
+        for key, metrics in keys:
             low, high = (_flat(bound) for bound in intervals(metrics, stats.confidence))
             out[key] = {k: [low[k], high[k]] for k in low}
         low, high = intervals(draws.per_fold, stats.confidence)
         for i, f in enumerate(moments.folds):
+            fold = Design(1, out["folds"][str(f)]["speakers"], len(moments.seeds), True)
+            if fold.withheld("mean"):  # a fold of 2 speakers has 3 distinct resamples: no interval at all
+                out["folds"][str(f)]["ci_withheld"] = fold.withheld("mean")
+                continue
             fold_low, fold_high = _flat(low, (i,)), _flat(high, (i,))
             out["folds"][str(f)]["ci"] = {k: [fold_low[k], fold_high[k]] for k in fold_low}
     return out, moments
@@ -194,13 +277,15 @@ def per_category(preds: pl.DataFrame) -> list[dict]:
     return table.to_dicts()
 
 
-def compare(moments: dict[str, Moments], baseline: str, stats: StatsConfig) -> dict:
+def compare(moments: dict[str, Moments], baseline: str, stats: StatsConfig, partitions: bool = False) -> dict:
     """Each other label minus ``baseline`` on CCC-V, CCC-A, CCC-Avg (mean over folds): the difference, its
-    per-fold values, a paired bootstrap interval (the same resamples for both), a speaker-permutation p-value,
-    Holm-adjusted per metric over the labels compared, and its reading in words."""
+    per-fold values, the design's interval (``Design.method``: a paired t interval over folds, or a paired
+    speaker bootstrap), a speaker-permutation p-value, Holm-adjusted per metric over the labels compared, and its
+    reading in words: "better"/"worse" only when the interval excludes 0 and the adjusted p is below the level."""
     if baseline not in moments:
         raise InputError(f"baseline '{baseline}' is not among the runs ({', '.join(moments)})")
     base = moments[baseline]
+    design = design_of(base, partitions)
     rows = []
     for label, m in moments.items():
         if label == baseline:
@@ -208,18 +293,35 @@ def compare(moments: dict[str, Moments], baseline: str, stats: StatsConfig) -> d
         if m.groups != base.groups or m.utt_ids != base.utt_ids or len(m.seeds) != len(base.seeds):
             raise InputError(f"'{label}' and the baseline '{baseline}' were not tested on the same utterances with "
                              f"the same number of seeds; a paired comparison needs both")
-        rows.append((label, m, _difference(m, base, stats)))
+        rows.append((label, m, _difference(m, base, stats, design)))
+    notes = []
+    withheld = design.withheld("difference")
+    if withheld:
+        notes.append(f"No interval is printed: {withheld}; no difference is called real.")
+    reachable = smallest_permutation_p(len(base.groups)) < stats.alpha
+    if not reachable:
+        notes.append(f"With {len(base.groups)} test speakers the permutation test cannot give p < {stats.alpha:g} (its "
+                     f"smallest p is 2/2^{len(base.groups)} = {smallest_permutation_p(len(base.groups)):.3f}); no "
+                     "difference can be called real: add speakers, or read the intervals only.")
     comparisons = []
     for name, key in COMPARED.items():
         adjusted = holm([d[key]["p"] for _, _, d in rows]) if rows else []
         for (label, _, d), p_holm in zip(rows, adjusted):
             entry = {"label": label, "metric": name, **d[key], "p_holm": p_holm}
-            entry["reading"] = reading(*(entry["ci"] or [np.nan, np.nan]), p_holm, stats.alpha)
+            if withheld:
+                entry["ci"] = None
+            entry["reading"] = reading(*(entry["ci"] or [np.nan, np.nan]), p_holm, stats.alpha) if reachable \
+                else "not distinguishable"
             comparisons.append(entry)
-    return {"baseline": baseline, "rows": comparisons}
+    return {"baseline": baseline, "rows": comparisons, "interval_method": design.method,
+            "interval_words": METHOD_WORDS[design.method], "p_method": P_WORDS,
+            "family": f"Holm over the {len(rows)} variant(s) compared with the baseline, separately for each of "
+                      f"{', '.join(COMPARED)}",
+            "calibration": design.calibration("difference"), "coverage": design.coverage_words("difference"),
+            "notes": notes}
 
 
-def _difference(a: Moments, b: Moments, stats: StatsConfig) -> dict[str, dict]:
+def _difference(a: Moments, b: Moments, stats: StatsConfig, design: Design) -> dict[str, dict]:
     folds = len(a.folds)
     sums_a, sums_b = (fold_sums(m.values, m.group_fold, folds) for m in (a, b))
     point_a, point_b = aggregate(sums_a), aggregate(sums_b)
@@ -228,7 +330,7 @@ def _difference(a: Moments, b: Moments, stats: StatsConfig) -> dict[str, dict]:
     shift = fold_sums(b.values - a.values, a.group_fold, folds, masks)  # [P, S, F, D, 6]: swapped groups' change
     null_a, null_b = aggregate(sums_a + shift), aggregate(sums_b - shift)
     draws_a = draws_b = None
-    if stats.resamples:
+    if stats.resamples and design.method == "percentile-bootstrap":
         counts = bootstrap_counts(a.group_fold, stats.resamples, np.random.default_rng(stats.seed))
         draws_a, draws_b = (aggregate(fold_sums(m.values, m.group_fold, folds, counts)) for m in (a, b))
     out = {}
@@ -239,13 +341,16 @@ def _difference(a: Moments, b: Moments, stats: StatsConfig) -> dict[str, dict]:
 
         observed = pick(point_a.mean) - pick(point_b.mean)
         p = permutation_p_value(observed, pick(null_a.mean) - pick(null_b.mean), exact=len(masks) == 2 ** len(a.groups))
+        per_fold = pick(point_a.per_fold) - pick(point_b.per_fold)
         ci = None
-        if draws_a is not None:
+        if design.method == "fold-t":
+            low, high, _ = fold_t_interval(per_fold, stats.confidence)
+            ci = [_number(low), _number(high)]
+        elif draws_a is not None:
             low, high = interval(pick(draws_a.mean) - pick(draws_b.mean), stats.confidence)
             ci = [_number(low), _number(high)]
-        out[key] = {"delta": _number(observed), "ci": ci, "p": float(p),
-                    "per_fold": {str(f): _number(v) for f, v in
-                                 zip(a.folds, pick(point_a.per_fold) - pick(point_b.per_fold))}}
+        out[key] = {"delta": _number(observed), "ci": ci, "ci_method": design.method, "p": float(p),
+                    "p_method": "speaker permutation", "per_fold": {str(f): _number(v) for f, v in zip(a.folds, per_fold)}}
     return out
 
 
@@ -258,8 +363,9 @@ def summarise(evaluation: Evaluation, stats: StatsConfig = StatsConfig(), baseli
     """Everything ``metrics.json`` holds: per label its metrics, intervals, spreads, attention, layer weights,
     per-speaker and per-category breakdowns; the comparisons against ``baseline`` (default: the first label)."""
     runs, moments = {}, {}
+    partitions = any(r.get("protocol") == "partitions" for recs in evaluation.records.values() for r in recs)
     for label, preds in evaluation.predictions.items():
-        runs[label], moments[label] = label_summary(preds, stats)
+        runs[label], moments[label] = label_summary(preds, stats, partitions)
         runs[label].update({
             "attention_mean": {c: float(preds[c].mean()) for c in ATTENTION_COLUMNS if c in preds.columns},
             "layer_weights": _mean_layer_weights(evaluation.records[label]),
@@ -267,7 +373,7 @@ def summarise(evaluation: Evaluation, stats: StatsConfig = StatsConfig(), baseli
         })
     comparisons = None
     if len(runs) > 1:
-        comparisons = compare(moments, baseline or next(iter(runs)), stats)
+        comparisons = compare(moments, baseline or next(iter(runs)), stats, partitions)
     return {"meaning": MEANING, "stats": asdict(stats), "runs": runs, "comparisons": comparisons}
 
 
@@ -316,12 +422,31 @@ def _cell(value: float | None, low: float | None = None, high: float | None = No
     return text
 
 
-def markdown_table(table: pl.DataFrame) -> str:
+def interval_note(results: dict) -> str:
+    """The sentence under a results table: which interval it prints and what the calibration measured for it at
+    this shape, or why it prints none."""
+    info = next(iter(results["runs"].values())).get("interval")
+    if not info:
+        return ""
+    if info["withheld"]:
+        return f"Intervals: none printed: {info['withheld']}."
+    measured = info["calibration"]
+    if not measured:
+        return (f"Intervals: 95 % {info['words']}; its coverage at this shape is unknown (no calibrated shape has "
+                "this many folds: benchmarks/bench_stats.py --calibration covers 5 folds and single test sets).")
+    return (f"Intervals: 95 % {info['words']}; at the nearest calibrated shape ({measured['shape']}) it covered the "
+            f"true value in at least {measured['coverage']:.1%} of simulated experiments (benchmarks/bench_stats.py "
+            "--calibration).")
+
+
+def markdown_table(table: pl.DataFrame, results: dict | None = None) -> str:
     lines = [f"Each cell: {MEANING}.", "",
              "| run | folds | seeds | " + " | ".join(TABLE_COLUMNS) + " |", "|---|---|---|" + "---|" * len(TABLE_COLUMNS)]
     for r in table.iter_rows(named=True):
         cells = [_cell(r[c], r[f"{c}_lo"], r[f"{c}_hi"], r[f"{c}_sd"]) for c in TABLE_COLUMNS]
         lines.append(f"| {r['run']} | {r['folds']} | {r['seeds']} | " + " | ".join(cells) + " |")
+    if results is not None and (note := interval_note(results)):
+        lines += ["", note]
     if (table["seeds"] > 1).any():
         lines += ["", "Spread over seeds (sd of the mean over folds, ddof=1):", "",
                   "| run | " + " | ".join(TABLE_COLUMNS) + " |", "|---|" + "---|" * len(TABLE_COLUMNS)]
@@ -330,23 +455,53 @@ def markdown_table(table: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def headline(results: dict) -> str:
+    """The answer in one sentence, computed: the best run on each CCC, by how much over the baseline, and
+    whether the comparison can tell them apart."""
+    runs, comparisons = results["runs"], results.get("comparisons")
+    parts = []
+    for column, key in COMPARED.items():
+        scored = [label for label in runs if runs[label]["mean"].get(key) is not None]
+        if not scored:
+            continue
+        best = max(scored, key=lambda label: runs[label]["mean"][key])
+        text = f"{column}: best {best} ({runs[best]['mean'][key]:.3f})"
+        if comparisons and best != comparisons["baseline"]:
+            row = next(r for r in comparisons["rows"] if r["label"] == best and r["metric"] == column)
+            verdict = "a real difference" if row["reading"] != "not distinguishable" else "not distinguishable"
+            text += (f", {row['delta']:+.3f} over {comparisons['baseline']} {interval_text(row['ci'])}: "
+                     f"{verdict}")
+        elif comparisons:
+            text += ", the baseline itself"
+        parts.append(text)
+    return "; ".join(parts) + "." if parts else ""
+
+
+def interval_text(ci: list | None) -> str:
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci and None not in ci else "n/a"
+
+
 def comparison_markdown(results: dict) -> str:
-    """Differences from the baseline, one row per label and metric, with the reading in words."""
+    """Differences from the baseline, one row per label and metric, with the reading in words, the methods, the
+    Holm family, the interval's measured coverage and what the design cannot do."""
     comparisons = results.get("comparisons")
     if not comparisons or not comparisons["rows"]:
         return ""
     stats = results["stats"]
-    compared = len({r["label"] for r in comparisons["rows"]})
-    lines = [f"Differences from `{comparisons['baseline']}` on the same utterances (mean over folds; paired "
-             f"{stats['confidence']:.0%} speaker-bootstrap interval; p: paired speaker-permutation test, "
-             f"Holm-adjusted over {compared} comparison(s) per metric):", "",
+    lines = [f"Differences from `{comparisons['baseline']}` on the same utterances (mean over folds). Interval: "
+             f"paired {stats['confidence']:.0%} {comparisons.get('interval_words', 'speaker-bootstrap interval')}. "
+             f"p: {comparisons.get('p_method', 'paired speaker-permutation test')}, "
+             f"{comparisons.get('family', 'Holm-adjusted')}. Reading: better/worse only when the interval excludes 0 "
+             f"and the adjusted p < {stats['alpha']:g}.", "",
              "| run | metric | Δ | interval | p (Holm) | Δ per fold | reading |", "|---|---|---|---|---|---|---|"]
     for r in comparisons["rows"]:
-        interval_text = f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" if r["ci"] and None not in r["ci"] else "n/a"
         folds = " ".join(f"{v:+.2f}" if v is not None else "n/a" for v in r["per_fold"].values())
         delta = f"{r['delta']:+.3f}" if r["delta"] is not None else "undefined"
-        lines.append(f"| {r['label']} | {r['metric']} | {delta} | {interval_text} | {r['p_holm']:.3f} | {folds} | "
-                     f"{r['reading']} |")
+        lines.append(f"| {r['label']} | {r['metric']} | {delta} | {interval_text(r['ci'])} | {r['p_holm']:.3f} | "
+                     f"{folds} | {r['reading']} |")
+    if comparisons.get("coverage"):
+        lines += ["", f"The interval: {comparisons['coverage']}"]
+    lines += [f"Note: {note}" for note in comparisons.get("notes", [])]
     return "\n".join(lines)
 
 
@@ -389,7 +544,7 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str
     out_dir.mkdir(parents=True, exist_ok=True)
     results = summarise(evaluation, stats, baseline)
     table = results_table(results)
-    markdown = "\n\n".join(part for part in (warnings_markdown(evaluation), markdown_table(table),
+    markdown = "\n\n".join(part for part in (warnings_markdown(evaluation), markdown_table(table, results),
                                               per_test_set_markdown(evaluation, results), comparison_markdown(results))
                            if part)
     (out_dir / "results.md").write_text(markdown + "\n")
@@ -403,7 +558,7 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str
     (out_dir / "metrics.json").write_text(payload)
     if json_path:
         Path(json_path).write_text(payload)
-    plot_per_fold(evaluation.per_fold, evaluation.seed_sd, out_dir / "per_fold.png")
+    plot_per_fold(evaluation.per_fold, evaluation.seed_sd, out_dir / "per_fold.png", labels=list(results["runs"]))
     plot_scatter(evaluation.predictions, out_dir / "scatter.png")
     plot_attention(evaluation.predictions, out_dir / "attention.png")
     if histories := learning_histories(evaluation):

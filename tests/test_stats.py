@@ -12,11 +12,15 @@ from heads.stats import (
     aggregate,
     bootstrap_counts,
     fold_sums,
+    fold_t_interval,
+    hierarchical_counts,
     holm,
     interval,
     metrics_from_moments,
     moments_from_arrays,
+    permutation_p_value,
     reading,
+    swap_masks,
 )
 
 
@@ -163,3 +167,73 @@ def test_summaries_report_fold_and_seed_spreads_with_ddof_1_and_intervals(tmp_pa
     low, high = run["mean_ci"]["ccc_v"]
     assert low < run["mean"]["ccc_v"] < high
     assert [r["n"] for r in run["per_speaker"]] == [20] * 10
+
+
+def test_the_fold_t_interval_is_the_t_interval_of_the_fold_values():
+    rng = np.random.default_rng(8)
+    values = rng.normal(0.05, 0.04, (3, 5))  # 3 quantities x 5 folds
+    low, high, p = fold_t_interval(values, 0.95)
+    for q in range(3):
+        expected = scipy_stats.t.interval(0.95, 4, loc=values[q].mean(), scale=scipy_stats.sem(values[q]))
+        assert (low[q], high[q]) == pytest.approx(expected, abs=1e-12)
+        assert p[q] == pytest.approx(scipy_stats.ttest_1samp(values[q], 0.0).pvalue, abs=1e-12)
+    with_undefined = np.array([0.1, np.nan, 0.2, 0.3])
+    assert fold_t_interval(with_undefined, 0.95)[0] == pytest.approx(
+        scipy_stats.t.interval(0.95, 2, loc=0.2, scale=scipy_stats.sem([0.1, 0.2, 0.3]))[0])
+    assert np.isnan(fold_t_interval(np.array([0.1]), 0.95)[0])  # one fold: no interval
+
+
+def test_at_two_speakers_per_fold_the_old_interval_calls_a_null_difference_real_and_the_fold_t_does_not():
+    """The calibration's headline case (IEMOCAP's shape), reproduced at a fixed seed: the percentile speaker
+    bootstrap within folds flags a null difference far above 5 %; the t interval over folds stays at the level."""
+    from heads.calibration import Shape, measure, simulate
+
+    rng = np.random.default_rng(11)
+    shape, flagged = Shape(folds=5, speakers_per_fold=2, seeds=1), {"percentile-bootstrap": 0, "fold-t": 0}
+    experiments = 800
+    for _ in range(experiments):
+        outcome = measure(simulate(rng, shape, "null"), rng, resamples=300, permutations=100)
+        for method in flagged:
+            low, high = outcome["difference"][method]
+            flagged[method] += not low <= 0 <= high
+    assert flagged["percentile-bootstrap"] / experiments > 0.15
+    assert flagged["fold-t"] / experiments <= 0.06
+
+
+def test_the_two_stage_bootstrap_fills_each_slot_with_one_folds_speakers():
+    group_fold = np.array([0, 0, 1, 1, 1, 2])
+    weights = hierarchical_counts(group_fold, 200, np.random.default_rng(0))  # [B, F, G]
+    for b in range(200):
+        for slot in range(3):
+            drawn = np.flatnonzero(weights[b, slot])
+            fold = group_fold[drawn[0]]
+            assert (group_fold[drawn] == fold).all() and weights[b, slot].sum() == (group_fold == fold).sum()
+
+
+def test_sampled_swaps_count_the_identity_once():
+    masks = swap_masks(20, 500, np.random.default_rng(0))  # too many speakers to enumerate: sampled
+    assert masks.shape == (500, 20) and not (masks == 0).all(1).any()  # no identity row slipped in first
+    observed, null = np.array(0.3), np.r_[np.full(9, 0.1), np.full(491, 0.5)]
+    assert permutation_p_value(observed, null, exact=False) == pytest.approx((1 + 491) / 501)
+
+
+def test_with_five_speakers_or_fewer_no_difference_is_called_real_and_the_table_says_why():
+    rng = np.random.default_rng(12)
+    far = _experiment(rng, 3.0, folds=2, speakers_per_fold=2, per_speaker=40)  # 4 speakers, a huge difference
+    result = compare(far, "a", StatsConfig(resamples=0))
+    assert {r["reading"] for r in result["rows"]} == {"not distinguishable"}
+    assert any("cannot give p < 0.05" in note and "2/2^4 = 0.125" in note for note in result["notes"])
+
+
+def test_the_calibration_table_is_looked_up_at_the_nearest_shape(tmp_path):
+    from heads.calibration import measured_at
+
+    rows = [{"scenario": sc, "folds": 5, "speakers_per_fold": g, "seeds": s, "experiments": 10,
+             "quantity": "difference", "method": "fold-t", "truth": 0.0, "rejected": r, "covered": c, "width": 0.1}
+            for g in (2, 10) for s in (1, 3)
+            for sc, r, c in (("null", 0.05, 0.95), ("null-heterogeneous", 0.04 + g / 1000, 0.94), ("effect", 0.7, 0.96))]
+    pl.DataFrame(rows).write_csv(tmp_path / "c.csv")
+    near = measured_at("fold-t", "difference", 5, 3.0, 2, path=tmp_path / "c.csv")  # 3 speakers -> 2, 2 seeds -> 1
+    assert near == {"shape": "5 folds x 2 speakers, 1 seed(s)", "coverage": 0.94, "false_positive": 0.05,
+                    "power": 0.7}
+    assert measured_at("fold-t", "difference", 10, 2, 1, path=tmp_path / "c.csv") is None  # no 10-fold shape
