@@ -156,6 +156,14 @@ def _train_config(variant: str, layer: Optional[str], no_speech: bool, no_prosod
                                           **{k: v for k, v in settings.items() if v is not None}))
 
 
+_RUNS_HELP = "run folders, or folders holding run folders (repeat: --runs a --runs b)"
+_BOOTSTRAP_HELP = ("speaker-bootstrap resamples where the design's interval is a bootstrap (one test set), and for "
+                   "pooled and per-fold intervals (0 = none; the t interval over folds needs none)")
+_SEEDS_HELP = "how many seeds per variant and fold: seeds 0..N-1 (default 1)"
+_SEED_HELP = "which seeds instead of --seeds, e.g. 7 or 0,3,7"
+_BASELINE_HELP = ("the run label (= variant spec, e.g. shared) the others are compared with (default: the first "
+                  "label)")
+
 # Training options default to None: "not given", so TrainConfig's own defaults apply (one place for them).
 _HEAD_OPTIONS = dict(
     layer=typer.Option(None, help="speech layer: last (default) | mean | N (0 = CNN output) | weighted (learned mix)"),
@@ -177,8 +185,10 @@ _HEAD_OPTIONS = dict(
 )
 
 
-def _seed_list(seeds: int, seed: Optional[str] = None) -> list[int]:
-    """``--seed 0,3,7`` (explicit seeds) or ``--seeds N`` (seeds 0..N-1)."""
+def _seed_list(seeds: Optional[str], seed: Optional[str] = None) -> list[int]:
+    """``--seeds N`` (how many: seeds 0..N-1; default 1) or ``--seed 0,3,7`` (which), never both."""
+    if seeds is not None and seed is not None:
+        raise InputError(f"give --seeds N (how many: seeds 0..N-1) or --seed {seed} (which), not both")
     if seed is not None:
         try:
             chosen = [int(v) for v in seed.split(",") if v.strip()]
@@ -187,9 +197,15 @@ def _seed_list(seeds: int, seed: Optional[str] = None) -> list[int]:
         if not chosen or len(set(chosen)) != len(chosen) or min(chosen) < 0:
             raise InputError(f"--seed '{seed}': give distinct non-negative seeds, e.g. 0,3,7")
         return chosen
-    if seeds < 1:
+    if seeds is None:
+        return [0]
+    if not seeds.strip().isdigit():
+        hint = f"; for these seeds use --seed {seeds}" if "," in seeds else ""
+        raise InputError(f"--seeds '{seeds}': expected how many seeds to train (a whole number such as 3: seeds "
+                         f"0..N-1){hint}")
+    if int(seeds) < 1:
         raise InputError("--seeds must be at least 1")
-    return list(range(seeds))
+    return list(range(int(seeds)))
 
 
 @app.command("train-heads")
@@ -208,8 +224,8 @@ def train_heads(
                                        "folders)"),
     variant: str = typer.Option("separate-attn", help="shared | separate | separate-attn | linear, with "
                                                       "+switches and +setting=value (see ablate)"),
-    seeds: int = typer.Option(1, help="train this many seeds (0..N-1)"),
-    seed: Optional[str] = typer.Option(None, help="explicit seeds instead of --seeds, e.g. 7 or 0,3,7"),
+    seeds: Optional[str] = typer.Option(None, metavar="N", help=_SEEDS_HELP),
+    seed: Optional[str] = typer.Option(None, metavar="LIST", help=_SEED_HELP),
     label: Optional[str] = typer.Option(None, help="name of the run in tables (default: the variant spec with "
                                                    "every setting that differs from the defaults)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out (whole)"),
@@ -229,7 +245,7 @@ def train_heads(
     from cache.reader import CacheReader
     from core.metrics import dimension_metrics
     from core.protocol import ALL_FOLDS
-    from heads.experiment import train_fold
+    from heads.experiment import runs_per_seed, train_fold
     from heads.features import add_final_states, corpus_experiments, load_corpus_arrays
     from heads.progress import TrainingProgress
     from heads.runs import read_run
@@ -242,13 +258,14 @@ def train_heads(
     if sum(x is not None for x in (fold, folds, split)) != 1:
         raise InputError("give one of --fold K (one run folder), --folds 1-5 (a folder of run folders) or, with "
                          "predefined partitions, --split Test1")
+    seed_list = _seed_list(seeds, seed)
     started = time.perf_counter()
     reader = CacheReader(cache)
     arrays = load_corpus_arrays(reader, config.features.layer)
     if fold == "all":
         if config.features.use_state:
             add_final_states(arrays, reader)
-        train_fold(arrays, ALL_FOLDS, config, _seed_list(seeds, seed), out, resolve_device(device), label, overwrite)
+        train_fold(arrays, ALL_FOLDS, config, seed_list, out, resolve_device(device), label, overwrite)
         record, _ = read_run(out)
         report = "the test sets' scores" if arrays.splits is not None else "the cross-validated one"
         typer.echo(f"{out}: final model '{record['label']}' trained on {record['split_sizes']['train']} utterances "
@@ -257,10 +274,10 @@ def train_heads(
         return
     _, test_sets = corpus_experiments(reader.manifest)
     fold_list = parse_experiments(str(_int(fold, "--fold")) if fold is not None else folds, split,
-                                  arrays.experiments(), test_sets)
+                                  arrays.experiments(), test_sets, "--fold" if fold is not None else "--folds")
     one_folder = fold is not None or (split is not None and "," not in split and split != "all")
-    seed_list = _seed_list(seeds, seed)
-    with TrainingProgress(len(fold_list) * len(seed_list)) as progress:
+    runs = sum(runs_per_seed(arrays, config, k) for k in fold_list) * len(seed_list)
+    with TrainingProgress(runs) as progress:
         for k in fold_list:
             run_dir = out if one_folder else out / arrays.experiment_folder(k)
             preds = train_fold(arrays, k, config, seed_list, run_dir, resolve_device(device), label, overwrite,
@@ -287,13 +304,15 @@ def export(
     record, _ = read_run(run)
     folder = export_model(run, out, run_context_projection(record), overwrite)
     typer.echo(f"{folder}: model '{record['label']}' (fold {record['fold']}, {len(record['seeds'])} seed(s)); "
-               f"use it with: python cli.py predict --model {folder} --audio FILE ...")
+               f"use it with: python cli.py predict --model {folder} FILE ...")
 
 
 @app.command()
 def predict(
+    files: Optional[list[str]] = typer.Argument(None, metavar="AUDIO", hidden=True, help="audio files to predict"),
     model: Path = typer.Option(..., help="a model folder written by `export`"),
-    audio: Optional[list[str]] = typer.Option(None, "--audio", help="audio files (repeat --audio)"),
+    audio: Optional[list[str]] = typer.Option(None, "--audio", metavar="FILE", help="an audio file (repeat the "
+                                              "option, or list the files after the options)"),
     manifest_file: Optional[str] = typer.Option(None, "--manifest", help="CSV/Parquet with a path column (and "
                                                 "optionally utt_id, speaker, dialog_id, start_s for context)"),
     out: Optional[Path] = typer.Option(None, help="write the predictions here (.csv or .parquet); default: print"),
@@ -302,13 +321,16 @@ def predict(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     on_error: str = typer.Option("skip", help="skip: report bad files and predict the rest; fail: stop (exit 2)"),
     cache: Optional[Path] = typer.Option(None, help="keep the extracted features in this cache (default: none kept)"),
+    clip: bool = typer.Option(False, "--clip", help="limit valence and arousal to the range of the training labels "
+                                                    "(the heads are regressions: without it a prediction can leave "
+                                                    "the scale)"),
 ) -> None:
     """Valence and arousal of new recordings with an exported model."""
     from heads.model_folder import load_model
     from heads.predict import predict_audio
 
-    frame, failures = predict_audio(load_model(model), audio, manifest_file, speech_model, device, on_error,
-                                    str(cache) if cache else None)
+    frame, failures = predict_audio(load_model(model), [*(audio or []), *(files or [])] or None, manifest_file,
+                                    speech_model, device, on_error, str(cache) if cache else None, clip)
     for failure in failures:
         typer.echo(f"skipped {failure.path}: {failure.reason}", err=True)
     if out is None:
@@ -322,21 +344,21 @@ def predict(
 
 @app.command("eval")
 def eval_runs(
-    runs: list[Path] = typer.Option(..., "--runs", help="run folders (repeat --runs, or give a parent folder)"),
+    runs: list[Path] = typer.Option(..., "--runs", metavar="PATH", help=_RUNS_HELP),
     out: Path = typer.Option(Path("eval_out"), help="folder for the tables and plots"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the metrics JSON here"),
-    baseline: Optional[Path] = typer.Option(None, help="runs of the baseline (a run folder or a parent of one "
-                                                       "label's runs); every other label is compared with it"),
-    bootstrap: int = typer.Option(2000, help="speaker-bootstrap resamples for the intervals (0 = no intervals)"),
+    baseline: Optional[str] = typer.Option(None, metavar="LABEL", help=_BASELINE_HELP + "; here also a folder "
+                                           "of that label's runs, which are then evaluated too"),
+    bootstrap: int = typer.Option(2000, help=_BOOTSTRAP_HELP),
 ) -> None:
     """CCC, Pearson, MSE, RMSE per fold, across folds and pooled, with intervals; differences from a baseline."""
     from heads.evaluate import evaluate_runs, write_evaluation
     from heads.runs import expand_runs, read_run
 
     run_dirs = expand_runs(runs)
-    baseline_label = None
-    if baseline is not None:
-        baseline_dirs = expand_runs([baseline])
+    baseline_label = baseline
+    if baseline is not None and Path(baseline).is_dir():
+        baseline_dirs = expand_runs([Path(baseline)])
         labels = {read_run(d)[0]["label"] for d in baseline_dirs}
         if len(labels) != 1:
             raise InputError(f"--baseline {baseline}: expected the runs of one label, found {sorted(labels)}")
@@ -369,12 +391,11 @@ def ablate(
     folds: str = typer.Option("all", help="e.g. 1-5, 1,3 or all"),
     split: Optional[str] = typer.Option(None, help="with predefined partitions: test sets, e.g. Test1,Test2 "
                                                    "(default: all)"),
-    seeds: int = typer.Option(1, help="seeds per variant and fold"),
-    seed: Optional[str] = typer.Option(None, help="explicit seeds instead of --seeds, e.g. 7 or 0,3,7"),
-    out: Path = typer.Option(..., help="folder for runs, tables and plots"),
-    baseline: Optional[str] = typer.Option(None, help="the variant spec the others are compared with "
-                                                      "(default: the first of --variants)"),
-    bootstrap: int = typer.Option(2000, help="speaker-bootstrap resamples for the intervals (0 = no intervals)"),
+    seeds: Optional[str] = typer.Option(None, metavar="N", help=_SEEDS_HELP),
+    seed: Optional[str] = typer.Option(None, metavar="LIST", help=_SEED_HELP),
+    out: Path = typer.Option(Path("ablation"), help="folder for runs, tables, plots and report.html"),
+    baseline: Optional[str] = typer.Option(None, metavar="LABEL", help=_BASELINE_HELP),
+    bootstrap: int = typer.Option(2000, help=_BOOTSTRAP_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace runs already in --out (each whole)"),
     epochs: Optional[int] = _HEAD_OPTIONS["epochs"], lr: Optional[float] = _HEAD_OPTIONS["lr"],
     batch_size: Optional[int] = _HEAD_OPTIONS["batch_size"], device: str = _HEAD_OPTIONS["device"],
@@ -400,10 +421,10 @@ def ablate(
     baseline_label = run_label(parse_variant(baseline, base)) if baseline else None
     if baseline_label and baseline_label not in {run_label(c) for c in configs}:
         raise InputError(f"--baseline {baseline} is not among --variants")
+    seed_list = _seed_list(seeds, seed)
+    stats = _stats(bootstrap)
     fold_list = parse_experiments(folds, split, *corpus_experiments(CacheReader(cache).manifest))
     started = time.perf_counter()
-    stats = _stats(bootstrap)
-    seed_list = _seed_list(seeds, seed)
     markdown, evaluation, results = run_ablation(cache, configs, fold_list, seed_list, out,
                                                  resolve_device(device), stats, baseline_label, overwrite)
     report = write_report(evaluation, out / "report.html", title=f"Head ablation on {cache.name}", results=results)
@@ -414,11 +435,11 @@ def ablate(
 
 @app.command()
 def report(
-    runs: list[Path] = typer.Option(..., "--runs", help="run folders (or a parent folder of runs)"),
+    runs: list[Path] = typer.Option(..., "--runs", metavar="PATH", help=_RUNS_HELP),
     out: Path = typer.Option(Path("report.html"), help="the HTML file to write, or a folder (report.html in it)"),
     title: str = typer.Option("Valence / arousal heads", help="report title"),
-    baseline: Optional[str] = typer.Option(None, help="run label the others are compared with (default: the first)"),
-    bootstrap: int = typer.Option(2000, help="speaker-bootstrap resamples for the intervals (0 = no intervals)"),
+    baseline: Optional[str] = typer.Option(None, metavar="LABEL", help=_BASELINE_HELP),
+    bootstrap: int = typer.Option(2000, help=_BOOTSTRAP_HELP),
 ) -> None:
     """One self-contained HTML report: table with intervals, differences from a baseline (forest plot),
     per-fold bars, scatter, attention, per speaker and category, layer weights, provenance."""
@@ -476,7 +497,7 @@ def _cache_path(cache_option: Optional[Path], cache_argument: Optional[Path], co
 @cache_app.command("info")
 def cache_info(
     cache: Optional[Path] = typer.Option(None, help="an HDF5 feature cache"),
-    cache_argument: Optional[Path] = typer.Argument(None, metavar="[PATH]", help="deprecated: use --cache"),
+    cache_argument: Optional[Path] = typer.Argument(None, metavar="PATH", hidden=True, help="deprecated: use --cache"),
     as_json: bool = typer.Option(False, "--json", help="print the full record (provenance, failures) as JSON"),
 ) -> None:
     """What a cache holds: rows, hours, speakers, folds, labels, stages, undefined prosody features, failures."""
@@ -499,7 +520,7 @@ def cache_info(
 @cache_app.command("merge")
 def cache_merge(
     cache: Optional[Path] = typer.Option(None, help="the cache every `extract --shard i/n` wrote into"),
-    cache_argument: Optional[Path] = typer.Argument(None, metavar="[PATH]", help="deprecated: use --cache"),
+    cache_argument: Optional[Path] = typer.Argument(None, metavar="PATH", hidden=True, help="deprecated: use --cache"),
     device: str = typer.Option("auto", help="device of the state stage: auto | cpu | cuda"),
 ) -> None:
     """Publish the shards of `extract --shard i/n` into the cache, then run the state stage."""
@@ -534,9 +555,8 @@ def main() -> None:
         err.show()  # a command given no arguments shows its help
         sys.exit(2)
     except click_errors.ClickException as err:  # usage errors: unknown option, bad value, missing option
-        hint = ("; repeat the option for each value, e.g. --runs a --runs b"
-                if "unexpected extra argument" in err.format_message() else "")
-        _fail(f"{err.format_message()}{hint} (see `python cli.py {_command_name()} --help`)")
+        _fail(f"{err.format_message()}{_extra_argument_hint(err.format_message())} "
+              f"(see `python cli.py {(_command_name() + ' ') if _command_name() else ''}--help`)")
     except (typer.Abort, KeyboardInterrupt):
         code = 130
     except OSError as err:
@@ -556,8 +576,26 @@ def _fail(message: str) -> None:
 
 
 def _command_name() -> str:
+    """The command the user typed (``train-heads``, ``cache info``), or "" when it is not one of ours."""
     words = [a for a in sys.argv[1:3] if not a.startswith("-")]
-    return " ".join(words[:2] if words[:1] == ["cache"] else words[:1]) or ""
+    if words[:1] == ["cache"]:
+        return " ".join(words[:2]) if words[1:2] and words[1] in {c.name for c in cache_app.registered_commands} \
+            else "cache"
+    known = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+    return words[0] if words[:1] and words[0] in known else ""
+
+
+def _extra_argument_hint(message: str) -> str:
+    """For "unexpected extra argument": name the option that takes one value, as the user typed it."""
+    if "unexpected extra argument" not in message:
+        return ""
+    args = sys.argv[1:]
+    extra = message.rsplit("(", 1)[-1].rstrip(")").split()
+    first = args.index(extra[0]) if extra and extra[0] in args else -1
+    option = next((a for a in reversed(args[:first]) if a.startswith("--")), None) if first > 0 else None
+    if option is None:
+        return ""
+    return f"; {option} takes one value: repeat it for each ({option} {args[first - 1]} {option} {extra[0]})"
 
 
 if __name__ == "__main__":

@@ -40,7 +40,11 @@ class CacheReader:
         self.path = Path(path)
         self._checked: set[tuple] = set()  # (file identity, stage, name) whose layout was checked
         if not self.path.is_file():
-            raise InputError(f"{self.path}: cache not found")
+            if self.path.is_dir() and (any(self.path.glob("run.json")) or any(self.path.glob("*/run.json"))):
+                raise InputError(f"{self.path}: this is a folder of head runs (train-heads/ablate output), not a "
+                                 "cache; pass the .h5 file that extract --cache wrote")
+            what = "a folder, not a cache file" if self.path.is_dir() else "cache not found"
+            raise InputError(f"{self.path}: {what}")
         try:
             with h5py.File(self.path, "r") as file:
                 version = int(file.attrs.get("schema_version", -1))

@@ -11,7 +11,7 @@ import torch
 from cache.reader import CacheReader
 from core.errors import InputError
 from heads.evaluate import Evaluation, evaluate_runs, write_evaluation
-from heads.experiment import train_fold
+from heads.experiment import runs_per_seed, train_fold
 from heads.features import effective_features, load_corpus_arrays
 from heads.progress import TrainingProgress
 from heads.stats import StatsConfig
@@ -58,7 +58,8 @@ def run_ablation(cache: str | Path, configs: list[TrainConfig], folds: list[int]
     requested = {run_label(c): label for c, label in zip(configs, labels)}
     baseline = requested.get(baseline, baseline) if baseline else None
     run_dirs = []
-    with TrainingProgress(len(folds) * len(configs) * len(seeds)) as progress:
+    runs = sum(runs_per_seed(arrays, config, fold) for fold in folds for config in configs) * len(seeds)
+    with TrainingProgress(runs) as progress:
         for fold in folds:
             for config, label in zip(configs, labels):
                 run_dir = out / label / arrays.experiment_folder(fold)

@@ -14,7 +14,16 @@ import torch
 from core.metrics import dimension_metrics
 from core.protocol import VALIDATION_RULES, FoldSplit
 from core.provenance import package_versions, utc_now
-from heads.features import CorpusArrays, FoldTensors, prepare_fold, protocol_warnings, split_rows, without_state
+from heads.features import (
+    CorpusArrays,
+    FeatureConfig,
+    FoldTensors,
+    effective_features,
+    prepare_fold,
+    protocol_warnings,
+    split_rows,
+    without_state,
+)
 from heads.progress import TrainingProgress
 from heads.runs import (
     HISTORY_FILE,
@@ -60,16 +69,29 @@ def train_fold(arrays: CorpusArrays, test_fold: int, config: TrainConfig, seeds:
     split = split_rows(arrays, test_fold, config.val_fraction)
     fold = prepare_fold(arrays, split, config.features)
     label = label or run_label(replace(config, features=fold.effective))
-    progress = progress or TrainingProgress(len(seeds), live=False)
+    gated = gate_applies(fold.effective, config)
+    progress = progress or TrainingProgress(len(seeds) * (2 if gated else 1), live=False)
     with new_run_dir(out_dir, overwrite) as tmp:
-        predictions = _train_seeds(arrays, split, fold, config, seeds, tmp, device, label, progress)
-        if config.state_gate and fold.effective.use_state and (fold.effective.use_speech or fold.effective.use_prosody):
-            predictions = _gate_state(arrays, split, fold, config, seeds, tmp, device, label, predictions)
+        predictions = _train_seeds(arrays, split, fold, config, seeds, tmp, device, label, progress,
+                                   note="with state, for the state gate" if gated else "")
+        if gated:
+            predictions = _gate_state(arrays, split, fold, config, seeds, tmp, device, label, predictions, progress)
     return predictions
 
 
+def gate_applies(effective: FeatureConfig, config: TrainConfig) -> bool:
+    """Whether the state gate trains a second set of heads without the state (it needs a state and another block)."""
+    return config.state_gate and effective.use_state and (effective.use_speech or effective.use_prosody)
+
+
+def runs_per_seed(arrays: CorpusArrays, config: TrainConfig, fold: int) -> int:
+    """Training runs per seed of ``config`` on experiment ``fold`` (2 with the state gate), for progress counts."""
+    return 2 if gate_applies(effective_features(arrays, config.features, fold), config) else 1
+
+
 def _gate_state(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, config: TrainConfig, seeds: list[int],
-                run_dir: Path, device: torch.device, label: str, with_state: pl.DataFrame) -> pl.DataFrame:
+                run_dir: Path, device: torch.device, label: str, with_state: pl.DataFrame,
+                progress: TrainingProgress) -> pl.DataFrame:
     """Train the same heads without the state on the same split; keep whichever has the better mean
     validation CCC (held-out dialogue groups of the training folds, ``core.protocol``; never the test fold). A state that carries nothing for a corpus
     cost the heads 0.06-0.16 CCC-V in bench_context.py; the gate keeps that cost near 0 and the gain where
@@ -80,10 +102,14 @@ def _gate_state(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, confi
     alternative.mkdir()
     try:
         without = _train_seeds(arrays, split, without_fold, without_config, seeds, alternative, device, label,
-                               TrainingProgress(len(seeds), live=False))
+                               progress, note="without state, for the state gate")
         scores = {name: float(np.mean([m["best_val_ccc"] for m in read_run_json(folder)["metrics_per_seed"].values()]))
                   for name, folder in (("with_state", run_dir), ("without_state", alternative))}
         keep_state = scores["with_state"] > scores["without_state"]
+        progress.say(f"state gate, {label} {arrays.experiment_name(split.fold)}: keeps the heads "
+                     f"{'with' if keep_state else 'without'} the state (mean validation CCC {scores['with_state']:.3f} "
+                     f"with, {scores['without_state']:.3f} without); the test scores above are of the "
+                     f"{'first' if keep_state else 'second'} set")
         if not keep_state:
             for path in run_dir.iterdir():
                 if path != alternative:
@@ -100,11 +126,13 @@ def _gate_state(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, confi
 
 
 def _train_seeds(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, config: TrainConfig, seeds: list[int],
-                 out_dir: Path, device: torch.device, label: str, progress: TrainingProgress) -> pl.DataFrame:
+                 out_dir: Path, device: torch.device, label: str, progress: TrainingProgress,
+                 note: str = "") -> pl.DataFrame:
     frames, per_seed, histories = [], {}, []
     for seed in seeds:
         started = time.perf_counter()
-        head = train_head(fold, config, seed, device, progress.start(label, arrays.experiment_name(split.fold), seed))
+        head = train_head(fold, config, seed, device,
+                          progress.start(label, arrays.experiment_name(split.fold), seed, note))
         seconds = time.perf_counter() - started
         progress.finish(len(head.history), head.best_epoch, head.best_val_ccc, config.epochs, seconds)
         save_head(out_dir / f"head_seed{seed}.safetensors", head.model, fold.stats)
@@ -126,6 +154,8 @@ def _train_seeds(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, conf
         "protocol": "partitions" if arrays.splits is not None else "folds", "seeds": seeds, "sizes": block_sizes(fold, config).__dict__,
         "split_sizes": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
         "validation_speakers": sorted(set(arrays.speakers[split.validation].tolist())),
+        "target_range": {d: [float(arrays.targets[split.train, i].min()), float(arrays.targets[split.train, i].max())]
+                         for i, d in enumerate(("valence", "arousal"))},
         "validation": {"rule": split.validation_rule, "meaning": VALIDATION_RULES[split.validation_rule],
                        "dialogues": len(set(arrays.dialogs[split.validation].tolist()))},
         "warnings": protocol_warnings(arrays, split),

@@ -79,6 +79,7 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
         "prosody_feature_set": provenance.get("prosody", {}).get("feature_set_version"),
         "prosody_config": provenance.get("prosody", {}).get("config", {}),
         "state": {"kind": state.get("kind"), "config": state.get("config")} if features.get("use_state") else None,
+        "target_range": record.get("target_range"),  # the training labels' range: predict --clip
         "training": {"cache": record.get("cache"), "split_sizes": record.get("split_sizes"),
                      "validation_speakers": record.get("validation_speakers"),
                      "metrics_per_seed": record.get("metrics_per_seed")},
@@ -137,6 +138,8 @@ def model_card(model: dict) -> str:
   any other weights are refused
 * prosody: feature set `{model['prosody_feature_set']}`
 * training corpus: `{model['training']['cache']}`, fold `{'all (final model)' if fold == 0 else fold}`, split {model['training']['split_sizes']}
+* training labels span {_ranges(model.get('target_range'))}; the heads are regressions and a prediction can leave
+  that range (`predict --clip` limits it)
 * exported {model['exported_utc']}
 
 ## Results
@@ -151,11 +154,17 @@ of the same `dialog_id` in `start_s` order; without a manifest, each file is pre
 
 ## Use
 
-    python cli.py predict --model <this folder> --audio a.wav b.flac --out predictions.csv
+    python cli.py predict --model <this folder> a.wav b.flac --out predictions.csv
 
     from heads.model_folder import load_model
     predictions = load_model("<this folder>").predict(["a.wav", "b.flac"])
 """
+
+
+def _ranges(target_range: dict | None) -> str:
+    if not target_range:
+        return "an unrecorded range"
+    return ", ".join(f"{d} {low:g}-{high:g}" for d, (low, high) in target_range.items())
 
 
 def verify_checksums(folder: Path) -> None:
@@ -193,11 +202,12 @@ class ExportedModel:
         return self.record["speech_model"].get("weights_sha256")
 
     def predict(self, audio: list[str] | None = None, manifest: str | None = None, speech_model: str | None = None,
-                device: str = "auto", on_error: str = "skip", cache: str | None = None):  # noqa: ANN201
+                device: str = "auto", on_error: str = "skip", cache: str | None = None,
+                clip: bool = False):  # noqa: ANN201
         """Valence and arousal of new audio (``heads.predict.predict_audio``); returns a polars DataFrame."""
         from heads.predict import predict_audio
 
-        return predict_audio(self, audio, manifest, speech_model, device, on_error, cache)[0]
+        return predict_audio(self, audio, manifest, speech_model, device, on_error, cache, clip)[0]
 
 
 def load_model(folder: str | Path) -> ExportedModel:

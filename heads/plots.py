@@ -16,10 +16,13 @@ import polars as pl  # noqa: E402
 from core.metrics import ccc  # noqa: E402
 
 
-def plot_per_fold(per_fold: pl.DataFrame, fold_sd: pl.DataFrame | None, target) -> None:  # noqa: ANN001
+def plot_per_fold(per_fold: pl.DataFrame, fold_sd: pl.DataFrame | None, target,  # noqa: ANN001
+                  labels: list[str] | None = None) -> None:
     """CCC per fold and label as bars, with the fold's number of test utterances under it; ``fold_sd``
-    (columns label, fold, ccc_v_sd, ccc_a_sd: spread over seeds) draws error bars where there are 2+ seeds."""
-    labels = per_fold["label"].unique(maintain_order=True).to_list()
+    (columns label, fold, ccc_v_sd, ccc_a_sd: spread over seeds) draws error bars where there are 2+ seeds.
+    ``labels``: the order of the bars and the legend (the results table's order)."""
+    labels = labels or per_fold["label"].unique(maintain_order=True).to_list()
+    with_seed_bars = fold_sd is not None and fold_sd.drop_nulls(["ccc_v_sd"]).height > 0
     folds = sorted(per_fold["fold"].unique().to_list())
     counts = {f: int(per_fold.filter(pl.col("fold") == f)["n_test"].max()) for f in folds}
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
@@ -34,7 +37,7 @@ def plot_per_fold(per_fold: pl.DataFrame, fold_sd: pl.DataFrame | None, target) 
                 errors = np.where(np.isfinite(sd), sd, 0.0) if np.isfinite(sd).any() else None
             ax.bar(x, rows[metric].to_numpy(), width, yerr=errors, capsize=2, label=label)
         ax.set_xticks(np.arange(len(folds)) + 0.4 - width / 2, [f"fold {f}\nn={counts[f]}" for f in folds])
-        ax.set_title(title + (" (bars: sd over seeds)" if fold_sd is not None else ""))
+        ax.set_title(title + (" (error bars: sd over seeds)" if with_seed_bars else ""))
         ax.axhline(0, color="black", lw=0.5)
     axes[0].set_ylabel("CCC")
     handles, names = axes[0].get_legend_handles_labels()
@@ -46,7 +49,8 @@ def plot_per_fold(per_fold: pl.DataFrame, fold_sd: pl.DataFrame | None, target) 
 
 def plot_scatter(predictions: dict[str, pl.DataFrame], target) -> None:  # noqa: ANN001 - path or binary file
     """Predicted vs true per label and dimension, every panel of a dimension on the same axes, with its CCC
-    (pooled over the test utterances of all folds, mean over seeds per utterance)."""
+    (pooled over the test utterances of all folds, mean over seeds per utterance). Dashed lines mark the range
+    of the true labels (the corpus's scale as used), and the title counts the predictions outside it."""
     fig, axes = plt.subplots(len(predictions), 2, figsize=(8, 3.6 * len(predictions)), squeeze=False)
     limits = {}
     for dim in ("valence", "arousal"):
@@ -65,9 +69,14 @@ def plot_scatter(predictions: dict[str, pl.DataFrame], target) -> None:  # noqa:
             ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
             ax.set_xlim(lo, hi)
             ax.set_ylim(lo, hi)
-            ax.set_title(f"{label}: {dim} (pooled CCC {ccc(pred, true):.3f}, n={len(true)})", fontsize=9)
-            ax.set_xlabel("true")
-            ax.set_ylabel("predicted")
+            low, high = true.min(), true.max()
+            for edge in (low, high):
+                ax.axhline(edge, color="grey", lw=0.7, ls="--")
+            outside = int(((pred < low) | (pred > high)).sum())
+            ax.set_title(f"{label}: {dim} (pooled CCC {ccc(pred, true):.3f}, n={len(true)})\n"
+                         f"labels span {low:g}-{high:g} (dashed); {outside} prediction(s) outside", fontsize=8)
+            ax.set_xlabel(f"true {dim} (corpus scale)")
+            ax.set_ylabel(f"predicted {dim}")
     fig.tight_layout()
     fig.savefig(target, format="png", dpi=100)
     plt.close(fig)
@@ -126,12 +135,15 @@ def plot_learning_curves(histories: dict[str, pl.DataFrame], target) -> None:  #
 
 
 def plot_forest(comparisons: dict, target) -> None:  # noqa: ANN001 - path or binary file
-    """Each label's difference from the baseline per metric: the point and its interval, 0 marked; rows
-    whose reading is a difference are drawn solid, the others hollow."""
+    """Each label's difference from the baseline per metric: the point and its interval, 0 marked, one x scale
+    for every panel; filled points are differences the reading calls real (interval excludes 0 and Holm p below
+    the level), hollow ones are not; the Holm-adjusted p of each row sits inside the panel's right edge."""
     metrics = list(dict.fromkeys(r["metric"] for r in comparisons["rows"]))
     labels = list(dict.fromkeys(r["label"] for r in comparisons["rows"]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 0.6 * len(labels) + 1.6), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 0.6 * len(labels) + 2.0), sharey=True,
+                             sharex=True, squeeze=False)
+    values = [v for r in comparisons["rows"] for v in [r["delta"], *(r["ci"] or [])] if v is not None]
+    span = max(max((abs(v) for v in values), default=0.05), 0.01) * 1.25
     for ax, metric in zip(axes[0], metrics):
         for y, label in enumerate(labels):
             row = next(r for r in comparisons["rows"] if r["label"] == label and r["metric"] == metric)
@@ -141,13 +153,16 @@ def plot_forest(comparisons: dict, target) -> None:  # noqa: ANN001 - path or bi
             distinct = row["reading"] != "not distinguishable"
             ax.plot([low, high], [y, y], color="C0", lw=2)
             ax.plot(row["delta"], y, "o", color="C0", mfc="C0" if distinct else "white", ms=7)
-            ax.annotate(f"p={row['p_holm']:.3f}", (high, y), xytext=(4, 0), textcoords="offset points",
-                        va="center", fontsize=7)
+            ax.text(0.98, y, f"p={row['p_holm']:.3f}", transform=ax.get_yaxis_transform(), ha="right",
+                    va="bottom", fontsize=7)
         ax.axvline(0, color="black", lw=0.8)
+        ax.set_xlim(-span, span)
         ax.set_title(f"Δ{metric} vs {comparisons['baseline']}", fontsize=9)
-        ax.set_xlabel("Δ, 95 % paired speaker-bootstrap interval", fontsize=8)
+        ax.set_xlabel(f"Δ, 95 % {comparisons.get('interval_method', 'interval')}", fontsize=8)
     axes[0][0].set_yticks(range(len(labels)), labels)
-    axes[0][0].invert_yaxis()
-    fig.tight_layout()
+    axes[0][0].set_ylim(len(labels) - 0.4, -0.8)
+    fig.text(0.5, 0.01, "filled: a difference (interval excludes 0 and Holm p < level); hollow: not "
+             "distinguishable; p: Holm-adjusted speaker-permutation p", ha="center", fontsize=7)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(target, format="png", dpi=110)
     plt.close(fig)

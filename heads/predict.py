@@ -33,11 +33,15 @@ def _config(cls: type, stored: dict, **changes: object) -> object:
 
 
 def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str | None, speech_model: str | None,
-                  device: str = "auto", on_error: str = "skip", cache: str | None = None
+                  device: str = "auto", on_error: str = "skip", cache: str | None = None, clip: bool = False
                   ) -> tuple[pl.DataFrame, list[Failure]]:
     """Predictions ``utt_id, path, valence, arousal`` (+ attention weights) for every file that could be read,
     and the failures of the others. ``speech_model`` defaults to the one the model was trained with; weights
-    with another checksum are refused (``InputError``)."""
+    with another checksum are refused (``InputError``). ``clip``: limit valence and arousal to the range of the
+    training labels (the heads are regressions and can leave the scale)."""
+    if clip and not model.record.get("target_range"):
+        raise InputError(f"{model.folder}: this model was exported without its label range; re-train and export it "
+                         "to use --clip")
     rows, problems = prediction_manifest(audio, manifest)
     for problem in problems:
         log.warning("skipped: %s", problem)
@@ -58,6 +62,8 @@ def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str |
             raise InputError(f"{speech_id}: speech model weights differ from the ones this model was trained on "
                              f"(sha256 {checksum} != {model.speech_checksum}); use --speech-model with those weights")
         frame = predict_cached(model, reader)
+        if clip:
+            frame = frame.with_columns(pl.col(d).clip(*model.record["target_range"][d]) for d in ("valence", "arousal"))
         return frame, reader.failures
 
 

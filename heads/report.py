@@ -21,6 +21,9 @@ from heads.evaluate import (  # noqa: E402
     TABLE_COLUMNS,
     Evaluation,
     comparison_markdown,
+    headline,
+    interval_note,
+    interval_text,
     learning_histories,
     results_table,
     run_warnings,
@@ -30,10 +33,10 @@ from heads.plots import plot_attention, plot_forest, plot_learning_curves, plot_
 from heads.stats import StatsConfig  # noqa: E402
 
 
-def _png_data_uri(draw, *args) -> str:  # noqa: ANN001 - a heads.plots function
+def _png_data_uri(draw, *args, **options) -> str:  # noqa: ANN001, ANN003 - a heads.plots function
     """Render a ``heads.plots`` figure into memory as a ``data:`` URI."""
     buffer = io.BytesIO()
-    draw(*args, buffer)
+    draw(*args, buffer, **options)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -55,7 +58,13 @@ def _layer_weights_png(summaries: dict) -> str | None:
 
 
 def _table_html(table, element_id: str = "results") -> str:  # noqa: ANN001 - polars DataFrame
+    """The results table; the best value of each column (highest CCC, lowest MSE) is highlighted."""
     head = "".join(f"<th>{c}</th>" for c in ("run", "folds", "seeds", *TABLE_COLUMNS))
+    best = {}
+    for c in TABLE_COLUMNS:
+        values = [v for v in table[c].to_list() if v is not None]
+        if len(values) > 1:
+            best[c] = min(values) if c.startswith("MSE") else max(values)
     rows = []
     for r in table.iter_rows(named=True):
         cells = [html.escape(r["run"]), str(r["folds"]), str(r["seeds"])]
@@ -65,8 +74,10 @@ def _table_html(table, element_id: str = "results") -> str:  # noqa: ANN001 - po
                 continue
             interval = f" <small>[{r[f'{c}_lo']:.3f}, {r[f'{c}_hi']:.3f}]</small>" if r[f"{c}_lo"] is not None else ""
             sd = f" <small>± {r[f'{c}_sd']:.3f}</small>" if r[f"{c}_sd"] is not None else ""
-            cells.append(f"{r[c]:.3f}{interval}{sd}")
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+            value = f"<b>{r[c]:.3f}</b>" if best.get(c) == r[c] else f"{r[c]:.3f}"
+            cells.append((value + interval + sd, best.get(c) == r[c]))
+        rows.append("<tr>" + "".join(f'<td class="best">{c[0]}</td>' if isinstance(c, tuple) and c[1]
+                                     else f"<td>{c[0] if isinstance(c, tuple) else c}</td>" for c in cells) + "</tr>")
     return f'<table id="{element_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
@@ -145,7 +156,7 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
     table = results_table(results)
     figures = [
         ("Per-fold CCC (n = test utterances)",
-         _png_data_uri(plot_per_fold, evaluation.per_fold, evaluation.seed_sd)),
+         _png_data_uri(plot_per_fold, evaluation.per_fold, evaluation.seed_sd, labels=list(results["runs"]))),
         ("Predicted vs true (test utterances of all folds)", _png_data_uri(plot_scatter, evaluation.predictions)),
         ("Attention weights by true valence / arousal", _png_data_uri(plot_attention, evaluation.predictions)),
     ]
@@ -170,9 +181,15 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
         "packages": first.get("packages"), "cache provenance": _trim(first.get("cache_provenance")),
         "run configs": {k: v[0]["config"] for k, v in evaluation.records.items()},
     }
-    comparison_rows = [{"run": r["label"], "metric": r["metric"], "Δ": r["delta"], "interval": r["ci"],
-                        "p (Holm)": r["p_holm"], "reading": r["reading"]}
+    comparison_rows = [{"run": r["label"], "metric": r["metric"],
+                        "Δ": f"{r['delta']:+.3f}" if r["delta"] is not None else "undefined",
+                        "interval": interval_text(r["ci"]), "p (Holm)": f"{r['p_holm']:.3f}",
+                        "Δ per fold": " ".join(f"{v:+.2f}" if v is not None else "n/a" for v in r["per_fold"].values()),
+                        "reading": r["reading"]}
                        for r in (results["comparisons"] or {"rows": []})["rows"]]
+    compared = results["comparisons"] or {}
+    comparison_notes = ([f"The interval: {compared['coverage']}"] if compared.get("coverage") else []) + [
+        f"Note: {note}" for note in compared.get("notes", [])]
     speakers = [{"run": label, **row} for label, v in runs.items() for row in v["per_speaker"]]
     categories = [{"run": label, **row} for label, v in runs.items() for row in v["per_category"]]
     per_fold = evaluation.per_fold.select("label", "fold", "test_set", "n_test", "seeds", "ccc_v", "ccc_a", "mse_v", "mse_a")
@@ -180,10 +197,14 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{html.escape(notes)}</p>" if notes else "",
         _warnings_html(run_warnings(evaluation)),
-        "<h2>Results</h2>", _table_html(table), f"<p><small>{html.escape(MEANING)}.</small></p>",
+        f'<p id="answer"><b>In short</b>: {html.escape(headline(results))}</p>',
+        "<h2>Results</h2>", _table_html(table),
+        f"<p><small>{html.escape(MEANING)}. {html.escape(interval_note(results))} Best value of each column in "
+        "bold.</small></p>",
         *([f"<h2>Comparisons with {html.escape(results['comparisons']['baseline'])}</h2>",
+           f"<p><small>{html.escape(comparison_markdown(results).split(chr(10))[0])}</small></p>",
            _rows_html(comparison_rows, "comparisons"),
-           f"<p><small>{html.escape(comparison_markdown(results).split(chr(10))[0])}</small></p>"]
+           *(f"<p><small>{html.escape(line)}</small></p>" for line in comparison_notes)]
           if comparison_rows else []),
         f"<h2>Attention</h2><ul>{attention_lines or '<li>no attention heads among these runs</li>'}</ul>",
         *(f'<h2>{html.escape(t)}</h2><img alt="{html.escape(t)}" src="{uri}">' for t, uri in figures),
@@ -202,7 +223,8 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"
              "text-align:right}td:first-child{text-align:left}img{max-width:100%}"
              "pre{background:#f6f6f6;padding:8px;overflow:auto}h1{font-size:22px}h2{font-size:18px}"
-             ".warning{background:#fff3cd;border:1px solid #e0b000;padding:4px 10px;margin:8px 0}")
+             ".warning{background:#fff3cd;border:1px solid #e0b000;padding:4px 10px;margin:8px 0}"
+             "td.best{background:#e6f4ea}#answer{font-size:15px;background:#f0f4ff;padding:6px 10px}")
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                     f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
     return path

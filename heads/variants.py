@@ -89,8 +89,8 @@ def run_label(config: TrainConfig) -> str:
     return "+".join(parts)
 
 
-def parse_experiments(folds: str | None, split: str | None, available: list[int], test_sets: list[str] | None
-                      ) -> list[int]:
+def parse_experiments(folds: str | None, split: str | None, available: list[int], test_sets: list[str] | None,
+                      option: str = "--folds") -> list[int]:
     """The experiments a command names: ``folds`` (``1-5``, ``1,3``, ``all``) on a corpus with k folds, ``split``
     (``Test1``, ``Test1,Test2``, ``all``) on one with predefined partitions (``test_sets`` in number order);
     returns fold numbers (a test set's number is its position in ``test_sets``, from 1)."""
@@ -98,7 +98,7 @@ def parse_experiments(folds: str | None, split: str | None, available: list[int]
         if split is not None:
             raise InputError(f"--split {split}: this cache has folds {sorted(available)}, not predefined partitions; "
                              "use --fold/--folds")
-        return parse_folds(folds or "all", available)
+        return parse_folds(folds or "all", available, option)
     if folds not in (None, "all"):
         raise InputError(f"--fold(s) {folds}: this cache has predefined partitions; name a test set with --split "
                          f"({', '.join(test_sets)} or all)")
@@ -113,8 +113,8 @@ def parse_experiments(folds: str | None, split: str | None, available: list[int]
     return [number[name.lower()] for name in chosen]
 
 
-def parse_folds(text: str, available: list[int]) -> list[int]:
-    """``1-5``, ``1,3,4`` or ``all`` -> fold numbers, each of which must exist."""
+def parse_folds(text: str, available: list[int], option: str = "--folds") -> list[int]:
+    """``1-5``, ``1,3,4`` or ``all`` -> fold numbers, each of which must exist (errors name ``option``)."""
     if text == "all":
         return sorted(available)
     folds: list[int] = []
@@ -126,8 +126,9 @@ def parse_folds(text: str, available: list[int]) -> list[int]:
             else:
                 folds.append(int(part))
     except ValueError as err:
-        raise InputError(f"--folds '{text}': expected e.g. 1-5, 1,3 or all") from err
+        raise InputError(f"{option} '{text}': expected e.g. 1-5, 1,3 or all") from err
     missing = [f for f in folds if f not in available]
     if missing:
-        raise InputError(f"--folds: the cache has no fold(s) {missing} (folds: {sorted(available)})")
+        raise InputError(f"{option} {text}: the cache has no fold {', '.join(map(str, missing))} (its folds: "
+                         f"{', '.join(map(str, sorted(available)))})")
     return folds

@@ -60,8 +60,8 @@ from core.metrics import ccc_loss
 from core.protocol import (
     ALL_FOLDS,
     TRAIN_SPLIT,
-    experiment_numbers,
     disjoint_validation,
+    experiment_numbers,
     linked_speakers,
     speaker_groups,
 )
