@@ -364,6 +364,9 @@ def eval_runs(
             raise InputError(f"--baseline {baseline}: expected the runs of one label, found {sorted(labels)}")
         baseline_label = labels.pop()
         run_dirs = baseline_dirs + [d for d in run_dirs if d.resolve() not in {b.resolve() for b in baseline_dirs}]
+    elif baseline is not None:  # the baseline's runs first: tables list it first
+        labels = {d: read_run(d)[0]["label"] for d in run_dirs}
+        run_dirs = sorted(run_dirs, key=lambda d: labels[d] != baseline)
     markdown, results = write_evaluation(evaluate_runs(run_dirs), out, json_path, _stats(bootstrap), baseline_label)
     typer.echo(markdown)
     for label, s in results["runs"].items():

@@ -68,14 +68,15 @@ def run_demo(out: str | Path, corpus: str = "auto", seeds: int = 1) -> Path:
                           results=results)
     typer.echo("[4/5] results:\n" + markdown)
     typer.echo(f"report: {report}  (tables, metrics.json and plots in {out / 'ablation'}/)")
-    predict_unseen(manifest, out)
+    # the label says which blocks were used: separate-attn+no-state on a corpus without dialogue context
+    predict_unseen(manifest, out, next(label for label in evaluation.records if label.startswith("separate-attn")))
     typer.echo(f"{time.perf_counter() - started:.0f} s in all")
     return report
 
 
-def predict_unseen(manifest: pl.DataFrame, out: Path) -> None:
-    """Export the fold-1 separate-attn model and predict three fold-1 files: its test fold, never trained on."""
-    run_dir = out / "ablation" / "separate-attn" / "fold1"
+def predict_unseen(manifest: pl.DataFrame, out: Path, label: str) -> None:
+    """Export the fold-1 model of run ``label`` and predict three fold-1 files: its test fold, never trained on."""
+    run_dir = out / "ablation" / label / "fold1"
     model_dir = export_model(run_dir, out / "model", run_context_projection(read_run(run_dir)[0]), overwrite=True)
     files = manifest.filter(pl.col("fold") == 1).head(3)
     listing = out / "unseen.csv"

@@ -51,7 +51,9 @@ def run_ablation(cache: str | Path, configs: list[TrainConfig], folds: list[int]
     labels = [run_label(replace(c, features=effective_features(arrays, c.features, folds[0]))) for c in configs]
     for i, label in enumerate(labels):
         if label != run_label(configs[i]):
-            log.warning("'%s': the cache lacks a block it uses; its runs are labelled '%s'", run_label(configs[i]), label)
+            why = ("no dialogue context in this corpus" if arrays.no_context and configs[i].features.use_state
+                   else "the cache lacks a block it uses")
+            log.warning("'%s': %s; its runs are labelled '%s'", run_label(configs[i]), why, label)
         if label in labels[:i]:
             raise InputError(f"variants '{run_label(configs[labels.index(label)])}' and '{run_label(configs[i])}' are "
                              f"the same on {cache} (both train as '{label}': the cache lacks a block); drop one")

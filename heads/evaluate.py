@@ -500,7 +500,7 @@ def comparison_markdown(results: dict) -> str:
         lines.append(f"| {r['label']} | {r['metric']} | {delta} | {interval_text(r['ci'])} | {r['p_holm']:.3f} | "
                      f"{folds} | {r['reading']} |")
     if comparisons.get("coverage"):
-        lines += ["", f"The interval: {comparisons['coverage']}"]
+        lines += ["", f"Calibration: {comparisons['coverage']}"]
     lines += [f"Note: {note}" for note in comparisons.get("notes", [])]
     return "\n".join(lines)
 

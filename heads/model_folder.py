@@ -205,9 +205,14 @@ class ExportedModel:
                 device: str = "auto", on_error: str = "skip", cache: str | None = None,
                 clip: bool = False):  # noqa: ANN201
         """Valence and arousal of new audio (``heads.predict.predict_audio``); returns a polars DataFrame."""
+        import logging
+
         from heads.predict import predict_audio
 
-        return predict_audio(self, audio, manifest, speech_model, device, on_error, cache, clip)[0]
+        frame, skipped = predict_audio(self, audio, manifest, speech_model, device, on_error, cache, clip)
+        for failure in skipped:
+            logging.getLogger(__name__).warning("skipped %s: %s", failure.path, failure.reason)
+        return frame
 
 
 def load_model(folder: str | Path) -> ExportedModel:

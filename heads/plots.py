@@ -158,7 +158,9 @@ def plot_forest(comparisons: dict, target) -> None:  # noqa: ANN001 - path or bi
         ax.axvline(0, color="black", lw=0.8)
         ax.set_xlim(-span, span)
         ax.set_title(f"Δ{metric} vs {comparisons['baseline']}", fontsize=9)
-        ax.set_xlabel(f"Δ, 95 % {comparisons.get('interval_method', 'interval')}", fontsize=8)
+        method = {"fold-t": "t interval over folds", "percentile-bootstrap": "speaker-bootstrap interval"}.get(
+            comparisons.get("interval_method"), "interval")
+        ax.set_xlabel(f"Δ, paired 95 % {method}", fontsize=8)
     axes[0][0].set_yticks(range(len(labels)), labels)
     axes[0][0].set_ylim(len(labels) - 0.4, -0.8)
     fig.text(0.5, 0.01, "filled: a difference (interval excludes 0 and Holm p < level); hollow: not "

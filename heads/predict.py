@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
@@ -22,8 +23,6 @@ from pipeline.features.layers import select_layer
 from pipeline.stages.prosody import ProsodyConfig
 from pipeline.stages.speech import SpeechConfig
 from pipeline.stages.state import build_sequences, state_config_from_dict, turn_summaries
-
-log = logging.getLogger(__name__)
 
 
 def _config(cls: type, stored: dict, **changes: object) -> object:
@@ -43,8 +42,6 @@ def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str |
         raise InputError(f"{model.folder}: this model was exported without its label range; re-train and export it "
                          "to use --clip")
     rows, problems = prediction_manifest(audio, manifest)
-    for problem in problems:
-        log.warning("skipped: %s", problem)
     speech_id = speech_model or model.record["speech_model"].get("model_id")
     few = rows.height <= 32  # a handful of files is done before worker processes would have started
     stored_speech = model.record["speech_config"]
@@ -53,7 +50,7 @@ def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str |
                        num_workers=0 if few else stored_speech.get("num_workers", 1)),
         prosody=_config(ProsodyConfig, model.record["prosody_config"], workers=1 if few else 0),
     )
-    with tempfile.TemporaryDirectory(prefix="predict-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="predict-") as tmp, _quiet("pipeline", "cache"):
         path = Path(cache) if cache else Path(tmp) / "predict.h5"
         extract(path, rows, ["speech", "prosody"], config, device=device, on_error=on_error)
         reader = CacheReader(path)
@@ -64,7 +61,29 @@ def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str |
         frame = predict_cached(model, reader)
         if clip:
             frame = frame.with_columns(pl.col(d).clip(*model.record["target_range"][d]) for d in ("valence", "arousal"))
-        return frame, reader.failures
+        missing = [Failure("", "manifest", f"{p.file}:{p.line}" if p.line else p.file, p.reason) for p in problems]
+        return frame, once_per_file(missing + reader.failures)
+
+
+def once_per_file(failures: list[Failure]) -> list[Failure]:
+    """One failure per audio file (a bad file fails the speech and the prosody stage alike): the first."""
+    seen: dict[str, Failure] = {}
+    for failure in failures:
+        seen.setdefault(failure.path, failure)
+    return list(seen.values())
+
+
+@contextmanager
+def _quiet(*loggers: str):  # noqa: ANN202
+    """Extraction's progress messages (stages written into a temporary cache) are not news to a predict user."""
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def predict_cached(model: ExportedModel, reader: CacheReader) -> pl.DataFrame:

@@ -188,7 +188,7 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
                         "reading": r["reading"]}
                        for r in (results["comparisons"] or {"rows": []})["rows"]]
     compared = results["comparisons"] or {}
-    comparison_notes = ([f"The interval: {compared['coverage']}"] if compared.get("coverage") else []) + [
+    comparison_notes = ([f"Calibration: {compared['coverage']}"] if compared.get("coverage") else []) + [
         f"Note: {note}" for note in compared.get("notes", [])]
     speakers = [{"run": label, **row} for label, v in runs.items() for row in v["per_speaker"]]
     categories = [{"run": label, **row} for label, v in runs.items() for row in v["per_category"]]

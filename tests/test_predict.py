@@ -124,6 +124,35 @@ def test_a_missing_file_is_reported_and_the_rest_predicted(trained, tmp_path, ca
     assert predicted.height == 1 and "gone.wav" in caplog.text
 
 
+def test_predict_reports_each_bad_file_once_and_no_internal_steps(trained, tmp_path):
+    work, cache = trained
+    model = _exported(work, "no-state", tmp_path / "model")
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not audio")  # fails the speech and the prosody stage alike
+    good = CacheReader(cache).manifest["path"][0]
+    result = run_cli("predict", "--model", str(model), good, str(tmp_path / "broken.wav"), str(tmp_path / "gone.wav"),
+                     "--device", "cpu", "--clip")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 2 and all(line.startswith("skipped ") for line in lines), result.stderr
+    assert "broken.wav" in lines[0] + lines[1] and "gone.wav" in lines[0] + lines[1]
+    table = result.stdout
+    assert "writing stage" not in table + result.stderr and CacheReader(cache).manifest["utt_id"][0] in table
+
+
+def test_clip_keeps_predictions_inside_the_training_labels_range(trained, tmp_path):
+    from heads.model_folder import load_model
+
+    work, cache = trained
+    model = load_model(_exported(work, "no-state", tmp_path / "model"))
+    low, high = model.record["target_range"]["valence"]
+    files = CacheReader(cache).manifest["path"].to_list()[:6]
+    clipped = model.predict(files, device="cpu", clip=True)
+    assert clipped["valence"].min() >= low and clipped["valence"].max() <= high
+    free = model.predict(files, device="cpu")
+    inside = (free["valence"] >= low) & (free["valence"] <= high)
+    assert (clipped.filter(inside)["valence"] == free.filter(inside)["valence"]).all()
+
+
 def test_a_changed_model_file_is_refused(trained, tmp_path):
     from core.errors import InputError
     from heads.model_folder import load_model

@@ -44,6 +44,17 @@ def test_the_report_is_one_file_with_table_figures_and_provenance(report):
     assert not re.search(r'src="(?!data:)', text)  # nothing external to fetch
 
 
+def test_the_first_screen_answers_which_run_is_best_and_whether_it_is_distinguishable(report):
+    text = report.read_text()
+    answer = re.search(r'<p id="answer">(.*?)</p>', text).group(1)
+    assert text.index('id="answer"') < text.index('id="results"')
+    for metric in ("CCC-V", "CCC-A", "CCC-Avg"):
+        assert f"{metric}: best " in answer
+    assert "over shared" in answer or "the baseline itself" in answer
+    assert ("not distinguishable" in answer) or ("a real difference" in answer)
+    assert text.count('<td class="best">') == 5  # the best cell of each of the five metric columns
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (bash scripts/bootstrap.sh --test installs it)")
 def test_the_report_renders_in_headless_chromium(report, tmp_path):
     dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
