@@ -83,7 +83,9 @@ def extract(
     loader_workers: int = typer.Option(1, help="DataLoader processes decoding audio for the speech stage"),
     state_grouping: str = typer.Option("dialog", help="state sequences: dialog | speaker | utterance"),
     state_kind: str = typer.Option("ema-features", help="dialogue state: ema-features | ema-features-speaker "
-                                   "(untrained, seconds) | mamba (the learned updater); see README 'The dialogue state'"),
+                                   "(untrained, seconds) | ema-predictions (the previous turns' out-of-fold predicted "
+                                   "valence/arousal, seconds) | mamba (the learned updater); see README 'The dialogue "
+                                   "state'"),
     state_epochs: int = typer.Option(20, help="mamba: at most this many epochs per updater"),
     state_width: int = typer.Option(64, help="mamba: width of the state vector"),
     ema: float = typer.Option(0.8, help="mamba: EMA coefficient a of the dialogue state"),
@@ -91,6 +93,9 @@ def extract(
     strict: bool = typer.Option(False, help="fail on manifest problems instead of skipping utterances"),
     force: bool = typer.Option(False, help="replace an existing cache made with other settings"),
     allow_shared_speakers: bool = typer.Option(False, "--allow-shared-speakers", help=_ALLOW_SHARED_HELP),
+    update_manifest: bool = typer.Option(False, "--update-manifest", help="the manifest changed in columns the stored "
+                                         "dialogue states depend on (folds, speakers, dialogue order; labels for "
+                                         "the cross-fitted kinds): store it and recompute the state stage"),
     shard: Optional[str] = typer.Option(None, help="i/n: compute shard i of n (job arrays), then `cache merge`; "
                                                    "under torchrun each rank takes its shard by itself"),
 ) -> None:
@@ -115,7 +120,7 @@ def extract(
                           grouping=state_grouping, epochs=state_epochs),
     )
     wanted = [s.strip() for s in stages.split(",") if s.strip()]
-    launched = launch_extract(cache, df, wanted, config, device, on_error, force, shard)
+    launched = launch_extract(cache, df, wanted, config, device, on_error, force, shard, update_manifest)
     if not launched.published:
         _echo_shard(str(launched.shard), launched.failures)
         if not launched.torchrun:
@@ -132,7 +137,8 @@ def _echo_shard(shard: str, failures: dict) -> None:
 def _echo_extracted(cache: Path, rows: int, wanted: list[str], failures: dict, state_kind: str) -> None:
     for stage, stage_failures in failures.items():
         if stage == "state":
-            how = "cross-fitted updaters" if state_kind == "mamba" else "no labels used"
+            how = {"mamba": "cross-fitted updaters",
+                   "ema-predictions": "cross-fitted first-pass predictions"}.get(state_kind, "no labels used")
             typer.echo(f"state: {state_kind} dialogue states for every fold or test set ({how})")
             continue
         typer.echo(f"{stage}: {rows - len(stage_failures)} of {rows} utterances"
@@ -333,12 +339,16 @@ def predict(
                                     speech_model, device, on_error, str(cache) if cache else None, clip)
     for failure in failures:
         typer.echo(f"skipped {failure.path}: {failure.reason}", err=True)
+    if frame.height == 0:
+        raise InputError(f"no file could be predicted ({len(failures)} skipped, each named above)")
     if out is None:
         with __import__("polars").Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200):
             typer.echo(frame.select("utt_id", "valence", "arousal"))
         return
+    from core.files import write_atomically
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(out) if out.suffix == ".parquet" else frame.write_csv(out)
+    write_atomically(out, frame.write_parquet if out.suffix == ".parquet" else frame.write_csv)
     typer.echo(f"{out}: {frame.height} prediction(s)" + (f", {len(failures)} file(s) skipped" if failures else ""))
 
 
@@ -562,12 +572,12 @@ def main() -> None:
               f"(see `python cli.py {(_command_name() + ' ') if _command_name() else ''}--help`)")
     except (typer.Abort, KeyboardInterrupt):
         code = 130
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
-            raise
-        where = err.filename or "the output folder"
-        _fail(f"{where}: {err.strerror} (committed work is kept; free space or fix permissions and run the same "
-              "command again)")
+    except OSError as err:  # a full disk, a read-only folder, a file that vanished: never a traceback
+        where = err.filename or "a file being written or read"
+        reason = err.strerror or str(err) or type(err).__name__
+        hint = (" (committed work is kept; free space or fix permissions and run the same command again)"
+                if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, None) else "")
+        _fail(f"{where}: {reason}{hint}")
     if code == 130:  # typer turns Ctrl-C into exit code 130, silently
         typer.echo("interrupted: committed work is kept; run the same command again to resume", err=True)
     sys.exit(code if isinstance(code, int) else 0)

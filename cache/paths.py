@@ -13,17 +13,13 @@ flushed and renamed over the final name; a killed writer leaves one behind, whic
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.files import temp_for  # noqa: F401 - the cache's temporary names are core's
+
 RUN_DESCRIPTION_DIR = "run"
-
-
-def temp_for(path: Path) -> Path:
-    """The temporary name this process writes ``path`` under before renaming it into place."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 @dataclass(frozen=True)

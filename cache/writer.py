@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -122,6 +122,26 @@ def create_cache(path: str | Path, manifest: pl.DataFrame, config: dict) -> None
             tmp.unlink(missing_ok=True)
 
 
+def _rewrite(path: Path, replaced: set[str], write_new: Callable[[h5py.File, h5py.File], list[str]]) -> None:
+    """Copy the cache to a temporary file without the groups in ``replaced``, let ``write_new(src, dst)`` write
+    their successors (it returns the names of the groups it wrote, to be sealed), then move it over the cache."""
+    tmp = temp_for(path)
+    with interrupts_deferred():
+        try:
+            with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
+                for key, value in src.attrs.items():
+                    dst.attrs[key] = value
+                for name in src:
+                    if name not in replaced:
+                        src.copy(src[name], dst, name=name)
+                for name in write_new(src, dst):
+                    seal_members(dst[name])  # written now; copied groups keep the names sealed when written
+                seal_members(dst)
+            _replace_atomically(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
 def add_stage(
     path: str | Path,
     stage: str,
@@ -137,28 +157,28 @@ def add_stage(
     changed audio files were re-extracted, so their ``duration_s`` and ``sample_rate`` are current.
     """
     path = Path(path)
-    tmp = temp_for(path)
     log.info("%s: writing stage into %s", stage, path)
-    with interrupts_deferred():
-        try:
-            with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
-                for key, value in src.attrs.items():
-                    dst.attrs[key] = value
-                replaced = {stage, FAILURES_GROUP} | ({MANIFEST_GROUP} if manifest is not None else set())
-                for name in src:
-                    if name not in replaced:
-                        src.copy(src[name], dst, name=name)
-                if manifest is not None:
-                    write_manifest_group(dst.create_group(MANIFEST_GROUP), manifest)
-                group = dst.create_group(stage)
-                for name, array in datasets.items():
-                    write_rows(group, name, array)
-                write_json_attr(group, PROVENANCE_ATTR, provenance)
-                kept = [f for f in read_failures(src) if f.stage != stage]
-                write_failures(dst, kept + list(failures))
-                for name in (stage, FAILURES_GROUP, *([MANIFEST_GROUP] if manifest is not None else [])):
-                    seal_members(dst[name])  # written now; copied groups keep the names sealed when written
-                seal_members(dst)
-            _replace_atomically(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+
+    def write_new(src: h5py.File, dst: h5py.File) -> list[str]:
+        if manifest is not None:
+            write_manifest_group(dst.create_group(MANIFEST_GROUP), manifest)
+        group = dst.create_group(stage)
+        for name, array in datasets.items():
+            write_rows(group, name, array)
+        write_json_attr(group, PROVENANCE_ATTR, provenance)
+        kept = [f for f in read_failures(src) if f.stage != stage]
+        write_failures(dst, kept + list(failures))
+        return [stage, FAILURES_GROUP, *([MANIFEST_GROUP] if manifest is not None else [])]
+
+    _rewrite(path, {stage, FAILURES_GROUP} | ({MANIFEST_GROUP} if manifest is not None else set()), write_new)
+
+
+def replace_manifest(path: str | Path, manifest: pl.DataFrame) -> None:
+    """Store ``manifest`` (the same rows, in the cache's order) in place of the cache's; everything else is copied
+    unchanged, in one atomic write (``extract`` after labels changed)."""
+
+    def write_new(src: h5py.File, dst: h5py.File) -> list[str]:
+        write_manifest_group(dst.create_group(MANIFEST_GROUP), manifest)
+        return [MANIFEST_GROUP]
+
+    _rewrite(Path(path), {MANIFEST_GROUP}, write_new)

@@ -161,6 +161,14 @@ def canonical_split(name: str) -> str:
     return _SPLIT_ALIASES.get(name.lower(), name)
 
 
+def unusable_test_set_name(name: str) -> str | None:
+    """Why ``name`` cannot name a test set (it becomes a run folder's name), or None when it can."""
+    if not any(c.isalnum() for c in name) or name.startswith(".") or any(c in name for c in "/\\"):
+        return (f"split {name!r} is not a usable test-set name (it names a folder of runs: use letters and digits, "
+                "e.g. Test1)")
+    return None
+
+
 def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 

@@ -25,6 +25,7 @@ import polars as pl
 
 from core.columns import TARGETS
 from core.errors import InputError
+from core.files import write_atomically
 from core.metrics import dimension_metrics
 from heads.calibration import measured_at
 from heads.runs import HISTORY_FILE, HISTORY_SCHEMA, read_run
@@ -537,32 +538,40 @@ def learning_histories(evaluation: Evaluation) -> dict[str, pl.DataFrame]:
 def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str | Path | None = None,
                      stats: StatsConfig = StatsConfig(), baseline: str | None = None) -> tuple[str, dict]:
     """Write ``results.md``, ``results.csv``, ``per_fold.csv``, ``comparisons.csv``, ``metrics.json`` and
-    plots; return the markdown (results, then comparisons) and the results."""
+    plots; return the markdown (results, then comparisons) and the results. Each file appears whole or not at all
+    (``core.files``); a folder this call created and could not fill is removed again."""
     from heads.plots import plot_attention, plot_forest, plot_learning_curves, plot_per_fold, plot_scatter
 
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     results = summarise(evaluation, stats, baseline)
     table = results_table(results)
     markdown = "\n\n".join(part for part in (warnings_markdown(evaluation), markdown_table(table, results),
                                               per_test_set_markdown(evaluation, results), comparison_markdown(results))
                            if part)
-    (out_dir / "results.md").write_text(markdown + "\n")
-    table.write_csv(out_dir / "results.csv")
-    evaluation.per_fold.write_csv(out_dir / "per_fold.csv")
-    if results["comparisons"]:
-        pl.DataFrame([{k: v for k, v in r.items() if k not in ("ci", "per_fold")} | {
-            "ci_low": (r["ci"] or [None, None])[0], "ci_high": (r["ci"] or [None, None])[1]}
-            for r in results["comparisons"]["rows"]]).write_csv(out_dir / "comparisons.csv")
     payload = json.dumps(results, indent=2, sort_keys=True)
-    (out_dir / "metrics.json").write_text(payload)
-    if json_path:
-        Path(json_path).write_text(payload)
-    plot_per_fold(evaluation.per_fold, evaluation.seed_sd, out_dir / "per_fold.png", labels=list(results["runs"]))
-    plot_scatter(evaluation.predictions, out_dir / "scatter.png")
-    plot_attention(evaluation.predictions, out_dir / "attention.png")
-    if histories := learning_histories(evaluation):
-        plot_learning_curves(histories, out_dir / "learning_curves.png")
+    writes = [("results.md", lambda tmp: tmp.write_text(markdown + "\n")), ("results.csv", table.write_csv),
+              ("per_fold.csv", evaluation.per_fold.write_csv), ("metrics.json", lambda tmp: tmp.write_text(payload)),
+              ("per_fold.png", lambda tmp: plot_per_fold(evaluation.per_fold, evaluation.seed_sd, tmp,
+                                                         labels=list(results["runs"]))),
+              ("scatter.png", lambda tmp: plot_scatter(evaluation.predictions, tmp)),
+              ("attention.png", lambda tmp: plot_attention(evaluation.predictions, tmp))]
     if results["comparisons"]:
-        plot_forest(results["comparisons"], out_dir / "forest.png")
+        comparisons = pl.DataFrame([{k: v for k, v in r.items() if k not in ("ci", "per_fold")} | {
+            "ci_low": (r["ci"] or [None, None])[0], "ci_high": (r["ci"] or [None, None])[1]}
+            for r in results["comparisons"]["rows"]])
+        writes += [("comparisons.csv", comparisons.write_csv),
+                   ("forest.png", lambda tmp: plot_forest(results["comparisons"], tmp))]
+    if histories := learning_histories(evaluation):
+        writes.append(("learning_curves.png", lambda tmp: plot_learning_curves(histories, tmp)))
+    try:
+        for name, write in writes:
+            write_atomically(out_dir / name, write)
+        if json_path:
+            write_atomically(Path(json_path), lambda tmp: tmp.write_text(payload))
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
     return markdown, results

@@ -81,7 +81,8 @@ class CorpusArrays:
         """The run folder name of experiment ``fold``: ``fold3``, or the test set's name (``Test1``)."""
         if self.splits is None:
             return f"fold{fold}"
-        return "".join(c if c.isalnum() or c in "-_." else "_" for c in self.experiment_name(fold))
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.experiment_name(fold))
+        return name if not name.startswith(".") else f"set{name}"  # never "..", never hidden
 
 
 def add_final_states(arrays: CorpusArrays, reader: CacheReader) -> None:

@@ -60,13 +60,20 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
         raise InputError(f"{run_dir}: the run uses the learned (mamba) dialogue state, which export does not carry "
                          "yet; train on a cache made with --state-kind ema-features, or with --no-state")
     out = Path(out)
+    heads = [Path(run_dir) / f"head_seed{seed}.safetensors" for seed in record["seeds"]]
+    linked = [p for p in heads if p.is_symlink()]
+    if linked:
+        raise InputError(f"{linked[0]}: a symbolic link; a run's weights must be its own files (train it again)")
     if out.exists():
         if not overwrite:
             raise InputError(f"{out}: exists; choose another --out or pass --overwrite")
+        if out.is_symlink() or not out.is_dir() or (any(out.iterdir()) and not (out / MODEL_FILE).is_file()):
+            raise InputError(f"{out}: not a model folder written by export; --overwrite replaces only those "
+                             "(nothing was deleted)")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    for seed in record["seeds"]:
-        shutil.copyfile(Path(run_dir) / f"head_seed{seed}.safetensors", out / f"head_seed{seed}.safetensors")
+    for head in heads:
+        shutil.copyfile(head, out / head.name)
     if features.get("use_state"):
         save_numpy({k: np.ascontiguousarray(v, np.float32) for k, v in context.items()}, str(out / CONTEXT_FILE))
     speech = provenance.get("speech", {})
@@ -92,20 +99,20 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
 
 
 def run_context_projection(record: dict) -> dict[str, np.ndarray] | None:
-    """The untrained context projection the run's states were made with: fitted, as in the state stage, on the
-    usable rows outside the run's test fold (all usable rows for ``--fold all``). None without a state."""
+    """What gives new audio the context the run's test rows got (``pipeline.stages.state.context_model``): the turn
+    projection fitted, as in the state stage, on the usable rows outside the run's test fold (all usable rows for
+    ``--fold all``), and for ``ema-predictions`` the first-pass predictor fitted there. None without a state."""
     if not record["effective_features"].get("use_state"):
         return None
     from cache import CacheReader
-    from pipeline.stages.state import fit_context_projection, load_state_inputs, projection_rows, state_config_from_dict
+    from pipeline.stages.state import context_model, load_state_inputs, state_config_from_dict
 
     path = Path(record["cache"])
     if not path.is_file():
         raise InputError(f"{path}: the run's cache is needed once, to export its dialogue-context projection")
     reader = CacheReader(path)
     config = state_config_from_dict(reader.provenance("state")["config"])
-    inputs = load_state_inputs(reader, config)
-    return fit_context_projection(inputs, projection_rows(inputs, record["fold"]), config)
+    return context_model(load_state_inputs(reader, config), record["fold"], config)
 
 
 def model_card(model: dict) -> str:
@@ -167,18 +174,42 @@ def _ranges(target_range: dict | None) -> str:
     return ", ".join(f"{d} {low:g}-{high:g}" for d, (low, high) in target_range.items())
 
 
+def required_files(record: dict) -> set[str]:
+    """Every file a model folder's ``model.json`` says it needs (each must be listed in CHECKSUMS)."""
+    return {MODEL_FILE, "README.md", *(f"head_seed{s}.safetensors" for s in record.get("seeds", [])),
+            *([CONTEXT_FILE] if record.get("state") else [])}
+
+
 def verify_checksums(folder: Path) -> None:
-    """Refuse a model folder whose files differ from the ones exported (or lack any)."""
+    """Refuse a model folder whose files differ from the ones exported, lack any, are not all listed in CHECKSUMS,
+    or are symbolic links (a link could point at anything)."""
     listing = folder / CHECKSUMS
     if not (folder / MODEL_FILE).is_file() or not listing.is_file():
         raise InputError(f"{folder}: not a model folder (no {MODEL_FILE} or {CHECKSUMS}); make one with `cli.py export`")
+    listed = {}
     for line in listing.read_text().splitlines():
         digest, _, name = line.partition("  ")
+        if not name or "/" in name or name.startswith("."):
+            raise InputError(f"{listing}: a damaged line {line!r}; re-export the model")
+        listed[name] = digest
+    for name in [*listed, CHECKSUMS, MODEL_FILE]:
+        if (folder / name).is_symlink():
+            raise InputError(f"{folder / name}: a symbolic link; a model folder holds its own files")
+    if MODEL_FILE not in listed:
+        raise InputError(f"{listing}: does not list {MODEL_FILE}; re-export the model")
+    for name, digest in listed.items():
         path = folder / name
         if not path.is_file():
             raise InputError(f"{path}: missing from the model folder")
         if _sha256(path) != digest:
             raise InputError(f"{path}: changed since export (sha256 differs); re-export the model")
+    try:
+        record = json.loads((folder / MODEL_FILE).read_text())
+    except ValueError as err:
+        raise InputError(f"{folder / MODEL_FILE}: not readable ({err}); re-export the model") from None
+    unlisted = sorted(required_files(record) - set(listed))
+    if unlisted:
+        raise InputError(f"{listing}: does not list {', '.join(unlisted)}, which the model needs; re-export the model")
 
 
 class ExportedModel:

@@ -22,7 +22,7 @@ from pipeline.features.context import context_states
 from pipeline.features.layers import select_layer
 from pipeline.stages.prosody import ProsodyConfig
 from pipeline.stages.speech import SpeechConfig
-from pipeline.stages.state import build_sequences, state_config_from_dict, turn_summaries
+from pipeline.stages.state import build_sequences, first_pass_predictions, state_config_from_dict, turn_summaries
 
 
 def _config(cls: type, stored: dict, **changes: object) -> object:
@@ -100,8 +100,10 @@ def predict_cached(model: ExportedModel, reader: CacheReader) -> pl.DataFrame:
         config = state_config_from_dict(model.record["state"]["config"])
         u = turn_summaries(select_layer(pooled, config.speech_layer), prosody, model.context)
         sequences = build_sequences(m, ok, config.grouping)
+        if config.kind == "ema-predictions":  # the previous turns' predicted valence/arousal, not their features
+            u = first_pass_predictions(u, model.context)
         state = context_states(u, sequences, m["speaker"].to_numpy(), config.context_decay,
-                               speaker_aware=config.kind == "ema-features-speaker")
+                               speaker_aware=config.kind in ("ema-features-speaker", "ema-predictions"))
     rows = np.flatnonzero(ok)
     values, attention = head_outputs(model, speech[rows] if features["use_speech"] else None,
                                      prosody[rows] if features["use_prosody"] else None,

@@ -15,12 +15,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from core.files import write_atomically  # noqa: E402
 from core.provenance import code_version  # noqa: E402
 from heads.evaluate import (  # noqa: E402
     MEANING,
     TABLE_COLUMNS,
     Evaluation,
     comparison_markdown,
+    experiment_title,
     headline,
     interval_note,
     interval_text,
@@ -131,17 +133,34 @@ def _warnings_html(lines: list[str]) -> str:
 
 
 def fold_table(evaluation: Evaluation) -> list[dict]:
-    """Per fold (of the first label): test speakers, utterance counts, validation speakers."""
+    """Per fold (of the first label): test speakers, utterance counts, validation speakers and dialogues."""
     label, records = next(iter(evaluation.records.items()))
     predictions = evaluation.predictions[label]
     rows = []
     for record in sorted(records, key=lambda r: r["fold"]):
         test = predictions.filter(predictions["fold"] == record["fold"])
         sizes = record.get("split_sizes", {})
+        validation = record.get("validation", {})
         rows.append({"fold": record["fold"], "test set": record.get("test_set") or f"fold {record['fold']}",
                      "test speakers": ", ".join(sorted(set(test["speaker"].cast(str)))),
                      "n test": sizes.get("test"), "n train": sizes.get("train"), "n validation": sizes.get("validation"),
-                     "validation speakers": ", ".join(record.get("validation_speakers", []))})
+                     "validation speakers": ", ".join(record.get("validation_speakers", [])),
+                     "validation dialogues": validation.get("dialogues"), "validation rule": validation.get("rule")})
+    return rows
+
+
+def gate_table(evaluation: Evaluation) -> list[dict]:
+    """Per run label and fold, what the state gate chose and on what: the mean validation CCC with and without
+    the state, on how many validation dialogues. Empty when no run used the gate."""
+    rows = []
+    for label, records in evaluation.records.items():
+        for record in sorted(records, key=lambda r: r["fold"]):
+            gate = record.get("state_gate")
+            if gate:
+                rows.append({"run": label, "fold": experiment_title(record), "kept": gate["chosen"].replace("_", " "),
+                             "validation CCC with state": gate["with_state"],
+                             "without": gate["without_state"],
+                             "validation dialogues": record.get("validation", {}).get("dialogues")})
     return rows
 
 
@@ -209,6 +228,9 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
         f"<h2>Attention</h2><ul>{attention_lines or '<li>no attention heads among these runs</li>'}</ul>",
         *(f'<h2>{html.escape(t)}</h2><img alt="{html.escape(t)}" src="{uri}">' for t, uri in figures),
         "<h2>Folds</h2>", _rows_html(fold_table(evaluation), "folds"),
+        *(["<h2>State gate</h2><p><small>Per fold, the heads trained with and without the dialogue state and the one "
+           "kept: the better mean validation CCC on held-out dialogue groups (never the test fold).</small></p>",
+           _rows_html(gates, "state-gate")] if (gates := gate_table(evaluation)) else []),
         "<h2>Per fold</h2>", _rows_html(per_fold.to_dicts(), "per-fold"),
         "<h2>Per speaker (test utterances, mean over seeds)</h2>", _rows_html(speakers, "per-speaker"),
         *(["<h2>Per category (error = predicted - true)</h2>", _rows_html(categories, "per-category")]
@@ -225,6 +247,6 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
              "pre{background:#f6f6f6;padding:8px;overflow:auto}h1{font-size:22px}h2{font-size:18px}"
              ".warning{background:#fff3cd;border:1px solid #e0b000;padding:4px 10px;margin:8px 0}"
              "td.best{background:#e6f4ea}#answer{font-size:15px;background:#f0f4ff;padding:6px 10px}")
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                    f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
-    return path
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+    return write_atomically(path, lambda tmp: tmp.write_text(page))  # whole or not at all

@@ -2,8 +2,7 @@
 in closed form, one penalty per dimension chosen on the validation rows (the held-out dialogue groups the neural heads use
 for early stopping). Fitted on the training rows only, like the neural heads, so both see the same data.
 
-One eigendecomposition serves every penalty: of ``X^T X`` [d, d] when there are more rows than features,
-else of ``X X^T`` [n, n] (the dual form), so a whole grid costs about one fit.
+One eigendecomposition serves every penalty (``core.linear.ridge_path``), so a whole grid costs about one fit.
 """
 
 from __future__ import annotations
@@ -11,29 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core.linear import RELATIVE_PENALTIES, ridge_path
 from core.metrics import ccc
 from heads.models import LinearHead
-
-# Penalties relative to the number of training rows (inputs are z-scored, so X^T X ~ n * correlation).
-RELATIVE_PENALTIES = np.logspace(-4, 3, 22)
-
-
-def ridge_path(x: np.ndarray, y: np.ndarray, penalties: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centred ridge solutions for every penalty: ``(W [P, d, k], x_mean [d], y_mean [k])``.
-
-    ``x`` [n, d], ``y`` [n, k] float64; ``W_p = (Xc^T Xc + lambda_p I)^-1 Xc^T Yc``.
-    """
-    x_mean, y_mean = x.mean(0), y.mean(0)
-    xc, yc = x - x_mean, y - y_mean
-    if x.shape[0] >= x.shape[1]:
-        values, vectors = np.linalg.eigh(xc.T @ xc)  # primal: [d, d]
-        projected = vectors.T @ (xc.T @ yc)  # [d, k]
-        weights = np.stack([vectors @ (projected / (values + lam)[:, None]) for lam in penalties])
-    else:
-        values, vectors = np.linalg.eigh(xc @ xc.T)  # dual: [n, n]; W = Xc^T (Xc Xc^T + lambda I)^-1 Yc
-        projected = vectors.T @ yc  # [n, k]
-        weights = np.stack([xc.T @ (vectors @ (projected / (values + lam)[:, None])) for lam in penalties])
-    return weights, x_mean, y_mean
 
 
 def fit_ridge(model: LinearHead, train: tuple[torch.Tensor, ...], validation: tuple[torch.Tensor, ...]

@@ -46,7 +46,10 @@ HISTORY_SCHEMA = {"seed": pl.Int64, "epoch": pl.Int64, "train_loss": pl.Float64,
 def save_head(path: Path, model: torch.nn.Module, stats: dict[str, np.ndarray]) -> None:
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"stats.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in stats.items()})
-    save_file(tensors, str(path))
+    try:
+        save_file(tensors, str(path))
+    except Exception as err:  # noqa: BLE001 - safetensors reports a full disk as its own error type, not an OSError
+        raise OSError(None, f"could not write the head's weights ({err})", str(path)) from err
 
 
 def load_head(path: Path, variant: str, sizes: BlockSizes, dropout: float) -> tuple[torch.nn.Module, dict[str, np.ndarray]]:
@@ -81,14 +84,23 @@ def read_run_json(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / RUN_FILE).read_text())
 
 
+def _hidden(path: Path, root: Path) -> bool:
+    """Whether ``path`` lies in a hidden folder below ``root``: the temporary folders of runs being written (or of
+    writers that were killed), and the state gate's second run, are never results."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
 def expand_runs(runs: list[Path]) -> list[Path]:
-    """Run folders; a folder holding run folders (e.g. an ablate output) stands for all runs inside it."""
+    """Run folders; a folder holding run folders (e.g. an ablate output) stands for all finished runs inside it."""
     expanded = []
     for run in runs:
+        if run.name.startswith("."):
+            raise InputError(f"{run}: a temporary folder of a run being written, or of one whose writer was killed; "
+                             "it is not a result (train the run again, or give its finished folder)")
         if (run / RUN_FILE).is_file():
             expanded.append(run)
         else:
-            found = sorted(p.parent for p in run.glob(f"**/{RUN_FILE}"))
+            found = sorted(p.parent for p in run.glob(f"**/{RUN_FILE}") if not _hidden(p.parent, run))
             if not found:
                 raise InputError(f"{run}: no head runs found ({RUN_FILE})")
             expanded.extend(found)
@@ -138,6 +150,8 @@ def new_run_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder to write a run into; it becomes ``out_dir`` when the block ends without an
     error. An existing run is refused unless ``overwrite`` (then replaced whole: no file of it survives)."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: a file, not a folder; choose another --out for the run")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not (out_dir / RUN_FILE).is_file():
             raise InputError(f"{out_dir}: exists and is not a head run; choose another --out")

@@ -48,6 +48,37 @@ class TrainConfig:
     val_fraction: float = 0.1  # share of training utterances held out as whole dialogue groups (core.protocol)
     state_gate: bool = True  # with a state: also train without it, keep the better on validation (heads.experiment)
 
+    def __post_init__(self) -> None:
+        """Refuse settings no training can use (one ``InputError`` naming the setting), before any work."""
+        def bad(name: str, value: object, what: str) -> None:
+            raise InputError(f"{name.replace('_', '-')} {value}: {what}")
+
+        for name in ("lr", "lr_layer_mix", "grad_clip"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                bad(name, value, "must be a positive number")
+        for name in ("lr_valence", "lr_arousal"):
+            value = getattr(self, name)
+            if value is not None and not (np.isfinite(value) and value > 0):
+                bad(name, value, "must be a positive number")
+        for name in ("weight_decay", "loss_weight_valence", "loss_weight_arousal", "mse_weight", "min_delta"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                bad(name, value, "must be a number >= 0")
+        if self.loss_weight_valence + self.loss_weight_arousal <= 0:
+            bad("loss_weight_valence", self.loss_weight_valence, "and loss-weight-arousal cannot both be 0")
+        for name in ("dropout", "block_dropout"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and 0 <= value < 1):
+                bad(name, value, "must be in [0, 1)")
+        if not (np.isfinite(self.val_fraction) and 0 < self.val_fraction < 1):
+            bad("val_fraction", self.val_fraction, "must be in (0, 1)")
+        for name in ("epochs", "epoch_rows", "patience", "prosody_dim"):
+            if getattr(self, name) < 1:
+                bad(name, getattr(self, name), "must be at least 1")
+        if self.batch_size < 0:
+            bad("batch_size", self.batch_size, "must be 0 (automatic) or a number of utterances")
+
 
 @dataclass
 class TrainedHead:
@@ -197,6 +228,9 @@ def train_head(fold: FoldTensors, config: TrainConfig, seed: int, device: torch.
             on_epoch({**history[-1], "best_val_ccc": best_ccc, "best_epoch": best_epoch, "epochs": config.epochs})
         if not improved and epoch - best_epoch >= config.patience:
             break
+    if best_state is None:  # every validation CCC was undefined (NaN): nothing to choose an epoch by
+        raise InputError(f"no epoch gave a defined validation CCC on the {len(validation.rows)} validation "
+                         "utterance(s): the validation split is too small or its labels are constant")
     model.load_state_dict(best_state)
     model.eval()
     return TrainedHead(model, sizes, best_epoch, float(best_ccc), history)

@@ -103,6 +103,8 @@ def parse_experiments(folds: str | None, split: str | None, available: list[int]
         raise InputError(f"--fold(s) {folds}: this cache has predefined partitions; name a test set with --split "
                          f"({', '.join(test_sets)} or all)")
     if split in (None, "all"):
+        if not test_sets:
+            raise InputError("--split all: this corpus has no test set (only train and dev partitions)")
         return list(range(1, len(test_sets) + 1))
     number = {name.lower(): i for i, name in enumerate(test_sets, start=1)}
     chosen = [part.strip() for part in split.split(",") if part.strip()]
@@ -127,6 +129,8 @@ def parse_folds(text: str, available: list[int], option: str = "--folds") -> lis
                 folds.append(int(part))
     except ValueError as err:
         raise InputError(f"{option} '{text}': expected e.g. 1-5, 1,3 or all") from err
+    if not folds:
+        raise InputError(f"{option} '{text}': names no fold (a range goes upwards: 1-5)")
     missing = [f for f in folds if f not in available]
     if missing:
         raise InputError(f"{option} {text}: the cache has no fold {', '.join(map(str, missing))} (its folds: "

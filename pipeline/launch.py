@@ -54,7 +54,7 @@ class Launched:
 
 def launch_extract(cache_path: Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig,
                    device: str = "auto", on_error: str = "skip", force: bool = False,
-                   shard_text: str | None = None) -> Launched:
+                   shard_text: str | None = None, update_manifest: bool = False) -> Launched:
     """Dispatch by how the command was started: under torchrun each rank takes its shard; with
     ``--shard i/n`` compute that shard only; otherwise everything in this process."""
     rank_shard = torchrun_shard()
@@ -69,7 +69,8 @@ def launch_extract(cache_path: Path, manifest: pl.DataFrame, stages: list[str], 
         shard = parse_shard(shard_text)
         failures = extract_shard(cache_path, manifest, stages, config, shard, device, on_error)
         return Launched(failures, shard, published=False, torchrun=False)
-    failures = extract(cache_path, manifest, stages, config, device=device, on_error=on_error, force=force)
+    failures = extract(cache_path, manifest, stages, config, device=device, on_error=on_error, force=force,
+                       update_manifest=update_manifest)
     return Launched(failures, None, published=True, torchrun=False)
 
 
@@ -99,12 +100,13 @@ def extract_shard(cache_path: str | Path, manifest: pl.DataFrame, stages: list[s
                   shard: Shard, device: str = "auto", on_error: str = "skip") -> dict[str, list[Failure]]:
     """Compute shard ``shard`` of the speech and prosody stages; publishing waits for ``merge_shards``."""
     cache_path = Path(cache_path)
-    check_request(stages, on_error, manifest)
+    check_request(stages, on_error, manifest, config.state.kind)
     config = with_device_settings(config, device)
     with CacheLock(cache_path, shard_tag=shard.file_tag):  # the same shard twice is refused; others run
         todo = [s for s in SHARDED_STAGES if s in stages]
         if cache_path.exists():
-            check_existing(cache_path, manifest, stages, config)  # refuses another manifest or other settings
+            # refuses another manifest or other settings; the rows keep the cache's order
+            manifest = check_existing(cache_path, manifest, stages, config).manifest
             # stages the cache holds are not sharded again; changed files there are redone by the merge
             todo = [s for s in todo if s not in CacheReader(cache_path).stages]
         _describe_sharded_run(cache_path, manifest, stages, config, on_error, shard)

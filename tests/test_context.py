@@ -100,3 +100,57 @@ def test_speaker_sequences_refuse_an_order_that_start_s_does_not_give():
         build_sequences(frame.with_columns(start_s=pl.Series([None, 1.0, None], dtype=pl.Float64)), usable, "speaker")
     timed = frame.with_columns(start_s=pl.Series([5.0, 1.0, 0.0]))
     assert [s.tolist() for s in build_sequences(timed, usable, "speaker")] == [[1, 0], [2]]
+
+
+PREDICTED_KIND = StateConfig(kind="ema-predictions", context_components=3)
+
+
+def test_ema_predictions_keep_every_label_of_fold_j_out_of_the_states_of_fold_js_rows(tmp_path):
+    """Scramble the labels of each fold j in turn: in every experiment, the states of j's rows stay bit for bit
+    the same (their first-pass predictions never saw their fold, so never their dialogue); the test fold's
+    labels reach no state of its experiment at all."""
+    from dataclasses import replace
+
+    path = sticky_dialogue_cache(tmp_path / "c.h5", dialogs_per_fold=3, turns=20)
+    inputs = load_state_inputs(CacheReader(path), PREDICTED_KIND)
+    base = compute_fold_states(inputs, PREDICTED_KIND, torch.device("cpu"))
+    assert base[1].shape == (len(inputs.z), 6)
+    for j in range(1, 6):
+        scrambled = inputs.targets.copy()
+        rows = inputs.folds == j
+        scrambled[rows] = np.random.default_rng(j).uniform(1, 5, (rows.sum(), 2))
+        moved = compute_fold_states(replace(inputs, targets=scrambled), PREDICTED_KIND, torch.device("cpu"))
+        for k in range(1, 6):
+            assert np.array_equal(base[k][rows], moved[k][rows]), (j, k)
+        assert np.array_equal(base[j], moved[j])  # test fold j: no state of its experiment moves
+        other = next(k for k in range(1, 6) if k != j)
+        assert not np.array_equal(base[other][~rows], moved[other][~rows])  # j's labels do fit other predictors
+
+
+def test_ema_predictions_are_the_averages_of_the_previous_turns_out_of_fold_predictions(tmp_path):
+    """Recomputed by hand for experiment 2: ridge fits on the right rows, then each turn's own-speaker and
+    other-speaker weighted means of the earlier turns' predictions."""
+    from core.linear import ridge_gcv
+    from pipeline.stages.state import fit_context_projection, projection_rows, turn_summaries
+
+    path = sticky_dialogue_cache(tmp_path / "c.h5", dialogs_per_fold=2, turns=8)
+    inputs = load_state_inputs(CacheReader(path), PREDICTED_KIND)
+    states = compute_fold_states(inputs, PREDICTED_KIND, torch.device("cpu"))[2]
+    projection = fit_context_projection(inputs, projection_rows(inputs, 2), PREDICTED_KIND)
+    u = turn_summaries(inputs.z[:, : inputs.speech_width], inputs.z[:, inputs.speech_width :], projection)
+    sequence = inputs.sequences[0]  # a dialogue of fold 1: predicted by a ridge fitted on folds 3, 4, 5
+    fit = ~np.isin(inputs.folds, [1, 2])
+    w, x_mean, y_mean, _ = ridge_gcv(u[fit], inputs.targets[fit])
+    pred = (u[sequence] - x_mean) @ w + y_mean
+    speakers = inputs.speakers[sequence]
+    a = PREDICTED_KIND.context_decay
+    for t in range(len(sequence)):
+        for part, same in ((0, True), (1, False)):
+            earlier = [s for s in range(t) if (speakers[s] == speakers[t]) == same]
+            if not earlier:
+                assert np.allclose(states[sequence[t], part * 3 : part * 3 + 3], 0)
+                continue
+            weights = a ** np.arange(len(earlier))[::-1]
+            expected = weights @ pred[earlier] / weights.sum()
+            assert np.allclose(states[sequence[t], part * 3 : part * 3 + 2], expected, atol=1e-5)
+            assert np.isclose(states[sequence[t], part * 3 + 2], 1 - a ** len(earlier), atol=1e-6)

@@ -1,6 +1,7 @@
 """export + predict: a model folder predicts new audio exactly as the run predicted its test rows, in a fresh
 process without the cache or the runs; wrong speech weights, missing files and damaged folders are clear."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -89,6 +90,33 @@ def test_predict_with_dialogue_order_equals_the_runs_test_predictions_in_a_fresh
     assert "Intended use and limits" in card and "weights sha256" in card
 
 
+def test_a_model_with_the_predicted_context_predicts_new_audio_as_its_run_did(trained, tmp_path, tiny_wavlm):
+    """ema-predictions: the exported first-pass predictor gives new files the context the run's test rows got."""
+    from pipeline.corpora import read_iemocap
+    from pipeline.extract import ExtractConfig, extract
+    from pipeline.stages.prosody import ProsodyConfig
+    from pipeline.stages.speech import SpeechConfig
+    from pipeline.stages.state import StateConfig
+
+    work, cache = trained
+    copy = tmp_path / "c.h5"
+    shutil.copyfile(cache, copy)
+    manifest, _ = read_iemocap(work / "IEMOCAP_full_release")
+    extract(copy, manifest, ["speech", "prosody", "state"],  # only the state stage is recomputed
+            ExtractConfig(speech=SpeechConfig(model=str(tiny_wavlm)), prosody=ProsodyConfig(workers=1),
+                          state=StateConfig(kind="ema-predictions")), device="cpu")
+    assert CacheReader(copy).provenance("state")["kind"] == "ema-predictions"
+    run = tmp_path / "run"
+    train_fold(load_corpus_arrays(CacheReader(copy)), 1, TrainConfig(epochs=3, state_gate=False), [0], run)
+    model = _export_in_process(run, tmp_path / "model")
+    assert json.loads((model / "model.json").read_text())["state"]["kind"] == "ema-predictions"
+    _fold1_manifest(copy, tmp_path / "new.csv")
+    code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "new.csv"), "--out",
+                                str(tmp_path / "p.csv"), "--device", "cpu")
+    assert code == 0, err
+    assert _compare(tmp_path / "p.csv", run) <= 1e-5
+
+
 def test_the_python_api_on_plain_files_equals_the_runs_predictions_for_a_model_without_state(trained, tmp_path):
     from heads.model_folder import load_model
 
@@ -167,6 +195,42 @@ def test_a_changed_model_file_is_refused(trained, tmp_path):
         load_model(model)
 
 
+@pytest.mark.parametrize("damage", ["empty listing", "line removed", "head swapped for a link"])
+def test_a_model_folder_whose_listing_leaves_out_a_needed_file_or_holds_a_link_is_refused(trained, tmp_path, damage):
+    from core.errors import InputError
+    from heads.model_folder import load_model
+
+    work, _ = trained
+    model = _exported(work, "no-state", tmp_path / "model")
+    listing = model / "CHECKSUMS"
+    head = model / "head_seed0.safetensors"
+    if damage == "empty listing":
+        listing.write_text("")
+    elif damage == "line removed":  # then the weights are modified: nothing would check them
+        listing.write_text("".join(line + "\n" for line in listing.read_text().splitlines() if "head_seed0" not in line))
+        head.write_bytes(head.read_bytes()[:-8] + b"\x00" * 8)
+    else:
+        outside = tmp_path / "elsewhere.safetensors"
+        shutil.move(head, outside)
+        head.symlink_to(outside)
+    with pytest.raises(InputError, match="does not list|symbolic link"):
+        load_model(model)
+
+
+def test_export_overwrite_replaces_only_a_model_folder(trained, tmp_path):
+    work, _ = trained
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    code, err = main_in_process("export", "--run", str(work / "runs" / "no-state" / "fold1"), "--out", str(precious),
+                                "--overwrite")
+    assert code == 2 and "not a model folder" in err and (precious / "thesis.txt").read_text() == "years of work"
+    model = _exported(work, "no-state", tmp_path / "model")
+    code, _ = main_in_process("export", "--run", str(work / "runs" / "no-state" / "fold1"), "--out", str(model),
+                              "--overwrite")
+    assert code == 0 and (model / "model.json").is_file()
+
+
 def test_a_final_model_trains_on_every_labelled_row_and_predicts_after_export(trained, tmp_path):
     from heads.model_folder import load_model
     from heads.runs import read_run
@@ -185,3 +249,24 @@ def test_a_final_model_trains_on_every_labelled_row_and_predicts_after_export(tr
     predicted = load_model(model).predict(manifest=str(tmp_path / "new.csv"), device="cpu")
     assert predicted.height == 5 and predicted["valence"].is_finite().all()
     assert "no held-out score" in (model / "README.md").read_text()
+
+
+def test_a_predict_manifest_that_is_empty_or_has_a_bad_start_time_is_one_error_line_or_a_skipped_row(trained, tmp_path):
+    work, cache = trained
+    model = _exported(work, "no-state", tmp_path / "model")
+    (tmp_path / "empty.csv").write_text("")
+    code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "empty.csv"))
+    assert code == 2 and err.startswith(f"error: {tmp_path / 'empty.csv'}: the file is empty")
+    good = CacheReader(cache).manifest["path"][0]
+    (tmp_path / "bad.csv").write_text(f"path,dialog_id,start_s\n{good},d,abc\n{good},d,1.5\n")
+    result = run_cli("predict", "--model", str(model), "--manifest", str(tmp_path / "bad.csv"), "--device", "cpu")
+    assert result.returncode == 0 and "start_s is not a number: 'abc'" in result.stderr
+
+
+def test_predict_with_only_bad_files_fails_once_per_file_and_exits_2(trained, tmp_path):
+    work, _ = trained
+    model = _exported(work, "no-state", tmp_path / "model")
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not audio")
+    result = run_cli("predict", "--model", str(model), str(tmp_path / "broken.wav"), "--device", "cpu")
+    assert result.returncode == 2 and result.stderr.count("skipped ") == 1  # one skip line for the one file
+    assert "error: no file could be predicted" in result.stderr

@@ -5,10 +5,10 @@ import pytest
 
 from cache import CacheReader
 from core.errors import InputError
+from core.linear import ridge_path
 from core.metrics import dimension_metrics
 from heads.experiment import train_fold
 from heads.features import load_corpus_arrays
-from heads.ridge import ridge_path
 from heads.runs import read_run
 from heads.train import TrainConfig
 from heads.variants import parse_variant
@@ -46,3 +46,25 @@ def test_the_linear_head_fits_planted_linear_relations_and_records_its_penalties
 def test_a_learned_layer_mix_cannot_be_fitted_in_closed_form():
     with pytest.raises(InputError, match="one speech layer"):
         parse_variant("linear+layer=weighted", TrainConfig())
+
+
+def test_gcv_chooses_the_penalty_a_naive_hat_matrix_computation_chooses():
+    from core.linear import ridge_gcv
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(80, 12))
+    y = np.stack([x[:, 0] + rng.normal(0, 0.3, 80), rng.normal(0, 1, 80)], 1)  # one signal, one pure noise
+    relative = np.logspace(-3, 2, 9)
+    weights, x_mean, y_mean, chosen = ridge_gcv(x, y, relative)
+    xc, n = x - x.mean(0), len(x)
+    for k in range(2):
+        scores = []
+        for lam in relative * n:
+            hat = xc @ np.linalg.solve(xc.T @ xc + lam * np.eye(12), xc.T)  # naive [n, n] hat matrix
+            residual = (np.eye(n) - hat) @ (y[:, k] - y[:, k].mean())
+            scores.append(n * residual @ residual / (n - np.trace(hat)) ** 2)
+        lam = relative[int(np.argmin(scores))] * n
+        assert chosen[k] == pytest.approx(lam)
+        expected = np.linalg.solve(xc.T @ xc + lam * np.eye(12), xc.T @ (y[:, k] - y[:, k].mean()))
+        assert np.abs(weights[:, k] - expected).max() < 1e-8
+    assert chosen[1] > chosen[0]  # noise gets shrunk harder than signal

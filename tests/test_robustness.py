@@ -82,13 +82,16 @@ def test_a_wrong_root_is_an_error_and_writes_no_cache(tmp_path):
     assert not (tmp_path / "c.h5").exists()
 
 
-def test_fewer_than_three_folds_are_refused_before_any_audio_is_read(tmp_path, monkeypatch):
+def test_fewer_than_three_folds_are_refused_for_a_cross_fitted_state_before_any_audio_is_read(tmp_path, monkeypatch):
     import pipeline.extract as extract_module
+    from pipeline.stages.state import StateConfig
 
     df, _ = read_generic_manifest(_corpus(tmp_path, ["u0,u0.wav,s0,1,3,3", "u1,u1.wav,s1,2,3,3"]))
     monkeypatch.setattr(extract_module, "run_speech_stage", lambda *a, **k: pytest.fail("speech stage ran"))
-    with pytest.raises(InputError, match="at least 3 folds"):
-        extract(tmp_path / "c.h5", df, ["speech", "prosody", "state"], ExtractConfig(), device="cpu")
+    for kind in ("ema-predictions", "mamba"):
+        with pytest.raises(InputError, match=f"--state-kind {kind} .* at least 3 folds"):
+            extract(tmp_path / "c.h5", df, ["speech", "prosody", "state"], ExtractConfig(state=StateConfig(kind=kind)),
+                    device="cpu")
     assert not (tmp_path / "c.h5").exists()
 
 
@@ -118,7 +121,7 @@ def test_a_stage_that_would_not_fit_on_the_disk_is_refused_before_it_starts(tmp_
 
     df, _ = read_generic_manifest(_corpus(tmp_path, [f"u{i},u{i}.wav,s{i},{i % 3 + 1},3,3" for i in range(6)]))
     monkeypatch.setattr(runner.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(InputError, match=r"0\.00 GB free, but the speech stage needs about"):
+    with pytest.raises(InputError, match=rf"{tmp_path}: 1 kB free, but the speech stage of c.h5 needs about \d+ kB"):
         extract(tmp_path / "c.h5", df, ["speech"], ExtractConfig(speech=SpeechConfig(model=str(tiny_wavlm))),
                 device="cpu")
 
@@ -224,3 +227,121 @@ def test_build_manifest_refuses_an_empty_corpus(tmp_path):
         wav.rename(wav.with_name("x" + wav.name))  # names no longer EmoDB's
     with pytest.raises(InputError, match="no usable utterances"):
         build_manifest("emodb", root=str(tmp_path / "emodb"))
+
+
+# --- round 3: every bad argument, bad file or full disk is one error line -------------------------------
+
+@pytest.fixture(scope="module")
+def heads_cache(tmp_path_factory):
+    return planted_cache(tmp_path_factory.mktemp("round3") / "c.h5", n_per_speaker=10)
+
+
+def _one_error_line(*args: str) -> str:
+    from tests.test_cli_heads import cli_in_process
+
+    result = cli_in_process(*args)  # a traceback would raise here, in the test
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (("--epochs", "0"), "epochs 0: must be at least 1"),
+    (("--lr", "nan"), "lr nan: must be a positive number"),
+    (("--lr", "-1"), "lr -1.0: must be a positive number"),
+    (("--batch-size", "-5"), "batch-size -5: must be 0 (automatic)"),
+    (("--device", "tpu9"), "--device tpu9: not a device"),
+])
+def test_a_training_setting_no_training_can_use_is_one_error_line(heads_cache, tmp_path, extra, expected):
+    line = _one_error_line("train-heads", "--cache", str(heads_cache), "--fold", "1", "--out", str(tmp_path / "r"),
+                           *extra)
+    assert expected in line and not (tmp_path / "r").exists()
+
+
+def test_a_run_folder_that_is_a_file_and_an_empty_fold_range_are_one_error_line(heads_cache, tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    assert "a file, not a folder" in _one_error_line("train-heads", "--cache", str(heads_cache), "--fold", "1",
+                                                     "--out", str(tmp_path / "afile"))
+    assert "names no fold" in _one_error_line("train-heads", "--cache", str(heads_cache), "--folds", "5-1",
+                                              "--out", str(tmp_path / "g"))
+
+
+def test_a_full_disk_while_saving_heads_is_one_error_line_naming_the_file(heads_cache, tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(No space left on device (os error 28))")
+
+    monkeypatch.setattr("heads.runs.save_file", full)
+    line = _one_error_line("train-heads", "--cache", str(heads_cache), "--fold", "1", "--out", str(tmp_path / "r"),
+                           "--epochs", "1")
+    assert "head_seed0.safetensors" in line and "No space left on device" in line
+    assert not (tmp_path / "r").exists() and not list(tmp_path.glob(".r.*"))  # no half-written run
+
+
+def test_a_full_disk_under_polars_is_one_error_line_and_leaves_no_empty_file(tmp_path, monkeypatch):
+    df_path = _corpus(tmp_path, ["u0,u0.wav,s0,1,3,3", "u1,u1.wav,s1,2,3,3", "u2,u2.wav,s2,3,3,3"])
+
+    def full(self, path, *args, **kwargs):
+        Path(path).write_text("")  # polars opened the file, then the disk filled up
+        raise OSError("failed to write: No space left on device")
+
+    monkeypatch.setattr(pl.DataFrame, "write_csv", full)
+    line = _one_error_line("manifest", "--corpus", "manifest", "--manifest", str(df_path), "--out",
+                           str(tmp_path / "out.csv"))
+    assert "No space left on device" in line and not (tmp_path / "out.csv").exists()
+
+
+def test_a_window_of_zero_seconds_is_one_error_line(tmp_path, tiny_wavlm):
+    df_path = _corpus(tmp_path, ["u0,u0.wav,s0,1,3,3"])
+    line = _one_error_line("extract", "--corpus", "manifest", "--manifest", str(df_path), "--cache",
+                           str(tmp_path / "c.h5"), "--speech-model", str(tiny_wavlm), "--window-s", "0")
+    assert "--window-s 0.0: must be at least 0.1 seconds" in line and not (tmp_path / "c.h5").exists()
+
+
+def test_a_truncated_speech_model_is_one_error_line(tmp_path, tiny_wavlm):
+    import shutil
+
+    broken = tmp_path / "broken_wavlm"
+    shutil.copytree(tiny_wavlm, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    df_path = _corpus(tmp_path, ["u0,u0.wav,s0,1,3,3"])
+    line = _one_error_line("extract", "--corpus", "manifest", "--manifest", str(df_path), "--cache",
+                           str(tmp_path / "c.h5"), "--speech-model", str(broken), "--stages", "speech")
+    assert f"{broken}: not a loadable speech model folder" in line
+
+
+def test_a_test_set_named_dot_dot_is_a_reported_row_not_a_folder(tmp_path):
+    df, problems = read_generic_manifest(_corpus(tmp_path, ["u0,u0.wav,s0,train,3,3", "u1,u1.wav,s1,..,3,3",
+                                                            "u2,u2.wav,s2,Test1,3,3"],
+                                                 header="utt_id,path,speaker,split,valence,arousal"))
+    assert df["utt_id"].to_list() == ["u0", "u2"] and "not a usable test-set name" in problems[0].reason
+
+
+def test_an_absurd_label_is_a_reported_row(tmp_path):
+    df, problems = read_generic_manifest(_corpus(tmp_path, ["u0,u0.wav,s0,1,3,3", "u1,u1.wav,s1,2,1e308,3"]))
+    assert df.height == 1 and "valence 1e+308 is not a rating" in problems[0].reason
+
+
+def test_split_all_on_a_corpus_without_test_sets_is_one_error_line():
+    from heads.variants import parse_experiments
+
+    with pytest.raises(InputError, match="no test set"):
+        parse_experiments(None, "all", [], [])
+
+
+def test_eval_never_reads_the_temporary_folder_of_a_killed_run(heads_cache, tmp_path):
+    import shutil
+
+    from heads.experiment import train_fold
+    from heads.features import load_corpus_arrays
+    from heads.runs import expand_runs
+    from heads.train import TrainConfig
+
+    arrays = load_corpus_arrays(CacheReader(heads_cache))
+    for fold in (1, 2):
+        train_fold(arrays, fold, TrainConfig(epochs=1), [0], tmp_path / "g" / f"fold{fold}")
+    shutil.copytree(tmp_path / "g" / "fold2", tmp_path / "g" / ".fold3.tmp-999999")  # a writer killed mid-run
+    assert [p.name for p in expand_runs([tmp_path / "g"])] == ["fold1", "fold2"]
+    assert "temporary folder" in _one_error_line("eval", "--runs", str(tmp_path / "g" / ".fold3.tmp-999999"))

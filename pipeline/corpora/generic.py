@@ -19,12 +19,13 @@ import polars as pl
 
 from core.columns import ALL_COLUMNS
 from core.errors import InputError, Problem
-from core.protocol import canonical_split, partition_folds
+from core.protocol import canonical_split, partition_folds, unusable_test_set_name
 from pipeline.corpora.audio_info import audio_header
 from pipeline.corpora.manifest import normalise_manifest, read_text_table
 
 REQUIRED = ("utt_id", "path", "speaker", "fold", "valence", "arousal")  # "split" may stand in for "fold"
 _NUMERIC = ("valence", "arousal", "dominance", "start_s")
+MAX_RATING = 1e6  # no rating scale comes near; beyond it, squares in the statistics overflow float64
 
 
 def _as_float(value: object) -> float | None:
@@ -79,11 +80,19 @@ def read_generic_manifest(manifest: str | Path) -> tuple[pl.DataFrame, list[Prob
         if numbers["valence"] is None or numbers["arousal"] is None:
             problems.append(Problem(str(manifest), "valence/arousal missing", line))
             continue
+        absurd = [k for k in ("valence", "arousal", "dominance") if numbers[k] is not None and abs(numbers[k]) > MAX_RATING]
+        if absurd:
+            problems.append(Problem(str(manifest), f"{absurd[0]} {numbers[absurd[0]]:g} is not a rating (larger than "
+                                                   f"{MAX_RATING:g} in magnitude)", line))
+            continue
         split, fold = None, 0
         if partitioned:
             split = canonical_split(rec.get("split") or "")
             if not split:
                 problems.append(Problem(str(manifest), "empty split (expected train, dev or a test set's name)", line))
+                continue
+            if reason := unusable_test_set_name(split):
+                problems.append(Problem(str(manifest), reason, line))
                 continue
         else:
             try:

@@ -12,6 +12,7 @@ import polars as pl
 
 from core.columns import ALL_COLUMNS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from core.errors import InputError
+from core.files import write_atomically
 
 
 def normalise_manifest(df: pl.DataFrame) -> pl.DataFrame:
@@ -52,10 +53,7 @@ def write_manifest(df: pl.DataFrame, path: str | Path) -> None:
     """Write a manifest as CSV (``.csv``) or Parquet (``.parquet``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".parquet":
-        df.write_parquet(path)
-    else:
-        df.write_csv(path)
+    write_atomically(path, df.write_parquet if path.suffix == ".parquet" else df.write_csv)
 
 
 def read_manifest(path: str | Path) -> pl.DataFrame:

@@ -13,7 +13,7 @@ import polars as pl
 
 from core.errors import InputError, Problem
 from pipeline.corpora.audio_info import audio_header
-from pipeline.corpora.manifest import normalise_manifest
+from pipeline.corpora.manifest import normalise_manifest, read_text_table
 
 
 def prediction_manifest(audio: list[str] | None = None, manifest: str | None = None
@@ -27,7 +27,7 @@ def prediction_manifest(audio: list[str] | None = None, manifest: str | None = N
         source = Path(manifest)
         if not source.is_file():
             raise InputError(f"{source}: no such manifest")
-        table = pl.read_parquet(source) if source.suffix == ".parquet" else pl.read_csv(source, infer_schema=False)
+        table = read_text_table(source, ("path", "utt_id", "speaker", "dialog_id", "start_s"))
         if "path" not in table.columns:
             raise InputError(f"{source}: a prediction manifest needs a 'path' column")
         records = table.to_dicts()
@@ -42,6 +42,11 @@ def prediction_manifest(audio: list[str] | None = None, manifest: str | None = N
         if not path.is_file():
             problems.append(Problem(where, f"missing audio file {path}", line if source else None))
             continue
+        try:
+            start_s = float(record.get("start_s") or 0.0)
+        except ValueError:
+            problems.append(Problem(where, f"start_s is not a number: {record.get('start_s')!r}", line if source else None))
+            continue
         duration, rate = audio_header(path)
         utt_id = str(record.get("utt_id") or path.stem)
         if utt_id in seen:
@@ -51,7 +56,7 @@ def prediction_manifest(audio: list[str] | None = None, manifest: str | None = N
         rows.append({"utt_id": utt_id, "path": str(path.resolve()), "duration_s": duration, "sample_rate": rate,
                      "speaker": str(record.get("speaker") or "unknown"),
                      "dialog_id": str(dialog) if dialog not in (None, "") else f"file:{utt_id}",
-                     "start_s": float(record.get("start_s") or 0.0), "fold": 1, "valence": None, "arousal": None})
+                     "start_s": start_s, "fold": 1, "valence": None, "arousal": None})
     if not rows:
         raise InputError("no audio to predict" + (f": {problems[0].reason}" if problems else ""))
     return normalise_manifest(pl.DataFrame(rows, infer_schema_length=None)), problems

@@ -108,9 +108,11 @@ class SpeechEmbedder:
         try:
             self.feature_extractor = AutoFeatureExtractor.from_pretrained(model_id)
             self.model = AutoModel.from_pretrained(model_id)
-        except (OSError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 - truncated safetensors, pickle-only .bin, bad config: one line each
             if Path(model_id).exists():
-                raise InputError(f"{model_id}: not a loadable speech model folder ({err})") from err
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise InputError(f"{model_id}: not a loadable speech model folder ({type(err).__name__}: {first[:300]})"
+                                 ) from err
             raise InputError(offline_help(model_id)) from err
         self.model.eval().to(device)
         self.device = device

@@ -15,6 +15,12 @@ def resolve_device(device: str) -> torch.device:
         if not torch.cuda.is_available():
             return torch.device("cpu")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"--device {device}: not a device (use auto, cpu, cuda or cuda:N)") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {device}: this tool runs on cpu or cuda (use auto, cpu, cuda or cuda:N)")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {device}: no CUDA device is available here (use --device cpu or auto)")
-    return torch.device(device)
+    return resolved

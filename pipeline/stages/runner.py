@@ -153,9 +153,17 @@ def check_free_space(cache_path: str, plan: StagePlan, publishes: bool) -> None:
     needed = plan.stage_bytes * (2 if publishes else 1) + (path.stat().st_size if publishes and path.exists() else 0)
     free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
     if needed > free:
-        raise InputError(f"{path.parent}: {free / 1e9:.2f} GB free, but the {plan.name} stage needs about "
-                         f"{needed / 1e9:.2f} GB (its work parts and a rewritten cache); free some space or use "
+        raise InputError(f"{path.resolve().parent}: {_size(free)} free, but the {plan.name} stage of {path.name} needs "
+                         f"about {_size(needed)} (its work parts and a rewritten cache); free some space or use "
                          "another --cache")
+
+
+def _size(count: int) -> str:
+    """Bytes in the unit that shows them: ``1.25 GB``, ``310 MB``, ``12 kB``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.2f} {unit}" if unit == "GB" else f"{count / scale:.0f} {unit}"
+    return f"{count} bytes"
 
 
 def _kept_rows(cache_path: str, plan: StagePlan) -> tuple[dict[str, np.ndarray], list[Failure], np.ndarray]:

@@ -41,6 +41,20 @@ class SpeechConfig:
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 | bf16 | fp16
     num_workers: int = 1  # DataLoader processes decoding audio
 
+    def __post_init__(self) -> None:
+        """Refuse settings the stage cannot run with, naming the option."""
+        if not (np.isfinite(self.window_s) and self.window_s >= 0.1):
+            raise InputError(f"--window-s {self.window_s}: must be at least 0.1 seconds")
+        if not (np.isfinite(self.batch_seconds) and self.batch_seconds >= 0):
+            raise InputError(f"--batch-seconds {self.batch_seconds}: must be 0 (automatic) or a positive number of "
+                             "seconds")
+        if self.max_batch_size < 1 or self.max_length_ratio < 1:
+            raise InputError("max_batch_size and max_length_ratio must be at least 1")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise InputError(f"--precision {self.precision}: choose auto, fp32, bf16 or fp16")
+        if self.num_workers < 0:
+            raise InputError(f"--loader-workers {self.num_workers}: must be 0 or more")
+
 
 class _UnitAudio(Dataset):
     """Item k = decoded audio of pending unit k: ``(unit_index, rows, [waveform or failure reason])``."""

@@ -56,6 +56,7 @@ from cache.reader import CacheReader
 from cache.schema import Failure
 from core.columns import manifest_splits
 from core.errors import InputError
+from core.linear import ridge_gcv
 from core.metrics import ccc_loss
 from core.protocol import (
     ALL_FOLDS,
@@ -77,14 +78,15 @@ log = logging.getLogger(__name__)
 GROUPINGS = ("dialog", "speaker", "utterance")
 CROSS_FIT_GROUPS = 5  # speaker groups of a train partition (the learned kind's cross-fitting)
 Unit = tuple  # a unit of work: excluded folds ``(k,)``/``(j, k)``, or ``("train",)``/``("train", g)`` (partitions)
-KINDS = ("ema-features", "ema-features-speaker", "mamba")
+KINDS = ("ema-features", "ema-features-speaker", "ema-predictions", "mamba")
+CROSS_FITTED = ("ema-predictions", "mamba")  # kinds that use labels, and so cross-fit
 
 
 @dataclass(frozen=True)
 class StateConfig:
     """Settings of the state stage (stored with the cache)."""
 
-    kind: str = "ema-features"  # ema-features | ema-features-speaker | mamba (see the module docstring)
+    kind: str = "ema-features"  # ema-features | ema-features-speaker | ema-predictions | mamba (module docstring)
     model: StateModelConfig = field(default_factory=StateModelConfig)  # its ``ema`` serves every kind
     grouping: str = "dialog"  # sequences: dialog_id | speaker | each utterance alone
     speech_layer: str = "mean"  # z's speech part: mean | last | N (pipeline.features.layers)
@@ -113,6 +115,8 @@ def state_width(config: StateConfig, prosody_width: int) -> int:
     """Width of the stored state vectors (the untrained kinds keep every prosody feature)."""
     if config.kind == "mamba":
         return config.model.d_state
+    if config.kind == "ema-predictions":
+        return (len(PREDICTED) + 1) * 2  # own and other speakers' previous turns, each with its history mass
     return (config.context_components + prosody_width + 1) * (2 if config.kind == "ema-features-speaker" else 1)
 
 
@@ -174,8 +178,8 @@ def check_speaker_order(manifest: pl.DataFrame) -> None:
         raise InputError(f"--state-grouping speaker orders each speaker's utterances by start_s, and {missing.height} "
                          f"utterance(s) have none (first: {missing['utt_id'][0]}); give start_s on one clock per "
                          "speaker, or use --state-grouping dialog")
-    ties = manifest.group_by("speaker", "start_s").agg(pl.len().alias("n"), pl.col("utt_id").first()) \
-        .filter(pl.col("n") > 1).sort("n", descending=True)
+    ties = manifest.group_by("speaker", "start_s", maintain_order=True).agg(pl.len().alias("n"), pl.col("utt_id").first()) \
+        .filter(pl.col("n") > 1).sort("n", descending=True, maintain_order=True)
     if ties.height:
         first = ties.row(0, named=True)
         raise InputError(f"--state-grouping speaker orders each speaker's utterances by start_s alone, and speaker "
@@ -204,7 +208,7 @@ def load_state_inputs(reader: CacheReader, config: StateConfig, targets: np.ndar
     splits = manifest_splits(m)
     speakers = m["speaker"].to_numpy()
     groups = None
-    if splits is not None and config.kind == "mamba":  # only the learned kind cross-fits
+    if splits is not None and config.kind in CROSS_FITTED:  # only the kinds that use labels cross-fit
         train = np.flatnonzero(usable & (splits == TRAIN_SPLIT))
         units = speakers
         if config.grouping == "dialog":  # whole dialogues per group, when the corpus has more than one such unit
@@ -427,12 +431,97 @@ def compute_context_unit(inputs: StateInputs, fold: int, config: StateConfig) ->
 
 
 def context_fold_states(inputs: StateInputs, fold: int, config: StateConfig) -> np.ndarray:
-    """``[N, width]`` untrained context for the experiment of ``fold`` (0 for unusable rows); with
-    ``fold = core.protocol.ALL_FOLDS`` the projection is fitted on every usable row (a final model)."""
-    arrays, _ = compute_context_unit(inputs, fold, config)
+    """``[N, width]`` context of an ``ema-*`` kind for the experiment of ``fold`` (0 for unusable rows); with
+    ``fold = core.protocol.ALL_FOLDS`` the projection is fitted on every usable row (a final model), and the
+    first pass of ``ema-predictions`` predicts each fold from the others."""
+    arrays, _ = (compute_prediction_unit if config.kind == "ema-predictions" else compute_context_unit)(
+        inputs, fold, config)
     out = {fold: np.zeros((len(inputs.z), state_width(config, inputs.z.shape[1] - inputs.speech_width)), np.float32)}
     _merge(out, arrays)
     return out[fold]
+
+
+PREDICTED = ("valence", "arousal")  # what the first pass of ``ema-predictions`` predicts for every turn
+
+
+def first_pass_plan(inputs: StateInputs, fold: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[(rows to predict, rows whose labels fit the predictor)]`` of experiment ``fold`` for ``ema-predictions``:
+    no row is predicted by a model that saw its own fold's (so its own dialogue's) labels, and no model of
+    experiment k sees fold k's labels.
+
+    * folds: fold k's rows from the other folds; the rows of each training fold j from the folds other than j
+      and k (``ALL_FOLDS``: fold j's rows from every other fold);
+    * partitions: dev and test rows from the train partition; train rows of cross-fitting group g (whole
+      dialogue groups) from the train partition less g.
+    """
+    usable = inputs.usable
+    if inputs.splits is not None:
+        train = inputs.train_partition()
+        plan = [(usable & ~train, train)]
+        for g in sorted(set(inputs.groups[train].tolist())):
+            plan.append((train & (inputs.groups == g), train & (inputs.groups != g)))
+        return plan
+    folds = sorted(set(inputs.folds[usable].tolist()))
+    plan = [] if fold == ALL_FOLDS else [(usable & (inputs.folds == fold), usable & (inputs.folds != fold))]
+    for j in folds:
+        if j != fold:
+            plan.append((usable & (inputs.folds == j), usable & ~np.isin(inputs.folds, [j, fold])))
+    return plan
+
+
+def fit_first_pass(u: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+    """The first-pass predictor of ``ema-predictions``: a ridge from turn summaries ``u`` [n, d] to
+    ``targets`` [n, 2], one penalty per target chosen by GCV on these rows alone (``core.linear``)."""
+    weights, x_mean, y_mean, penalties = ridge_gcv(u, targets)
+    return {"first_pass_weights": weights, "first_pass_x_mean": x_mean, "first_pass_y_mean": y_mean,
+            "first_pass_penalties": penalties}
+
+
+def first_pass_predictions(u: np.ndarray, model: dict[str, np.ndarray]) -> np.ndarray:
+    """``[n, 2]`` valence/arousal of turns ``u`` [n, d] by a ``fit_first_pass`` model."""
+    return ((u - model["first_pass_x_mean"]) @ model["first_pass_weights"] + model["first_pass_y_mean"]).astype(np.float32)
+
+
+def predicted_context(predictions: np.ndarray, inputs: StateInputs, config: StateConfig) -> np.ndarray:
+    """``[N, 6]``: the causal averages of the previous turns' predicted valence and arousal, over the speaker's
+    own turns and over the other speakers' turns, each with its history mass (``context_states``)."""
+    return context_states(predictions, inputs.sequences, inputs.speakers, config.context_decay, speaker_aware=True)
+
+
+def compute_prediction_unit(inputs: StateInputs, fold: int, config: StateConfig) -> tuple[dict[str, np.ndarray], dict]:
+    """``ema-predictions`` for the experiment of ``fold`` (partitions: of every test set at once): turn summaries
+    with the projection fitted on ``projection_rows`` (no labels), first-pass predictions out of fold
+    (``first_pass_plan``), then the causal averages of the previous turns' predictions (``predicted_context``)."""
+    started = time.perf_counter()
+    projection = fit_context_projection(inputs, projection_rows(inputs, fold), config)
+    u = turn_summaries(inputs.z[:, : inputs.speech_width], inputs.z[:, inputs.speech_width :], projection)
+    predictions = np.zeros((len(u), len(PREDICTED)), np.float32)
+    for target, fit in first_pass_plan(inputs, fold):
+        if target.any():
+            if fit.sum() < 2:
+                raise InputError("ema-predictions needs labelled rows outside every fold to predict it out of fold")
+            predictions[target] = first_pass_predictions(u[target], fit_first_pass(u[fit], inputs.targets[fit]))
+    states = predicted_context(predictions, inputs, config)
+    rows = np.flatnonzero(inputs.usable)
+    summary = {"fold": fold, "first_pass_models": len(first_pass_plan(inputs, fold)),
+               "seconds": time.perf_counter() - started}
+    served = [fold] if inputs.splits is None or fold == ALL_FOLDS else inputs.experiments()
+    arrays = {}
+    for k in served:
+        arrays[f"fold{k}_rows"], arrays[f"fold{k}_states"] = rows, states[rows]
+    return arrays, summary
+
+
+def context_model(inputs: StateInputs, fold: int, config: StateConfig) -> dict[str, np.ndarray]:
+    """What a model folder needs to give new audio the context experiment ``fold``'s test rows got: the turn
+    projection, and for ``ema-predictions`` the first-pass predictor fitted on every labelled row outside the
+    fold (``ALL_FOLDS``: on every row; partitions: on the train partition)."""
+    rows = projection_rows(inputs, fold)
+    projection = fit_context_projection(inputs, rows, config)
+    if config.kind != "ema-predictions":
+        return projection
+    u = turn_summaries(inputs.z[rows, : inputs.speech_width], inputs.z[rows, inputs.speech_width :], projection)
+    return {**projection, **fit_first_pass(u, inputs.targets[rows])}
 
 
 def state_units(inputs: StateInputs, config: StateConfig) -> list[Unit]:
@@ -441,7 +530,7 @@ def state_units(inputs: StateInputs, config: StateConfig) -> list[Unit]:
     if config.kind not in KINDS:
         raise InputError(f"state kind must be one of {', '.join(KINDS)}, not '{config.kind}'")
     if inputs.splits is not None:
-        if config.kind != "mamba":
+        if config.kind != "mamba":  # one unit serves every test set
             return [(inputs.experiments()[0],)] if inputs.experiments() else []
         groups = sorted(set(inputs.groups.tolist()) - {0})
         return [(TRAIN_SPLIT,)] + [(TRAIN_SPLIT, g) for g in groups]
@@ -453,6 +542,8 @@ def compute_unit(inputs: StateInputs, unit: Unit, config: StateConfig, device: t
                  ) -> tuple[dict[str, np.ndarray], dict]:
     if config.kind == "mamba":
         return compute_updater_unit(inputs, unit, config, device)
+    if config.kind == "ema-predictions":
+        return compute_prediction_unit(inputs, unit[0], config)
     return compute_context_unit(inputs, unit[0], config)
 
 
@@ -487,7 +578,8 @@ def state_stage(reader: CacheReader, config: StateConfig, device: torch.device) 
     width = state_width(config, inputs.z.shape[1] - inputs.speech_width)
     fingerprint = {"config": asdict(config), "speech": reader.provenance("speech").get("model", {}),
                    "prosody": reader.provenance("prosody").get("feature_set_version")}
-    backend = ("untrained causal average (numpy)" if config.kind != "mamba" else
+    backend = ("cross-fitted ridge, then causal averages (numpy)" if config.kind == "ema-predictions" else
+               "untrained causal average (numpy)" if config.kind != "mamba" else
                "mamba-ssm CUDA kernel" if kernel_available(device) else "PyTorch reference scan")
     context_rows = context_row_count(inputs.sequences)
     if context_rows == 0:
