@@ -82,10 +82,10 @@ def extract(
     workers: int = typer.Option(0, help="prosody processes (0 = all cores)"),
     loader_workers: int = typer.Option(1, help="DataLoader processes decoding audio for the speech stage"),
     state_grouping: str = typer.Option("dialog", help="state sequences: dialog | speaker | utterance"),
-    state_kind: str = typer.Option("ema-features", help="dialogue state: ema-features | ema-features-speaker "
-                                   "(untrained, seconds) | ema-predictions (the previous turns' out-of-fold predicted "
-                                   "valence/arousal, seconds) | mamba (the learned updater); see README 'The dialogue "
-                                   "state'"),
+    state_kind: Optional[str] = typer.Option(None, help="dialogue state: ema-predictions (default with 3 folds or "
+                                             "more: the previous turns' out-of-fold predicted valence/arousal) | "
+                                             "ema-features (default with fewer folds) | ema-features-speaker | mamba "
+                                             "(the learned updater); README 'The dialogue state'"),
     state_epochs: int = typer.Option(20, help="mamba: at most this many epochs per updater"),
     state_width: int = typer.Option(64, help="mamba: width of the state vector"),
     ema: float = typer.Option(0.8, help="mamba: EMA coefficient a of the dialogue state"),
@@ -106,11 +106,12 @@ def extract(
     from pipeline.models.state_model import StateModelConfig
     from pipeline.stages.prosody import ProsodyConfig
     from pipeline.stages.speech import SpeechConfig
-    from pipeline.stages.state import StateConfig
+    from pipeline.stages.state import StateConfig, default_kind
 
     df, problems = build_manifest(corpus, root, manifest_file)
     report_problems(problems, strict, what=f"corpus {corpus}")
     check_disjoint(df, allow_shared_speakers)
+    state_kind = state_kind or _stored_state_kind(cache) or default_kind(df)
     config = ExtractConfig(
         speech=SpeechConfig(model=speech_model, batch_seconds=batch_seconds, window_s=window_s,
                             precision=precision, num_workers=loader_workers,
@@ -127,6 +128,18 @@ def extract(
             typer.echo(f"when every shard is done: python cli.py cache merge --cache {cache}")
         return
     _echo_extracted(cache, df.height, wanted, launched.failures, config.state.kind)
+
+
+def _stored_state_kind(cache: Path) -> str | None:
+    """The state kind an existing cache holds: running the same command again keeps it (the default kind may
+    have changed since the cache was made)."""
+    from cache import CacheReader
+
+    try:
+        reader = CacheReader(cache) if cache.is_file() else None
+    except InputError:
+        return None  # a damaged cache: extract reports it
+    return reader.provenance("state").get("kind") if reader is not None and "state" in reader.stages else None
 
 
 def _echo_shard(shard: str, failures: dict) -> None:
@@ -147,7 +160,7 @@ def _echo_extracted(cache: Path, rows: int, wanted: list[str], failures: dict, s
         typer.echo(f"{cache}: already holds {', '.join(wanted)}; nothing to do")
 
 
-def _train_config(variant: str, layer: Optional[str], no_speech: bool, no_prosody: bool, no_state: bool,
+def _train_config(variant: str, layer: Optional[str], no_speech: bool, no_prosody: bool, state: bool,
                   speaker_norm: bool, **settings):  # noqa: ANN003 - TrainConfig fields given on the command line
     """The TrainConfig of a command: its defaults, the options given (None = not given), then the spec's switches."""
     from dataclasses import replace
@@ -156,7 +169,7 @@ def _train_config(variant: str, layer: Optional[str], no_speech: bool, no_prosod
     from heads.variants import parse_variant
 
     base = TrainConfig()
-    features = replace(base.features, use_speech=not no_speech, use_prosody=not no_prosody, use_state=not no_state,
+    features = replace(base.features, use_speech=not no_speech, use_prosody=not no_prosody, use_state=state,
                        per_speaker_norm=speaker_norm, **({"layer": layer} if layer is not None else {}))
     return parse_variant(variant, replace(base, features=features,
                                           **{k: v for k, v in settings.items() if v is not None}))
@@ -175,7 +188,8 @@ _HEAD_OPTIONS = dict(
     layer=typer.Option(None, help="speech layer: last (default) | mean | N (0 = CNN output) | weighted (learned mix)"),
     no_speech=typer.Option(False, "--no-speech", help="leave the speech block out"),
     no_prosody=typer.Option(False, "--no-prosody", help="leave the prosody block out"),
-    no_state=typer.Option(False, "--no-state", help="leave the dialogue state out"),
+    state=typer.Option(False, "--state/--no-state", help="use the dialogue state (off by default: no state kind met the "
+                                                        "context target on held-out data; README 'The dialogue state')"),
     speaker_norm=typer.Option(False, "--speaker-norm", help="z-score speech/prosody per speaker (unlabelled stats)"),
     epochs=typer.Option(None, help="at most this many epochs (early stopping on validation CCC; default 60)"),
     lr=typer.Option(None, help="learning rate of shared parts (default 1e-3)"),
@@ -236,7 +250,7 @@ def train_heads(
                                                    "every setting that differs from the defaults)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out (whole)"),
     layer: Optional[str] = _HEAD_OPTIONS["layer"], no_speech: bool = _HEAD_OPTIONS["no_speech"],
-    no_prosody: bool = _HEAD_OPTIONS["no_prosody"], no_state: bool = _HEAD_OPTIONS["no_state"],
+    no_prosody: bool = _HEAD_OPTIONS["no_prosody"], state: bool = _HEAD_OPTIONS["state"],
     speaker_norm: bool = _HEAD_OPTIONS["speaker_norm"], epochs: Optional[int] = _HEAD_OPTIONS["epochs"],
     lr: Optional[float] = _HEAD_OPTIONS["lr"], lr_valence: Optional[float] = _HEAD_OPTIONS["lr_valence"],
     lr_arousal: Optional[float] = _HEAD_OPTIONS["lr_arousal"],
@@ -258,7 +272,7 @@ def train_heads(
     from heads.variants import parse_experiments
     from pipeline.runtime.device import resolve_device
 
-    config = _train_config(variant, layer, no_speech, no_prosody, no_state, speaker_norm, epochs=epochs, lr=lr,
+    config = _train_config(variant, layer, no_speech, no_prosody, state, speaker_norm, epochs=epochs, lr=lr,
                            lr_valence=lr_valence, lr_arousal=lr_arousal, loss_weight_valence=loss_weight_valence,
                            loss_weight_arousal=loss_weight_arousal, mse_weight=mse_weight, batch_size=batch_size)
     if sum(x is not None for x in (fold, folds, split)) != 1:
@@ -399,7 +413,7 @@ def _stats(bootstrap: int):
 def ablate(
     cache: Path = typer.Option(..., help="a cache with the stages the variants need"),
     variants: str = typer.Option("shared,separate,separate-attn,linear",
-                                 help="comma-separated specs: variant[+no-speech|+no-prosody|+no-state|+speaker-norm|"
+                                 help="comma-separated specs: variant[+no-speech|+no-prosody|+state|+speaker-norm|"
                                       "+layer=last|mean|weighted|N]; variants: shared, separate, separate-attn, linear"),
     folds: str = typer.Option("all", help="e.g. 1-5, 1,3 or all"),
     split: Optional[str] = typer.Option(None, help="with predefined partitions: test sets, e.g. Test1,Test2 "

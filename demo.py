@@ -68,7 +68,6 @@ def run_demo(out: str | Path, corpus: str = "auto", seeds: int = 1) -> Path:
                           results=results)
     typer.echo("[4/5] results:\n" + markdown)
     typer.echo(f"report: {report}  (tables, metrics.json and plots in {out / 'ablation'}/)")
-    # the label says which blocks were used: separate-attn+no-state on a corpus without dialogue context
     predict_unseen(manifest, out, next(label for label in evaluation.records if label.startswith("separate-attn")))
     typer.echo(f"{time.perf_counter() - started:.0f} s in all")
     return report

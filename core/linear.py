@@ -32,19 +32,24 @@ def ridge_path(x: np.ndarray, y: np.ndarray, penalties: np.ndarray) -> tuple[np.
 def ridge_gcv(x: np.ndarray, y: np.ndarray, relative: np.ndarray = RELATIVE_PENALTIES
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Ridge of ``y`` [n, k] on ``x`` [n, d] with one penalty per target chosen by GCV,
-    ``n RSS(lambda) / (n - df(lambda))^2`` with ``df = sum s^2 / (s^2 + lambda)`` (Golub, Heath & Wahba 1979).
+    ``n RSS(lambda) / (n - 1 - df(lambda))^2`` with ``df = sum s^2 / (s^2 + lambda)`` (Golub, Heath & Wahba 1979;
+    the 1 is the fitted intercept: the data are centred).
+    Everything comes from one thin SVD ``Xc = U S V^T``: with ``z = U^T yc`` and ``f = s^2 / (s^2 + lambda)``,
+    ``RSS = |yc|^2 - sum (2 f - f^2) z^2`` and ``W = V diag(s / (s^2 + lambda)) z``.
 
     Returns ``(W [d, k], x_mean [d], y_mean [k], penalties [k])``; predictions are ``(x - x_mean) @ W + y_mean``.
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     n = len(x)
     penalties = relative * n
-    weights, x_mean, y_mean = ridge_path(x, y, penalties)
-    xc = x - x_mean
-    singular = np.linalg.svd(xc, compute_uv=False) ** 2
-    df = np.array([(singular / (singular + lam)).sum() for lam in penalties])  # [P]
-    residuals = (y - y_mean)[None] - np.einsum("nd,pdk->pnk", xc, weights)  # [P, n, k]
-    gcv = n * (residuals**2).sum(1) / np.maximum(n - df, 1e-9)[:, None] ** 2  # [P, k]
-    best = gcv.argmin(0)
-    chosen = np.stack([weights[best[k], :, k] for k in range(y.shape[1])], 1)
-    return chosen, x_mean, y_mean, penalties[best]
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    u, s, vt = np.linalg.svd(xc, full_matrices=False)
+    z = u.T @ yc  # [r, k]
+    shrink = s[None, :] ** 2 / (s[None, :] ** 2 + penalties[:, None])  # [P, r]
+    rss = (yc**2).sum(0)[None, :] - ((2 * shrink - shrink**2)[:, :, None] * z[None] ** 2).sum(1)  # [P, k]
+    df = shrink.sum(1)  # [P]
+    gcv = n * np.maximum(rss, 0) / np.maximum(n - 1 - df, 1e-9)[:, None] ** 2
+    best = gcv.argmin(0)  # [k]
+    weights = np.stack([vt.T @ (s / (s**2 + penalties[best[j]]) * z[:, j]) for j in range(y.shape[1])], 1)
+    return weights, x_mean, y_mean, penalties[best]

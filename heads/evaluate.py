@@ -306,12 +306,13 @@ def compare(moments: dict[str, Moments], baseline: str, stats: StatsConfig, part
                      "difference can be called real: add speakers, or read the intervals only.")
     comparisons = []
     for name, key in COMPARED.items():
-        adjusted = holm([d[key]["p"] for _, _, d in rows]) if rows else []
+        adjusted = holm([np.nan if d[key]["p"] is None else d[key]["p"] for _, _, d in rows]) if rows else []
         for (label, _, d), p_holm in zip(rows, adjusted):
-            entry = {"label": label, "metric": name, **d[key], "p_holm": p_holm}
+            entry = {"label": label, "metric": name, **d[key], "p_holm": _number(p_holm)}
             if withheld:
                 entry["ci"] = None
-            entry["reading"] = reading(*(entry["ci"] or [np.nan, np.nan]), p_holm, stats.alpha) if reachable \
+            bounds = [np.nan if v is None else v for v in (entry["ci"] or [None, None])]
+            entry["reading"] = reading(*bounds, p_holm, stats.alpha) if reachable \
                 else "not distinguishable"
             comparisons.append(entry)
     return {"baseline": baseline, "rows": comparisons, "interval_method": design.method,
@@ -350,7 +351,7 @@ def _difference(a: Moments, b: Moments, stats: StatsConfig, design: Design) -> d
         elif draws_a is not None:
             low, high = interval(pick(draws_a.mean) - pick(draws_b.mean), stats.confidence)
             ci = [_number(low), _number(high)]
-        out[key] = {"delta": _number(observed), "ci": ci, "ci_method": design.method, "p": float(p),
+        out[key] = {"delta": _number(observed), "ci": ci, "ci_method": design.method, "p": _number(p),
                     "p_method": "speaker permutation", "per_fold": {str(f): _number(v) for f, v in zip(a.folds, per_fold)}}
     return out
 
@@ -478,6 +479,10 @@ def headline(results: dict) -> str:
     return "; ".join(parts) + "." if parts else ""
 
 
+def p_text(p: float | None) -> str:
+    return f"{p:.3f}" if p is not None else "undefined"
+
+
 def interval_text(ci: list | None) -> str:
     return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci and None not in ci else "n/a"
 
@@ -498,7 +503,7 @@ def comparison_markdown(results: dict) -> str:
     for r in comparisons["rows"]:
         folds = " ".join(f"{v:+.2f}" if v is not None else "n/a" for v in r["per_fold"].values())
         delta = f"{r['delta']:+.3f}" if r["delta"] is not None else "undefined"
-        lines.append(f"| {r['label']} | {r['metric']} | {delta} | {interval_text(r['ci'])} | {r['p_holm']:.3f} | "
+        lines.append(f"| {r['label']} | {r['metric']} | {delta} | {interval_text(r['ci'])} | {p_text(r['p_holm'])} | "
                      f"{folds} | {r['reading']} |")
     if comparisons.get("coverage"):
         lines += ["", f"Calibration: {comparisons['coverage']}"]

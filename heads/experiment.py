@@ -158,7 +158,7 @@ def _train_seeds(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, conf
                          for i, d in enumerate(("valence", "arousal"))},
         "validation": {"rule": split.validation_rule, "meaning": VALIDATION_RULES[split.validation_rule],
                        "dialogues": len(set(arrays.dialogs[split.validation].tolist()))},
-        "warnings": protocol_warnings(arrays, split),
+        "warnings": protocol_warnings(arrays, split, config.features.use_state),
         "cache": arrays.source, "cache_provenance": arrays.provenance, "packages": package_versions(),
         "created_utc": utc_now(), "metrics_per_seed": per_seed,
         "speech_streamed": isinstance(fold.train.speech, StreamedSpeech),

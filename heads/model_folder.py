@@ -58,7 +58,7 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
                          "trained without --speaker-norm")
     if features.get("use_state") and state.get("kind", "mamba") == "mamba":
         raise InputError(f"{run_dir}: the run uses the learned (mamba) dialogue state, which export does not carry "
-                         "yet; train on a cache made with --state-kind ema-features, or with --no-state")
+                         "yet; train on a cache made with --state-kind ema-predictions or ema-features, or without the state")
     out = Path(out)
     heads = [Path(run_dir) / f"head_seed{seed}.safetensors" for seed in record["seeds"]]
     linked = [p for p in heads if p.is_symlink()]

@@ -153,7 +153,8 @@ def plot_forest(comparisons: dict, target) -> None:  # noqa: ANN001 - path or bi
             distinct = row["reading"] != "not distinguishable"
             ax.plot([low, high], [y, y], color="C0", lw=2)
             ax.plot(row["delta"], y, "o", color="C0", mfc="C0" if distinct else "white", ms=7)
-            ax.text(0.98, y, f"p={row['p_holm']:.3f}", transform=ax.get_yaxis_transform(), ha="right",
+            p = "undefined" if row["p_holm"] is None else f"{row['p_holm']:.3f}"
+            ax.text(0.98, y, f"p={p}", transform=ax.get_yaxis_transform(), ha="right",
                     va="bottom", fontsize=7)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_xlim(-span, span)

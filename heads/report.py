@@ -26,6 +26,7 @@ from heads.evaluate import (  # noqa: E402
     headline,
     interval_note,
     interval_text,
+    p_text,
     learning_histories,
     results_table,
     run_warnings,
@@ -202,7 +203,7 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
     }
     comparison_rows = [{"run": r["label"], "metric": r["metric"],
                         "Δ": f"{r['delta']:+.3f}" if r["delta"] is not None else "undefined",
-                        "interval": interval_text(r["ci"]), "p (Holm)": f"{r['p_holm']:.3f}",
+                        "interval": interval_text(r["ci"]), "p (Holm)": p_text(r["p_holm"]),
                         "Δ per fold": " ".join(f"{v:+.2f}" if v is not None else "n/a" for v in r["per_fold"].values()),
                         "reading": r["reading"]}
                        for r in (results["comparisons"] or {"rows": []})["rows"]]

@@ -94,7 +94,7 @@ def expand_runs(runs: list[Path]) -> list[Path]:
     """Run folders; a folder holding run folders (e.g. an ablate output) stands for all finished runs inside it."""
     expanded = []
     for run in runs:
-        if run.name.startswith("."):
+        if run.resolve().name.startswith("."):
             raise InputError(f"{run}: a temporary folder of a run being written, or of one whose writer was killed; "
                              "it is not a result (train the run again, or give its finished folder)")
         if (run / RUN_FILE).is_file():

@@ -2,7 +2,8 @@
 and fold ranges.
 
 A spec is a variant, then ``+``-separated switches: feature switches (``no-speech``, ``no-prosody``,
-``no-state``, ``speaker-norm``, ``layer=last|mean|weighted|N``) and training settings as ``name=value``
+``state`` (use the dialogue state; off by default), ``no-state``, ``speaker-norm``, ``layer=last|mean|weighted|N``) and
+training settings as ``name=value``
 with the ``TrainConfig`` field in kebab case (``lr=3e-4``, ``batch-size=64``, ``mse-weight=0.5``). A run's
 label is its spec with every setting that differs from the defaults, so runs that differ only in
 hyperparameters get different labels and can share one table.
@@ -17,7 +18,7 @@ from heads.models import VARIANTS
 from heads.train import TrainConfig
 from pipeline.features.layers import check_layer_choice
 
-SWITCHES = ("no-speech", "no-prosody", "no-state", "speaker-norm")
+SWITCHES = ("no-speech", "no-prosody", "state", "no-state", "speaker-norm")
 
 
 def _settings() -> dict[str, str]:
@@ -52,6 +53,8 @@ def parse_variant(spec: str, base: TrainConfig) -> TrainConfig:
             features = replace(features, use_speech=False)
         elif switch == "no-prosody":
             features = replace(features, use_prosody=False)
+        elif switch == "state":
+            features = replace(features, use_state=True)
         elif switch == "no-state":
             features = replace(features, use_state=False)
         elif switch == "speaker-norm":
@@ -71,11 +74,12 @@ def parse_variant(spec: str, base: TrainConfig) -> TrainConfig:
 
 def run_label(config: TrainConfig) -> str:
     """The spec of ``config``: its variant, feature switches, and every training setting that differs from
-    the defaults, e.g. ``separate-attn+no-state+layer=weighted+lr=0.0003``."""
+    the defaults, e.g. ``separate-attn+state+layer=weighted+lr=0.0003`` (the state is off by default, so a label
+    names it when it is used)."""
     f = config.features
     parts = [config.variant]
     parts += [s for s, on in (("no-speech", not f.use_speech), ("no-prosody", not f.use_prosody),
-                              ("no-state", not f.use_state), ("speaker-norm", f.per_speaker_norm)) if on]
+                              ("state", f.use_state), ("speaker-norm", f.per_speaker_norm)) if on]
     if f.layer != "last":
         parts.append(f"layer={f.layer}")
     defaults = TrainConfig()

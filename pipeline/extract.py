@@ -27,7 +27,7 @@ from pipeline.runtime.device import resolve_device
 from pipeline.stages.prosody import ProsodyConfig, run_prosody_stage
 from pipeline.stages.runner import StageWork
 from pipeline.stages.speech import SpeechConfig, resolve_batch_seconds, run_speech_stage
-from pipeline.stages.state import CROSS_FITTED, StateConfig, run_state_stage
+from pipeline.stages.state import CROSS_FITTED, StateConfig, run_state_stage, state_columns
 
 STAGES = ("speech", "prosody", "state")
 log = logging.getLogger(__name__)
@@ -86,11 +86,7 @@ def changed_files(reader: CacheReader, stage: str) -> np.ndarray:
     return np.flatnonzero((now != before).any(1))
 
 
-# What a stored stage depends on in the manifest, beyond its rows (utt_id, path): the state stage on the protocol
-# and the dialogue order, and the kinds that learn from labels on the labels. duration_s and sample_rate are read
-# from the audio files (a changed file is re-extracted and its row updated).
-STATE_COLUMNS = ("fold", "split", "speaker", "dialog_id", "start_s")
-LABEL_COLUMNS = ("valence", "arousal", "dominance", "emotion")
+# duration_s and sample_rate are read from the audio files (a changed file is re-extracted and its row updated).
 DERIVED_COLUMNS = ("duration_s", "sample_rate")
 
 
@@ -120,12 +116,18 @@ def manifest_changes(stored: pl.DataFrame, given: pl.DataFrame) -> list[str]:
     return changed
 
 
+def _reduced_precision_cpu_before_fix(provenance: dict) -> bool:
+    """A CPU bf16/fp16 speech stage from before convolutions were kept in fp32 (its provenance lacks the marker)."""
+    precision = provenance.get("config", {}).get("precision")
+    return provenance.get("device_type") == "cpu" and precision in ("bf16", "fp16") and \
+        "cpu_convolutions" not in provenance
+
+
 def state_dependencies(reader: CacheReader) -> tuple[str, ...]:
     """The manifest columns the cache's stored state stage depends on (none without one)."""
     if "state" not in reader.stages:
         return ()
-    kind = reader.provenance("state").get("kind", "mamba")
-    return STATE_COLUMNS + (LABEL_COLUMNS[:2] if kind in CROSS_FITTED else ())
+    return state_columns(reader.provenance("state").get("kind", "mamba"))
 
 
 def check_existing(cache_path: Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig,
@@ -163,6 +165,10 @@ def check_existing(cache_path: Path, manifest: pl.DataFrame, stages: list[str], 
         if stored_config != json.loads(json.dumps(_stage_config(stage, config))):  # as stored: tuples are lists
             raise InputError(f"{cache_path}: '{stage}' was extracted with other settings ({stored_config}); "
                              "refusing to mix them; use another --cache path, or --force to replace it")
+        if stage == "speech" and _reduced_precision_cpu_before_fix(reader.provenance("speech")):
+            raise InputError(f"{cache_path}: the speech stage was extracted in {stored_config['precision']} on a CPU "
+                             "before its convolutions were kept in fp32 (on Intel CPUs with AMX they came out wrong); "
+                             "extract it again: --force (or --precision fp32 into another --cache)")
         if stage in ("speech", "prosody") and len(rows := changed_files(reader, stage)):
             log.info("%s: %d audio file(s) changed since extraction; re-extracting them", stage, len(rows))
             todo.append(stage)

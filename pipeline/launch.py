@@ -63,11 +63,12 @@ def launch_extract(cache_path: Path, manifest: pl.DataFrame, stages: list[str], 
     if rank_shard is not None:
         if shard_text:
             raise InputError("--shard is for job arrays; under torchrun every rank takes its shard by itself")
-        failures = extract_on_all_ranks(cache_path, manifest, stages, config, rank_shard, device, on_error)
+        failures = extract_on_all_ranks(cache_path, manifest, stages, config, rank_shard, device, on_error,
+                                        update_manifest)
         return Launched(failures, rank_shard, published=rank_shard.index == 0, torchrun=True)
     if shard_text:
         shard = parse_shard(shard_text)
-        failures = extract_shard(cache_path, manifest, stages, config, shard, device, on_error)
+        failures = extract_shard(cache_path, manifest, stages, config, shard, device, on_error, update_manifest)
         return Launched(failures, shard, published=False, torchrun=False)
     failures = extract(cache_path, manifest, stages, config, device=device, on_error=on_error, force=force,
                        update_manifest=update_manifest)
@@ -75,12 +76,12 @@ def launch_extract(cache_path: Path, manifest: pl.DataFrame, stages: list[str], 
 
 
 def _describe_sharded_run(cache_path: Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig,
-                          on_error: str, shard: Shard) -> None:
+                          on_error: str, shard: Shard, update_manifest: bool = False) -> None:
     """Write (first shard) or check (the others) the manifest and settings every shard must share."""
     run_dir = CachePaths(cache_path).run_description
     run_dir.mkdir(parents=True, exist_ok=True)
     description = json.dumps({"config": asdict(config), "stages": stages, "on_error": on_error,
-                              "shards": shard.count}, sort_keys=True)
+                              "shards": shard.count, "update_manifest": update_manifest}, sort_keys=True)
     for name, write, same in (
         ("extract.json", lambda f: Path(f).write_text(description), lambda f: Path(f).read_text() == description),
         ("manifest.parquet", manifest.write_parquet, lambda f: pl.read_parquet(f).equals(manifest)),
@@ -97,7 +98,8 @@ def _describe_sharded_run(cache_path: Path, manifest: pl.DataFrame, stages: list
 
 
 def extract_shard(cache_path: str | Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig,
-                  shard: Shard, device: str = "auto", on_error: str = "skip") -> dict[str, list[Failure]]:
+                  shard: Shard, device: str = "auto", on_error: str = "skip",
+                  update_manifest: bool = False) -> dict[str, list[Failure]]:
     """Compute shard ``shard`` of the speech and prosody stages; publishing waits for ``merge_shards``."""
     cache_path = Path(cache_path)
     check_request(stages, on_error, manifest, config.state.kind)
@@ -106,10 +108,10 @@ def extract_shard(cache_path: str | Path, manifest: pl.DataFrame, stages: list[s
         todo = [s for s in SHARDED_STAGES if s in stages]
         if cache_path.exists():
             # refuses another manifest or other settings; the rows keep the cache's order
-            manifest = check_existing(cache_path, manifest, stages, config).manifest
+            manifest = check_existing(cache_path, manifest, stages, config, update_manifest).manifest
             # stages the cache holds are not sharded again; changed files there are redone by the merge
             todo = [s for s in todo if s not in CacheReader(cache_path).stages]
-        _describe_sharded_run(cache_path, manifest, stages, config, on_error, shard)
+        _describe_sharded_run(cache_path, manifest, stages, config, on_error, shard, update_manifest)
         work = StageWork(shard=shard)
         failures: dict[str, list[Failure]] = {}
         if "speech" in todo:
@@ -133,22 +135,25 @@ def merge_shards(cache_path: str | Path, device: str = "auto") -> dict[str, list
         raise InputError(f"{run_dir}: no sharded extraction of {cache_path} to merge ({err})") from err
     config = extract_config_from_dict(description["config"])
     return extract(cache_path, manifest, description["stages"], config, device=device,
-                   on_error=description["on_error"],
+                   on_error=description["on_error"], update_manifest=description.get("update_manifest", False),
                    work=StageWork(compute_missing=False, shard_count=description["shards"]))
 
 
 def extract_on_all_ranks(cache_path: str | Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig,
-                         shard: Shard, device: str = "auto", on_error: str = "skip") -> dict[str, list[Failure]]:
+                         shard: Shard, device: str = "auto", on_error: str = "skip",
+                         update_manifest: bool = False) -> dict[str, list[Failure]]:
     """Run by every torchrun process. Returns this rank's shard failures, and on rank 0 the published
     stages' failures as well (keyed by stage; rank 0's entries replace its shard's)."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
     try:
-        failures = extract_shard(cache_path, manifest, stages, config, shard, device=device, on_error=on_error)
+        failures = extract_shard(cache_path, manifest, stages, config, shard, device=device, on_error=on_error,
+                                 update_manifest=update_manifest)
         dist.barrier()  # every unit of every shard is committed past this point
         if shard.index == 0:
             failures = extract(cache_path, manifest, stages, config, device=device, on_error=on_error,
+                               update_manifest=update_manifest,
                                work=StageWork(compute_missing=False, shard_count=shard.count))
         dist.barrier()  # everyone returns once the cache is whole, so the launcher's exit means "done"
         return failures

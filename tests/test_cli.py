@@ -107,5 +107,18 @@ def test_extract_state_defaults_are_the_state_configs_defaults():
 
     defaults = {name: p.default.default for name, p in inspect.signature(cli.extract).parameters.items()}
     config = StateConfig()
-    assert (defaults["state_kind"], defaults["state_epochs"], defaults["state_width"], defaults["ema"]) == \
-        (config.kind, config.epochs, config.model.d_state, config.model.ema)
+    assert (defaults["state_epochs"], defaults["state_width"], defaults["ema"]) == \
+        (config.epochs, config.model.d_state, config.model.ema)
+    assert defaults["state_kind"] is None  # chosen by the corpus: pipeline.stages.state.default_kind
+
+
+def test_the_default_state_kind_is_the_cross_fitted_one_where_it_can_be_cross_fitted():
+    import polars as pl
+
+    from pipeline.stages.state import StateConfig, default_kind
+
+    def manifest(folds):
+        return pl.DataFrame({"fold": folds, "split": pl.Series([None] * len(folds), dtype=pl.String)})
+
+    assert default_kind(manifest([1, 2, 3])) == StateConfig().kind == "ema-predictions"
+    assert default_kind(manifest([1, 2, 2])) == "ema-features"  # 2 folds cannot cross-fit

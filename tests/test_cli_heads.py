@@ -27,16 +27,15 @@ def test_train_heads_then_eval_reports_per_fold_and_mean_metrics(cache, tmp_path
         run = tmp_path / f"fold{fold}"
         result = cli_in_process("train-heads", "--cache", str(cache), "--fold", str(fold), "--out", str(run), "--seeds", "2")
         assert result.returncode == 0, result.stderr
-        assert f"fold {fold}, separate-attn+no-state, 2 seed(s)" in result.stdout
+        assert f"fold {fold}, separate-attn, 2 seed(s)" in result.stdout
         assert (run / "head_seed0.safetensors").is_file() and (run / "head_seed1.safetensors").is_file()
         preds = pl.read_csv(run / "predictions.csv")
         assert set(preds["seed"]) == {0, 1} and "attn_valence_prosody" in preds.columns
         runs += ["--runs", str(run)]
     result = cli_in_process("eval", *runs, "--out", str(tmp_path / "eval"), "--json", str(tmp_path / "m.json"))
     assert result.returncode == 0, result.stderr
-    # the planted cache has no dialogue states: runs are labelled by what they used
-    assert "| separate-attn+no-state | 2 |" in result.stdout and "valence->prosody" in result.stdout
-    metrics = json.loads((tmp_path / "m.json").read_text())["runs"]["separate-attn+no-state"]
+    assert "| separate-attn | 2 |" in result.stdout and "valence->prosody" in result.stdout
+    metrics = json.loads((tmp_path / "m.json").read_text())["runs"]["separate-attn"]
     assert set(metrics["folds"]) == {"1", "2"}
     assert {"ccc_v", "ccc_a", "mse_v", "mse_a"} <= set(metrics["folds"]["1"]) and "ccc_avg" in metrics["mean"]
     low, high = metrics["mean_ci"]["ccc_v"]
@@ -91,17 +90,16 @@ def test_ablate_runs_every_variant_and_fold_in_one_command(cache, tmp_path):
     assert result.returncode == 0, result.stderr
     table = pl.read_csv(tmp_path / "abl" / "results.csv")
     # labels say what was used (no states in this cache) and what differs from the defaults (--epochs 15)
-    assert sorted(table["run"]) == ["separate-attn+no-prosody+no-state+epochs=15", "separate-attn+no-state+epochs=15",
-                                    "shared+no-state+epochs=15"]
+    assert sorted(table["run"]) == ["separate-attn+epochs=15", "separate-attn+no-prosody+epochs=15", "shared+epochs=15"]
     assert table["folds"].to_list() == [5, 5, 5]
-    assert "Differences from `shared+no-state+epochs=15`" in result.stdout  # the first variant is the baseline
+    assert "Differences from `shared+epochs=15`" in result.stdout  # the first variant is the baseline
     comparisons = pl.read_csv(tmp_path / "abl" / "comparisons.csv")
     assert comparisons.height == 2 * 3 and set(comparisons["metric"]) == {"CCC-V", "CCC-A", "CCC-Avg"}
     assert (tmp_path / "abl" / "forest.png").stat().st_size > 0
     per_fold = pl.read_csv(tmp_path / "abl" / "per_fold.csv")
     assert per_fold.height == 15
-    no_prosody = table.filter(pl.col("run") == "separate-attn+no-prosody+no-state+epochs=15")["CCC-V"][0]
-    assert no_prosody < table.filter(pl.col("run") == "separate-attn+no-state+epochs=15")["CCC-V"][0]  # valence: prosody
+    no_prosody = table.filter(pl.col("run") == "separate-attn+no-prosody+epochs=15")["CCC-V"][0]
+    assert no_prosody < table.filter(pl.col("run") == "separate-attn+epochs=15")["CCC-V"][0]  # valence: prosody
 
 
 def test_bad_head_arguments_are_one_line_errors(cache, tmp_path):
@@ -120,10 +118,10 @@ def test_runs_that_differ_in_a_setting_share_one_table_and_are_compared_with_a_b
     result = cli_in_process("eval", "--runs", str(tmp_path / "a"), "--runs", str(tmp_path / "b"), "--runs", str(tmp_path / "lin"),
                      "--baseline", str(tmp_path / "lin"), "--out", str(tmp_path / "eval"), "--bootstrap", "300")
     assert result.returncode == 0, result.stderr
-    for label in ("shared-lr-1e-3", "shared+no-state+epochs=10+lr=0.003"):  # the label, and the default one
+    for label in ("shared-lr-1e-3", "shared+epochs=10+lr=0.003"):  # the label, and the default one
         assert f"| {label} | 3 |" in result.stdout and f"| {label} | CCC-V |" in result.stdout
     comparisons = json.loads((tmp_path / "eval" / "metrics.json").read_text())["comparisons"]
-    assert comparisons["baseline"] == "linear+no-state+epochs=10"
+    assert comparisons["baseline"] == "linear+epochs=10"
     assert all(r["reading"] in ("better", "worse", "not distinguishable") for r in comparisons["rows"])
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["fold1", "fold2", "fold3"]
     assert (tmp_path / "a" / "fold1" / "history.csv").is_file()

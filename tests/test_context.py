@@ -81,7 +81,8 @@ def test_a_corpus_without_dialogues_has_no_context_and_the_heads_leave_the_state
     assert reader.provenance("state")["context"] is False and reader.provenance("state")["context_rows"] == 0
     arrays = load_corpus_arrays(reader, "last")
     assert arrays.states == {} and arrays.no_context
-    assert any("no dialogue context" in w for w in protocol_warnings(arrays, split_rows(arrays, 1, 0.1)))
+    assert any("no dialogue context" in w for w in protocol_warnings(arrays, split_rows(arrays, 1, 0.1), True))
+    assert protocol_warnings(arrays, split_rows(arrays, 1, 0.1)) == []  # the state was not asked for: nothing to say
 
 
 def test_speaker_sequences_refuse_an_order_that_start_s_does_not_give():
@@ -154,3 +155,19 @@ def test_ema_predictions_are_the_averages_of_the_previous_turns_out_of_fold_pred
             expected = weights @ pred[earlier] / weights.sum()
             assert np.allclose(states[sequence[t], part * 3 : part * 3 + 2], expected, atol=1e-5)
             assert np.isclose(states[sequence[t], part * 3 + 2], 1 - a ** len(earlier), atol=1e-6)
+
+
+def test_the_recursive_context_equals_the_definition_with_three_speakers():
+    from pipeline.features.context import causal_average
+
+    rng = np.random.default_rng(4)
+    u = rng.normal(size=(40, 3))
+    speakers = rng.choice(["A", "B", "C"], 40)
+    sequences = [np.arange(0, 25), np.arange(25, 40)]
+    fast = context_states(u, sequences, speakers, a=0.6, speaker_aware=True)
+    for sequence in sequences:
+        same = speakers[sequence][:, None] == speakers[sequence][None, :]
+        naive = np.concatenate([causal_average(u, sequence, 0.6, same), causal_average(u, sequence, 0.6, ~same)], 1)
+        assert np.allclose(fast[sequence], naive, atol=1e-5)
+        assert np.allclose(context_states(u, [sequence], speakers, 0.6, speaker_aware=False)[sequence],
+                           causal_average(u, sequence, 0.6), atol=1e-5)

@@ -63,3 +63,19 @@ def test_the_speech_stage_in_bf16_on_a_cpu_matches_fp32(tmp_path, tiny_wavlm):
     relative = difference / np.linalg.norm(pooled["fp32"], axis=-1)  # [N, L+1]
     assert relative.max() < 0.05  # bf16 rounding: ~0.5 %; the AMX convolution defect: ~30 %
     assert relative.max() > 0  # bf16 really ran
+
+
+def test_a_cpu_bf16_cache_from_before_the_fix_is_recognised_and_a_new_one_is_not(tmp_path, tiny_wavlm):
+    from pipeline.extract import _reduced_precision_cpu_before_fix
+
+    old = {"config": {"precision": "bf16"}, "device_type": "cpu"}  # what such a cache's provenance holds
+    assert _reduced_precision_cpu_before_fix(old)
+    assert not _reduced_precision_cpu_before_fix({**old, "device_type": "cuda"})  # GPU convolutions were right
+    assert not _reduced_precision_cpu_before_fix({**old, "config": {"precision": "fp32"}})
+    write_wav(tmp_path / "u0.wav", speechlike(3, 0.6))
+    (tmp_path / "m.csv").write_text("utt_id,path,speaker,fold,valence,arousal\nu0,u0.wav,s0,1,3,3\n")
+    manifest, _ = read_generic_manifest(tmp_path / "m.csv")
+    config = ExtractConfig(speech=SpeechConfig(model=str(tiny_wavlm), precision="bf16"))
+    extract(tmp_path / "c.h5", manifest, ["speech"], config, device="cpu")
+    assert not _reduced_precision_cpu_before_fix(CacheReader(tmp_path / "c.h5").provenance("speech"))
+    assert extract(tmp_path / "c.h5", manifest, ["speech"], config, device="cpu") == {}  # accepted, nothing to do

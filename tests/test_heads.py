@@ -133,7 +133,7 @@ def test_switches_remove_blocks_and_the_run_records_them(planted, tmp_path):
     config = parse_variant("separate+no-prosody", TrainConfig())
     preds = train_fold(arrays, 1, config, [0], tmp_path)
     record, _ = read_run(tmp_path)
-    assert record["label"] == "separate+no-prosody+no-state" and record["sizes"]["prosody"] == 0  # no states cached
+    assert record["label"] == "separate+no-prosody" and record["sizes"]["prosody"] == 0
     assert dimension_metrics(preds)["ccc_v"] < 0.3  # valence lived only in the prosody block
 
 
@@ -209,4 +209,4 @@ def test_a_speaker_shared_between_folds_is_a_warning_in_the_run_and_in_every_tab
                                   "test scores are optimistic"]
     assert read_run(tmp_path / "fold3")[0]["warnings"] == []  # fold 3 shares nobody
     markdown, _ = write_evaluation(evaluate_runs([tmp_path / f"fold{k}" for k in (1, 2, 3)]), tmp_path / "eval")
-    assert markdown.startswith("**Warnings**") and "(linear+no-state fold 1, linear+no-state fold 2)" in markdown
+    assert markdown.startswith("**Warnings**") and "(linear fold 1, linear fold 2)" in markdown

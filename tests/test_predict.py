@@ -32,7 +32,7 @@ def trained(tmp_path_factory, tiny_wavlm):
     extract(cache, manifest, ["speech", "prosody", "state"],
             ExtractConfig(speech=SpeechConfig(model=str(tiny_wavlm)), prosody=ProsodyConfig(workers=1)), device="cpu")
     arrays = load_corpus_arrays(CacheReader(cache))
-    config = TrainConfig(epochs=3)
+    config = TrainConfig(epochs=3, features=FeatureConfig(use_state=True))
     train_fold(arrays, 1, config, [0, 1], work / "runs" / "state" / "fold1")
     train_fold(arrays, 1, TrainConfig(epochs=3, features=FeatureConfig(use_state=False)), [0],
                work / "runs" / "no-state" / "fold1")
@@ -107,7 +107,8 @@ def test_a_model_with_the_predicted_context_predicts_new_audio_as_its_run_did(tr
                           state=StateConfig(kind="ema-predictions")), device="cpu")
     assert CacheReader(copy).provenance("state")["kind"] == "ema-predictions"
     run = tmp_path / "run"
-    train_fold(load_corpus_arrays(CacheReader(copy)), 1, TrainConfig(epochs=3, state_gate=False), [0], run)
+    train_fold(load_corpus_arrays(CacheReader(copy)), 1,
+               TrainConfig(epochs=3, state_gate=False, features=FeatureConfig(use_state=True)), [0], run)
     model = _export_in_process(run, tmp_path / "model")
     assert json.loads((model / "model.json").read_text())["state"]["kind"] == "ema-predictions"
     _fold1_manifest(copy, tmp_path / "new.csv")

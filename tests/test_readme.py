@@ -5,7 +5,6 @@ runs them instead; a README command that is neither run nor listed fails the tes
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 
@@ -81,29 +80,34 @@ def _run(command: str, substitutions: dict[str, str]) -> None:
     assert result.returncode == 0, f"README command failed: {command}\n{result.stderr[-3000:]}"
 
 
-def test_every_bash_command_of_the_readme_runs_as_printed(world, monkeypatch):
+@pytest.fixture(scope="module")
+def ran(world):
+    """Every bash command of the README, in order, in the world's folder: ``(root, commands run)``."""
     root, substitutions = world
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
-    cli_in_process("manifest", "--corpus", "msp-podcast", "--root", substitutions["/data/MSP-Podcast"], "--out",
-                   "msp.csv")  # the sharding examples read a manifest of the user's own
-    ran = []
-    for block in readme_blocks("bash"):
-        for command in commands(block):
-            if command in ELSEWHERE:
-                continue
-            for step in expand(command):
-                _run(step, substitutions)
-                ran.append(step)
-    assert len(ran) >= 15  # the examples are there and were run
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        cli_in_process("manifest", "--corpus", "msp-podcast", "--root", substitutions["/data/MSP-Podcast"], "--out",
+                       "msp.csv")  # the sharding examples read a manifest of the user's own
+        steps = []
+        for block in readme_blocks("bash"):
+            for command in commands(block):
+                if command in ELSEWHERE:
+                    continue
+                for step in expand(command):
+                    _run(step, substitutions)
+                    steps.append(step)
+    return root, steps
+
+
+def test_every_bash_command_of_the_readme_runs_as_printed(ran):
+    root, steps = ran
+    assert len(steps) >= 15  # the examples are there and were run (each one's exit status was checked)
     assert (root / "report.html").is_file() and (root / "predictions.parquet").is_file()
 
 
-def test_the_readme_python_example_runs(world, monkeypatch):
-    root, _ = world
-    monkeypatch.chdir(root)
-    if not (root / "model").is_dir():
-        pytest.fail("run with the bash test first: the python example uses the model it exports")
+def test_the_readme_python_example_runs(ran, monkeypatch):
+    root, _ = ran
+    monkeypatch.chdir(root)  # it loads the model folder the bash examples exported
     for block in readme_blocks("python"):
         namespace: dict = {}
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example

@@ -85,3 +85,21 @@ def test_in_a_1400x900_window_the_results_are_above_the_fold_and_provenance_is_c
     bottom, provenance_height, viewport = (float(v) for v in re.search(r'data-probe="([^"]+)"', dom).group(1).split())
     assert 0 < bottom <= viewport <= 900  # the whole results table shows without scrolling (browser bars included)
     assert provenance_height < 40  # closed <details>: only its one-line summary takes room
+
+
+def test_the_report_says_per_fold_what_the_state_gate_kept_and_on_how_many_validation_dialogues():
+    from heads.evaluate import Evaluation
+    from heads.report import gate_table
+
+    records = {"separate-attn+state": [
+        {"fold": 2, "state_gate": {"chosen": "without_state", "with_state": 0.51, "without_state": 0.55},
+         "validation": {"dialogues": 6}},
+        {"fold": 1, "state_gate": {"chosen": "with_state", "with_state": 0.62, "without_state": 0.58},
+         "validation": {"dialogues": 7}}]}
+    rows = gate_table(Evaluation(None, {}, records))
+    assert rows == [
+        {"run": "separate-attn+state", "fold": "fold 1", "kept": "with state", "validation CCC with state": 0.62,
+         "without": 0.58, "validation dialogues": 7},
+        {"run": "separate-attn+state", "fold": "fold 2", "kept": "without state", "validation CCC with state": 0.51,
+         "without": 0.55, "validation dialogues": 6}]
+    assert gate_table(Evaluation(None, {}, {"shared": [{"fold": 1}]})) == []  # no gate, no table

@@ -62,7 +62,7 @@ def test_gcv_chooses_the_penalty_a_naive_hat_matrix_computation_chooses():
         for lam in relative * n:
             hat = xc @ np.linalg.solve(xc.T @ xc + lam * np.eye(12), xc.T)  # naive [n, n] hat matrix
             residual = (np.eye(n) - hat) @ (y[:, k] - y[:, k].mean())
-            scores.append(n * residual @ residual / (n - np.trace(hat)) ** 2)
+            scores.append(n * residual @ residual / (n - 1 - np.trace(hat)) ** 2)  # the intercept is fitted too
         lam = relative[int(np.argmin(scores))] * n
         assert chosen[k] == pytest.approx(lam)
         expected = np.linalg.solve(xc.T @ xc + lam * np.eye(12), xc.T @ (y[:, k] - y[:, k].mean()))

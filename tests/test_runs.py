@@ -83,7 +83,7 @@ def test_eval_refuses_labels_that_do_not_cover_the_same_folds(arrays, tmp_path):
     for fold in (1, 2):
         train_fold(arrays, fold, FAST, [0], tmp_path / "separate-attn" / f"fold{fold}")
     train_fold(arrays, 1, replace(FAST, variant="shared"), [0], tmp_path / "shared" / "fold1")
-    with pytest.raises(InputError, match=r"'shared\+no-state\+epochs=4' lacks fold\(s\) \[2\]"):
+    with pytest.raises(InputError, match=r"'shared\+epochs=4' lacks fold\(s\) \[2\]"):
         evaluate_runs([tmp_path / "separate-attn" / "fold1", tmp_path / "separate-attn" / "fold2",
                        tmp_path / "shared" / "fold1"])
 

@@ -163,7 +163,7 @@ def test_extract_writes_states_for_every_fold_of_an_iemocap_shaped_tree(tmp_path
 def test_the_state_gate_keeps_an_informative_state_and_drops_a_noise_state(sticky, tmp_path):
     """The gate trains with and without the state and keeps the better on held-out dialogue groups."""
     arrays = load_corpus_arrays(CacheReader(sticky))
-    config = TrainConfig(variant="separate", epochs=8)
+    config = TrainConfig(variant="separate", epochs=8, features=FeatureConfig(use_state=True))
     noise = {k: np.random.default_rng(k).standard_normal(v.shape).astype(np.float32) for k, v in arrays.states.items()}
     chosen = {}
     for name, states in (("real", arrays.states), ("noise", noise)):

@@ -232,8 +232,12 @@ def test_the_calibration_table_is_looked_up_at_the_nearest_shape(tmp_path):
              "quantity": "difference", "method": "fold-t", "truth": 0.0, "rejected": r, "covered": c, "width": 0.1}
             for g in (2, 10) for s in (1, 3)
             for sc, r, c in (("null", 0.05, 0.95), ("null-heterogeneous", 0.04 + g / 1000, 0.94), ("effect", 0.7, 0.96))]
+    rows.append({**rows[0], "scenario": "trained-null", "speakers_per_fold": 10, "seeds": 1, "rejected": 0.02,
+                 "covered": 0.91})  # trained heads: one seed only
     pl.DataFrame(rows).write_csv(tmp_path / "c.csv")
     near = measured_at("fold-t", "difference", 5, 3.0, 2, path=tmp_path / "c.csv")  # 3 speakers -> 2, 2 seeds -> 1
     assert near == {"shape": "5 folds x 2 speakers, 1 seed(s)", "coverage": 0.94, "false_positive": 0.05,
                     "power": 0.7}
+    three_seeds = measured_at("fold-t", "difference", 5, 10, 3, path=tmp_path / "c.csv")
+    assert three_seeds["shape"] == "5 folds x 10 speakers, 3 seed(s)" and three_seeds["coverage"] == 0.91
     assert measured_at("fold-t", "difference", 10, 2, 1, path=tmp_path / "c.csv") is None  # no 10-fold shape

@@ -17,6 +17,7 @@ rows of each fold only and uses no labels, so no cross-fitting is needed.
 from __future__ import annotations
 
 import numpy as np
+from scipy.signal import lfilter
 
 from core.standardise import standardise, zscore
 
@@ -43,7 +44,8 @@ def project_block(x: np.ndarray, mean: np.ndarray, std: np.ndarray, axes: np.nda
 
 
 def causal_average(u: np.ndarray, sequence: np.ndarray, a: float, keep: np.ndarray | None = None) -> np.ndarray:
-    """``[len(sequence), k + 1]``: for each position t of ``sequence`` (rows in time order), the weighted mean of
+    """The definition, one sum per position (``context_states`` computes the same by recursion; the tests compare).
+    ``[len(sequence), k + 1]``: for each position t of ``sequence`` (rows in time order), the weighted mean of
     ``u`` over earlier positions s < t whose ``keep[t, s]`` is true (all earlier ones without ``keep``), with
     weights ``a^(t-1-s)`` counted over kept positions only, and the history mass ``m_t = 1 - a^n`` (n kept)."""
     out = np.zeros((len(sequence), u.shape[1] + 1), np.float32)
@@ -58,16 +60,37 @@ def causal_average(u: np.ndarray, sequence: np.ndarray, a: float, keep: np.ndarr
     return out
 
 
+def _averages_before(u: np.ndarray, a: float) -> np.ndarray:
+    """``[m + 1, k + 1]``: row j holds the weighted mean of ``u``'s first j rows (weights ``a^(j-1-i)``, 0 for
+    j = 0) and the history mass ``1 - a^j``. One recursion ``N_j = a N_(j-1) + u_(j-1)`` (``scipy.signal.lfilter``)
+    instead of a sum per row: the same numbers as ``causal_average``, in time linear in the sequence."""
+    m = len(u)
+    out = np.zeros((m + 1, u.shape[1] + 1), np.float64)
+    if m == 0:
+        return out
+    numerators = lfilter([1.0], [1.0, -a], np.asarray(u, np.float64), axis=0)  # N_1 .. N_m
+    counts = np.arange(1, m + 1)
+    denominators = counts.astype(np.float64) if a == 1 else (1 - a**counts) / (1 - a)
+    out[1:, :-1] = numerators / denominators[:, None]
+    out[1:, -1] = 1 - a**counts
+    return out
+
+
 def context_states(u: np.ndarray, sequences: list[np.ndarray], speakers: np.ndarray, a: float,
                    speaker_aware: bool) -> np.ndarray:
-    """``[N, k + 1]`` (or ``[N, 2k + 2]`` speaker-aware) context of every row of ``sequences``; 0 elsewhere."""
-    width = (u.shape[1] + 1) * (2 if speaker_aware else 1)
-    out = np.zeros((len(u), width), np.float32)
+    """``[N, k + 1]`` (or ``[N, 2k + 2]`` speaker-aware) context of every row of ``sequences``; 0 elsewhere.
+    The values of ``causal_average`` (the definition), computed by one recursion per sequence and speaker."""
+    k = u.shape[1]
+    out = np.zeros((len(u), (k + 1) * (2 if speaker_aware else 1)), np.float32)
     for sequence in sequences:
         if not speaker_aware:
-            out[sequence] = causal_average(u, sequence, a)
+            out[sequence] = _averages_before(u[sequence], a)[:-1]
             continue
-        same = speakers[sequence][:, None] == speakers[sequence][None, :]  # [T, T]: turn s by t's speaker
-        out[sequence] = np.concatenate([causal_average(u, sequence, a, same),
-                                        causal_average(u, sequence, a, ~same)], axis=1)
+        who = speakers[sequence]
+        for speaker in np.unique(who):
+            mine = np.flatnonzero(who == speaker)
+            others = np.flatnonzero(who != speaker)
+            out[sequence[mine], : k + 1] = _averages_before(u[sequence[mine]], a)[:-1]  # own earlier turns
+            before = np.searchsorted(others, mine)  # how many of the others' turns precede each of mine
+            out[sequence[mine], k + 1 :] = _averages_before(u[sequence[others]], a)[before]
     return out

@@ -194,6 +194,8 @@ def run_speech_stage(
         durations[rows], config.batch_seconds, config.max_batch_size, config.window_s, config.max_length_ratio)]
     info = asdict(embedder.info)
     fingerprint = {"config": asdict(config), "model": info, "device_type": device.type}
+    if device.type == "cpu" and resolve_precision(config.precision, device) is not None:
+        fingerprint["cpu_convolutions"] = "fp32"  # since AMX bf16 convolutions were found wrong (speech_model)
     provenance = {**fingerprint, "packages": package_versions(), "units": len(units)}
     padded_seconds = [len(unit) * float(np.nan_to_num(durations[unit]).max(initial=0.0)) for unit in units]
     frames = 50 * float(np.nan_to_num(durations).sum()) * len(config.frame_layers)  # 50 frames per second

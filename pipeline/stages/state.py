@@ -66,7 +66,7 @@ from core.protocol import (
     linked_speakers,
     speaker_groups,
 )
-from core.provenance import package_versions
+from core.provenance import package_versions, table_fingerprint
 from core.standardise import standardise, zscore
 from pipeline.features.context import context_states, fit_block_projection, project_block
 from pipeline.features.layers import check_layer_choice, select_layer
@@ -86,7 +86,9 @@ CROSS_FITTED = ("ema-predictions", "mamba")  # kinds that use labels, and so cro
 class StateConfig:
     """Settings of the state stage (stored with the cache)."""
 
-    kind: str = "ema-features"  # ema-features | ema-features-speaker | ema-predictions | mamba (module docstring)
+    # ema-predictions | ema-features | ema-features-speaker | mamba (module docstring); ema-predictions measured best
+    # (README, "The dialogue state"); it is cross-fitted, so it needs 3 folds or partitions (``default_kind``)
+    kind: str = "ema-predictions"
     model: StateModelConfig = field(default_factory=StateModelConfig)  # its ``ema`` serves every kind
     grouping: str = "dialog"  # sequences: dialog_id | speaker | each utterance alone
     speech_layer: str = "mean"  # z's speech part: mean | last | N (pipeline.features.layers)
@@ -101,6 +103,30 @@ class StateConfig:
     val_fraction: float = 0.2  # share of each updater's training rows held out (whole dialogue groups) to stop early
     patience: int = 3  # epochs without a better validation CCC before an updater stops (with val_fraction)
     seed: int = 0
+
+
+def default_kind(manifest: pl.DataFrame) -> str:
+    """The state kind ``extract`` uses unless told: ``ema-predictions`` where it can be cross-fitted (predefined
+    partitions, or 3 folds or more), else ``ema-features`` (no labels, any number of folds)."""
+    if manifest_splits(manifest) is not None or manifest["fold"].n_unique() >= 3:
+        return "ema-predictions"
+    return "ema-features"
+
+
+# The manifest columns the states depend on: the protocol and the dialogue order, and for the kinds that learn
+# from labels the labels (``pipeline.extract`` refuses a changed manifest that touches them; parts of an interrupted
+# state stage are reused only for the same values).
+STATE_COLUMNS = ("fold", "split", "speaker", "dialog_id", "start_s")
+LABEL_COLUMNS = ("valence", "arousal")
+
+
+def state_columns(kind: str) -> tuple[str, ...]:
+    return STATE_COLUMNS + (LABEL_COLUMNS if kind in CROSS_FITTED else ())
+
+
+def manifest_digest(manifest: pl.DataFrame, kind: str) -> str:
+    """A digest of the manifest columns states of ``kind`` depend on (``state_columns``)."""
+    return table_fingerprint(manifest.select("utt_id", *state_columns(kind)).rows())
 
 
 def state_config_from_dict(stored: dict) -> StateConfig:
@@ -211,9 +237,10 @@ def load_state_inputs(reader: CacheReader, config: StateConfig, targets: np.ndar
     if splits is not None and config.kind in CROSS_FITTED:  # only the kinds that use labels cross-fit
         train = np.flatnonzero(usable & (splits == TRAIN_SPLIT))
         units = speakers
-        if config.grouping == "dialog":  # whole dialogues per group, when the corpus has more than one such unit
+        if config.grouping == "dialog":  # whole dialogues per group: a row's dialogue never fits its own first pass
             linked = linked_speakers(speakers, m["dialog_id"].to_numpy(), train)
-            units = linked if len(set(linked[train])) >= 2 else speakers
+            # one linked group (say a host in every episode): whole dialogues are the units, never single speakers
+            units = linked if len(set(linked[train])) >= 2 else m["dialog_id"].to_numpy().astype(object)
         groups = speaker_groups(units, train, CROSS_FIT_GROUPS, seed=config.seed)
     return StateInputs(
         z=z, targets=m.select("valence", "arousal").to_numpy().astype(np.float64) if targets is None else targets,
@@ -577,6 +604,7 @@ def state_stage(reader: CacheReader, config: StateConfig, device: torch.device) 
     plan = state_units(inputs, config)
     width = state_width(config, inputs.z.shape[1] - inputs.speech_width)
     fingerprint = {"config": asdict(config), "speech": reader.provenance("speech").get("model", {}),
+                   "manifest": manifest_digest(reader.manifest, config.kind),
                    "prosody": reader.provenance("prosody").get("feature_set_version")}
     backend = ("cross-fitted ridge, then causal averages (numpy)" if config.kind == "ema-predictions" else
                "untrained causal average (numpy)" if config.kind != "mamba" else
