@@ -202,7 +202,13 @@ _HEAD_OPTIONS = dict(
                                        "64-256)"),
     device=typer.Option("cpu", help="cpu | cuda | auto. Heads are small: a CPU trains a fold in seconds and gives "
                                     "the same numbers on every machine"),
+    group_by=typer.Option(None, metavar="COLUMNS", help="also report results per group of these manifest columns, "
+                                                        "e.g. age_band (gender is always broken down where filled)"),
 )
+
+
+def _names(text: Optional[str]) -> tuple[str, ...]:
+    return tuple(c.strip() for c in (text or "").split(",") if c.strip())
 
 
 def _seed_list(seeds: Optional[str], seed: Optional[str] = None) -> list[int]:
@@ -257,7 +263,7 @@ def train_heads(
     loss_weight_valence: Optional[float] = _HEAD_OPTIONS["loss_weight_valence"],
     loss_weight_arousal: Optional[float] = _HEAD_OPTIONS["loss_weight_arousal"],
     mse_weight: Optional[float] = _HEAD_OPTIONS["mse_weight"], batch_size: Optional[int] = _HEAD_OPTIONS["batch_size"],
-    device: str = _HEAD_OPTIONS["device"],
+    device: str = _HEAD_OPTIONS["device"], group_by: Optional[str] = _HEAD_OPTIONS["group_by"],
 ) -> None:
     """Train valence/arousal heads for one fold (or several) from the cache (never runs the speech model)."""
     import time
@@ -281,7 +287,7 @@ def train_heads(
     seed_list = _seed_list(seeds, seed)
     started = time.perf_counter()
     reader = CacheReader(cache)
-    arrays = load_corpus_arrays(reader, config.features.layer)
+    arrays = load_corpus_arrays(reader, config.features.layer, group_by=_names(group_by))
     if fold == "all":
         if config.features.use_state:
             add_final_states(arrays, reader)
@@ -426,6 +432,7 @@ def ablate(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace runs already in --out (each whole)"),
     epochs: Optional[int] = _HEAD_OPTIONS["epochs"], lr: Optional[float] = _HEAD_OPTIONS["lr"],
     batch_size: Optional[int] = _HEAD_OPTIONS["batch_size"], device: str = _HEAD_OPTIONS["device"],
+    group_by: Optional[str] = _HEAD_OPTIONS["group_by"],
 ) -> None:
     """All variants x folds x seeds in one process, the cache loaded once; table with intervals, differences
     from the baseline, plots and report."""
@@ -453,11 +460,58 @@ def ablate(
     fold_list = parse_experiments(folds, split, *corpus_experiments(CacheReader(cache).manifest))
     started = time.perf_counter()
     markdown, evaluation, results = run_ablation(cache, configs, fold_list, seed_list, out,
-                                                 resolve_device(device), stats, baseline_label, overwrite)
+                                                 resolve_device(device), stats, baseline_label, overwrite,
+                                                 _names(group_by))
     report = write_report(evaluation, out / "report.html", title=f"Head ablation on {cache.name}", results=results)
     typer.echo(markdown)
     typer.echo(f"{len(configs)} variants x {len(fold_list)} folds x {len(seed_list)} seed(s) in "
                f"{time.perf_counter() - started:.1f} s; tables and plots in {out}/; report {report}")
+
+
+@app.command()
+def cross(
+    caches: str = typer.Option(..., metavar="A.h5,B.h5[,...]", help="caches of two corpora or more, made with the "
+                               "same speech model and stages; each trains heads tested on every other, and on itself "
+                               "by its own folds"),
+    variants: str = typer.Option("shared,separate-attn", help="comma-separated variant specs (as in ablate; no "
+                                                              "+state: the state is fitted per corpus)"),
+    seeds: Optional[str] = typer.Option(None, metavar="N", help=_SEEDS_HELP),
+    seed: Optional[str] = typer.Option(None, metavar="LIST", help=_SEED_HELP),
+    out: Path = typer.Option(Path("cross"), help="folder for the runs, the matrix, the tables and report.html"),
+    scale: str = typer.Option("common", help="score on the common scale -1..1 (common) or on each test corpus's own "
+                                             "scale (test); README 'Does it transfer?'"),
+    bootstrap: int = typer.Option(2000, help=_BOOTSTRAP_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace runs already in --out (each whole)"),
+    epochs: Optional[int] = _HEAD_OPTIONS["epochs"], device: str = _HEAD_OPTIONS["device"],
+) -> None:
+    """Does it transfer? Train on each corpus, test on every other (and on itself by folds): a matrix with
+    intervals, per-group results and a report."""
+    import time
+    from dataclasses import replace
+
+    from core.files import write_atomically
+    from heads.cross import matrix, matrix_markdown, run_cross
+    from heads.report import write_cross_report
+    from heads.train import TrainConfig
+    from heads.variants import parse_variant
+    from pipeline.runtime.device import resolve_device
+
+    paths = [Path(c.strip()) for c in caches.split(",") if c.strip()]
+    if len(paths) < 2:
+        raise InputError("--caches needs two caches or more, e.g. --caches iemocap.h5,msp.h5")
+    base = replace(TrainConfig(), **({"epochs": epochs} if epochs is not None else {}))
+    configs = [parse_variant(spec, base) for spec in variants.split(",") if spec.strip()]
+    seed_list = _seed_list(seeds, seed)
+    started = time.perf_counter()
+    cells = run_cross(paths, configs, seed_list, out, resolve_device(device), _stats(bootstrap), scale, overwrite)
+    rows = matrix(cells)
+    text = matrix_markdown(rows)
+    write_atomically(out / "matrix.md", lambda tmp: tmp.write_text(text + "\n"))
+    write_atomically(out / "matrix.csv", __import__("polars").DataFrame(rows).drop("ccc_v_ci", "ccc_a_ci").write_csv)
+    report = write_cross_report(cells, rows, out / "report.html", scale=scale)
+    typer.echo(text)
+    typer.echo(f"{len(paths)} corpora x {len(configs)} variants x {len(seed_list)} seed(s) in "
+               f"{time.perf_counter() - started:.1f} s; every cell's tables in {out}/<train>-on-<test>/; report {report}")
 
 
 @app.command()

@@ -49,28 +49,50 @@ def run_demo(out: str | Path, corpus: str = "auto", seeds: int = 1) -> Path:
         description = "synthetic dialogues (numpy glottal-pulse speech whose prosody encodes valence and arousal)"
     else:
         raise InputError(f"--corpus must be auto, emodb or synthetic, not {corpus}")
-    typer.echo(f"[1/5] corpus: {description} ({why}); {manifest.height} utterances, "
+    typer.echo(f"[1/6] corpus: {description} ({why}); {manifest.height} utterances, "
                f"{manifest['fold'].n_unique()} folds")
     typer.echo(f"      NOTE: {UNTRAINED_NOTE}")
     model_dir = out / "tiny_wavlm"
     if not (model_dir / "config.json").is_file():
         save_random_wavlm(model_dir, "small")
     cache = out / f"{corpus}.h5"
-    typer.echo(f"[2/5] extract speech, prosody, dialogue states -> {cache}")
+    typer.echo(f"[2/6] extract speech, prosody, dialogue states -> {cache}")
     extract(cache, manifest, ["speech", "prosody", "state"],
             ExtractConfig(speech=SpeechConfig(model=str(model_dir))), device="auto")
-    typer.echo("[3/5] ablate shared / separate / separate-attn / linear on 5 folds (baseline: shared)")
+    typer.echo("[3/6] ablate shared / separate / separate-attn / linear on 5 folds (baseline: shared)")
     configs = [parse_variant(v, TrainConfig()) for v in ("shared", "separate", "separate-attn", "linear")]
     markdown, evaluation, results = run_ablation(cache, configs, sorted(set(manifest["fold"].to_list())),
                                                  list(range(seeds)), out / "ablation", baseline="shared",
                                                  overwrite=True)  # the demo's own folder: a re-run replaces it
     report = write_report(evaluation, out / "report.html", title=f"Demo: {corpus}", notes=UNTRAINED_NOTE,
                           results=results)
-    typer.echo("[4/5] results:\n" + markdown)
+    typer.echo("[4/6] results:\n" + markdown)
     typer.echo(f"report: {report}  (tables, metrics.json and plots in {out / 'ablation'}/)")
+    transfer(cache, corpus, model_dir, out)
     predict_unseen(manifest, out, next(label for label in evaluation.records if label.startswith("separate-attn")))
     typer.echo(f"{time.perf_counter() - started:.0f} s in all")
     return report
+
+
+def transfer(cache: Path, corpus: str, model_dir: Path, out: Path) -> None:
+    """Does it transfer? A second corpus, a small synthetic one rated 1-7 (other speakers, other scale), and the
+    2 x 2 matrix of separate-attn trained on each and tested on each (``heads.cross``)."""
+    from heads.cross import matrix, matrix_markdown, run_cross
+    from heads.report import write_cross_report
+
+    path = write_synthetic_corpus(out / "second_corpus", dialogs_per_fold=2, turns=8, seed=7, scale=(1.0, 7.0),
+                                  name="rated7_")
+    second, _ = build_manifest("manifest", manifest=str(path))
+    other = out / "rated7.h5"
+    extract(other, second, ["speech", "prosody"], ExtractConfig(speech=SpeechConfig(model=str(model_dir))),
+            device="auto")
+    typer.echo(f"[5/6] does it transfer? {corpus} (1-5) and a second, synthetic corpus rated 1-7 ({second.height} "
+               "utterances): separate-attn trained on each, tested on each, scores on the common scale -1..1")
+    cells = run_cross([cache, other], [parse_variant("separate-attn", TrainConfig())], [0], out / "cross",
+                      overwrite=True)
+    rows = matrix(cells)
+    typer.echo(matrix_markdown(rows))
+    typer.echo(f"report: {write_cross_report(cells, rows, out / 'cross' / 'report.html')}")
 
 
 def predict_unseen(manifest: pl.DataFrame, out: Path, label: str) -> None:
@@ -80,7 +102,7 @@ def predict_unseen(manifest: pl.DataFrame, out: Path, label: str) -> None:
     files = manifest.filter(pl.col("fold") == 1).head(3)
     listing = out / "unseen.csv"
     files.select("utt_id", "path", "speaker", "dialog_id", "start_s").write_csv(listing)
-    typer.echo(f"[5/5] predict 3 files of fold 1 (never trained on) with the exported model {model_dir}/:")
+    typer.echo(f"[6/6] predict 3 files of fold 1 (never trained on) with the exported model {model_dir}/:")
     predicted = load_model(model_dir).predict(manifest=str(listing), device="cpu")
     shown = predicted.join(files.select("utt_id", "valence", "arousal"), on="utt_id", suffix="_true")
     for row in shown.iter_rows(named=True):

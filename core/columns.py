@@ -1,6 +1,8 @@
 """The columns of the normalised manifest (one row per utterance), shared by corpora, cache and heads.
 
-Ratings use the corpus's own scale (IEMOCAP and our EmoDB mapping: 1-5; MSP-Podcast: 1-7).
+Ratings use the corpus's own scale (IEMOCAP and our EmoDB mapping: 1-5; MSP-Podcast: 1-7), declared per row in
+``scale_low`` / ``scale_high`` (the readers fill them; a user's manifest may give them): ``core.labels`` maps
+ratings of different corpora onto one common scale for cross-corpus work.
 
 A corpus is evaluated either by k folds (``fold`` 1..k, leave one out) or by predefined partitions (``split``:
 ``train``, ``dev`` and named test sets). With partitions, ``fold`` numbers the test sets (1 = the first test
@@ -31,6 +33,9 @@ OPTIONAL_COLUMNS: dict[str, pl.DataType] = {
     "dominance": pl.Float64(),
     "emotion": pl.String(),
     "split": pl.String(),  # predefined partitions: "train", "dev" or a test set's name; null for fold corpora
+    "gender": pl.String(),  # "female" / "male" where the corpus says; per-group results (heads.evaluate)
+    "scale_low": pl.Float64(),  # the rating scale's ends (valence and arousal share one scale)
+    "scale_high": pl.Float64(),
 }
 ALL_COLUMNS = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
 TARGETS = ("valence", "arousal")  # what the heads predict, in this order

@@ -41,13 +41,14 @@ def _reader_and_layer(cache: str | Path, configs: list[TrainConfig]) -> tuple[Ca
 
 def run_ablation(cache: str | Path, configs: list[TrainConfig], folds: list[int], seeds: list[int],
                  out: str | Path, device: torch.device = torch.device("cpu"), stats: StatsConfig = StatsConfig(),
-                 baseline: str | None = None, overwrite: bool = False) -> tuple[str, Evaluation, dict]:
+                 baseline: str | None = None, overwrite: bool = False, group_by: tuple[str, ...] = ()
+                 ) -> tuple[str, Evaluation, dict]:
     """Train every config on every fold (or test set); write runs to ``out/<label>/fold<k>`` (``out/<label>/<test
     set>``) and tables/plots to ``out``.
     Returns the markdown (results and differences from ``baseline``, default the first config), the runs
     and the results of ``heads.evaluate.summarise``. Existing runs are replaced only with ``overwrite``."""
     out = Path(out)
-    arrays = load_corpus_arrays(*_reader_and_layer(cache, configs))
+    arrays = load_corpus_arrays(*_reader_and_layer(cache, configs), group_by=group_by)
     labels = [run_label(replace(c, features=effective_features(arrays, c.features, folds[0]))) for c in configs]
     for i, label in enumerate(labels):
         if label != run_label(configs[i]):

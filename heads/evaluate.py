@@ -17,7 +17,7 @@ What the numbers mean (also written into every table and metrics.json):
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -356,6 +356,72 @@ def _difference(a: Moments, b: Moments, stats: StatsConfig, design: Design) -> d
     return out
 
 
+def per_group(preds: pl.DataFrame, stats: StatsConfig, partitions: bool) -> list[dict]:
+    """For every group column of the predictions (``group_<column>``: gender, a corpus, ``--group-by``): each group's
+    CCC with the design's interval (``label_summary`` on its rows), and the gap between its two largest groups."""
+    out = []
+    for column in [c for c in preds.columns if c.startswith("group_")]:
+        name = column.removeprefix("group_")
+        sizes = preds.group_by(column).len().sort(["len", column], descending=[True, False])
+        values = [v for v in sizes[column].to_list() if v is not None]
+        summaries = {}
+        for value in values:
+            rows = preds.filter(pl.col(column) == value)
+            if rows.filter(pl.col("seed") == rows["seed"][0]).height < 2:
+                continue
+            summary, _ = label_summary(rows, replace(stats, resamples=min(stats.resamples, 1000)), partitions)
+            summaries[value] = summary
+            out.append({"column": name, "group": value, "n": int(rows.height // rows["seed"].n_unique()),
+                        "speakers": int(rows["speaker"].n_unique()),
+                        **{k: summary["mean"][k] for k in ("ccc_v", "ccc_a", "mse_v", "mse_a")},
+                        "ci": {k: summary.get("mean_ci", {}).get(k) for k in ("ccc_v", "ccc_a")},
+                        "interval": summary["interval"]["method"]})
+        if len(summaries) >= 2:
+            first, second = list(summaries)[:2]
+            out.append({"column": name, "group": f"gap {first} - {second}", **group_gap(
+                preds.filter(pl.col(column) == first), preds.filter(pl.col(column) == second), stats, partitions)})
+    return out
+
+
+def group_gap(a: pl.DataFrame, b: pl.DataFrame, stats: StatsConfig, partitions: bool) -> dict:
+    """CCC of group ``a`` minus group ``b`` (mean over folds each) with an interval: a t interval over the folds'
+    gaps when both groups are in every fold (k folds), else a bootstrap of each group's speakers (independent)."""
+    ma, mb = speaker_moments(a), speaker_moments(b)
+    pa, pb = (aggregate(fold_sums(m.values, m.group_fold, len(m.folds))) for m in (ma, mb))
+    out: dict = {"n": None, "speakers": None}
+    for key, d in (("ccc_v", 0), ("ccc_a", 1)):
+        out[key] = _number(pa.mean["ccc"][d] - pb.mean["ccc"][d])
+    if ma.folds == mb.folds and len(ma.folds) >= 2 and not partitions:
+        gaps = pa.per_fold["ccc"] - pb.per_fold["ccc"]  # [F, D]
+        bounds = {k: fold_t_interval(gaps[:, d], stats.confidence)[:2] for k, d in (("ccc_v", 0), ("ccc_a", 1))}
+        out["interval"] = "fold-t"
+    elif stats.resamples:
+        rng = np.random.default_rng(stats.seed)
+        draws = [aggregate(fold_sums(m.values, m.group_fold, len(m.folds),
+                                     bootstrap_counts(m.group_fold, stats.resamples, rng))).mean["ccc"] for m in (ma, mb)]
+        bounds = {k: interval(draws[0][:, d] - draws[1][:, d], stats.confidence) for k, d in (("ccc_v", 0), ("ccc_a", 1))}
+        out["interval"] = "percentile-bootstrap"
+    else:
+        bounds, out["interval"] = {}, None
+    out["ci"] = {k: [_number(lo), _number(hi)] for k, (lo, hi) in bounds.items()}
+    return out
+
+
+def per_group_markdown(results: dict) -> str:
+    """Per group (gender, corpus, ``--group-by``): each group's CCC with its interval and the gap between groups."""
+    rows = [(label, r) for label, s in results["runs"].items() for r in s.get("per_group", [])]
+    if not rows:
+        return ""
+    lines = ["Per group (mean over folds [95 % interval]; gap: the first group minus the second, with its interval):",
+             "", "| run | column | group | n | speakers | CCC-V | CCC-A |", "|---|---|---|---|---|---|---|"]
+    for label, r in rows:
+        ci = r.get("ci") or {}
+        cells = [_cell(r.get(k), *(ci.get(k) or [None, None])) for k in ("ccc_v", "ccc_a")]
+        lines.append(f"| {label} | {r['column']} | {r['group']} | {r['n'] if r['n'] is not None else ''} | "
+                     f"{r['speakers'] if r['speakers'] is not None else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _mean_layer_weights(records: list[dict]) -> list[float] | None:
     weights = [m["layer_weights"] for r in records for m in r["metrics_per_seed"].values() if m.get("layer_weights")]
     return np.mean(weights, axis=0).tolist() if weights else None
@@ -372,6 +438,7 @@ def summarise(evaluation: Evaluation, stats: StatsConfig = StatsConfig(), baseli
             "attention_mean": {c: float(preds[c].mean()) for c in ATTENTION_COLUMNS if c in preds.columns},
             "layer_weights": _mean_layer_weights(evaluation.records[label]),
             "per_speaker": per_speaker(moments[label]), "per_category": per_category(preds),
+            "per_group": per_group(preds, stats, partitions),
         })
     comparisons = None
     if len(runs) > 1:
@@ -553,7 +620,8 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str
     results = summarise(evaluation, stats, baseline)
     table = results_table(results)
     markdown = "\n\n".join(part for part in (warnings_markdown(evaluation), markdown_table(table, results),
-                                              per_test_set_markdown(evaluation, results), comparison_markdown(results))
+                                              per_test_set_markdown(evaluation, results), comparison_markdown(results),
+                                              per_group_markdown(results))
                            if part)
     payload = json.dumps(results, indent=2, sort_keys=True)
     writes = [("results.md", lambda tmp: tmp.write_text(markdown + "\n")), ("results.csv", table.write_csv),

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from core.labels import from_common
 from core.metrics import dimension_metrics
 from core.protocol import VALIDATION_RULES, FoldSplit
 from core.provenance import package_versions, utc_now
@@ -45,14 +46,19 @@ def predictions_frame(arrays: CorpusArrays, fold: FoldTensors, model: torch.nn.M
     test = fold.test
     pred, attention = predict(model, test)
     pred = pred.numpy() * fold.target_std + fold.target_mean
+    truth = test.raw_targets
+    if arrays.report_scale is not None:  # targets are on the common scale: report the asked one (core.labels)
+        pred, truth = (from_common(x, *arrays.report_scale) for x in (pred, truth))
     columns = {
         "utt_id": arrays.utt_ids[test.rows].astype(str), "speaker": arrays.speakers[test.rows].astype(str),
         "fold": arrays.folds[test.rows], "seed": np.full(len(test.rows), seed),
-        "valence_true": test.raw_targets[:, 0], "arousal_true": test.raw_targets[:, 1],
+        "valence_true": truth[:, 0], "arousal_true": truth[:, 1],
         "valence_pred": pred[:, 0], "arousal_pred": pred[:, 1],
     }
     if arrays.emotions is not None:
         columns["emotion"] = pl.Series(arrays.emotions[test.rows].tolist(), dtype=pl.String)  # may hold nulls
+    for name, values in arrays.groups.items():  # per-group results (heads.evaluate)
+        columns[f"group_{name}"] = values[test.rows].astype(str)
     if attention is not None:
         columns.update(attention_columns(attention))
     return pl.DataFrame(columns)

@@ -70,6 +70,9 @@ class CorpusArrays:
     splits: np.ndarray | None = None  # [N] str partition (train / dev / test set name); None: k folds
     speech_reader: CacheReader | None = None  # the speech block is read from here in blocks (heads.streaming)
     no_context: bool = False  # the cache's state stage found no dialogue with more than one utterance
+    groups: dict[str, np.ndarray] = field(default_factory=dict)  # column -> [N] str: per-group results (gender, ...)
+    # targets on the common scale (heads.cross) and test rows reported on this (low, high) scale instead; None: as is
+    report_scale: tuple[float, float] | None = None
 
     def experiments(self) -> list[int]:
         """Every fold, or every test set's number (partitions), of the usable rows."""
@@ -145,8 +148,22 @@ def protocol_warnings(arrays: CorpusArrays, split: FoldSplit, wants_state: bool 
     return warnings
 
 
+GROUP_COLUMNS = ("gender",)  # manifest columns every evaluation breaks results down by, where they are filled
+
+
+def group_columns(manifest, extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:  # noqa: ANN001 - pl.DataFrame
+    """``{column: [N] str}`` of the group columns to report per group: ``GROUP_COLUMNS`` that hold values, and every
+    column of ``extra`` (``--group-by``; refused when the manifest lacks it)."""
+    missing = [c for c in extra if c not in manifest.columns]
+    if missing:
+        raise InputError(f"--group-by {', '.join(missing)}: the manifest has no such column (it has "
+                         f"{', '.join(manifest.columns)})")
+    wanted = [c for c in (*GROUP_COLUMNS, *extra) if manifest[c].null_count() < manifest.height]
+    return {c: manifest[c].cast(str).fill_null("unknown").to_numpy() for c in dict.fromkeys(wanted)}
+
+
 def load_corpus_arrays(reader: CacheReader, layer: str | None = None,
-                       stream_above_bytes: int = STREAM_ABOVE_BYTES) -> CorpusArrays:
+                       stream_above_bytes: int = STREAM_ABOVE_BYTES, group_by: tuple[str, ...] = ()) -> CorpusArrays:
     """Everything the heads read. With ``layer`` (``last`` or an index) only that hidden state of the
     speech block is read: 1/(L+1) of its bytes (20 MB instead of 0.5 GB for IEMOCAP with wavlm-large).
     Without it (or with ``mean``/``weighted``) all hidden states are read, for runs that choose or mix
@@ -183,6 +200,7 @@ def load_corpus_arrays(reader: CacheReader, layer: str | None = None,
         splits=manifest_splits(m),
         speech_reader=reader if streamed else None,
         no_context="state" in reader.stages and not reader.provenance("state").get("context", True),
+        groups=group_columns(m, group_by),
     )
 
 

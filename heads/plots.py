@@ -169,3 +169,32 @@ def plot_forest(comparisons: dict, target) -> None:  # noqa: ANN001 - path or bi
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(target, format="png", dpi=110)
     plt.close(fig)
+
+
+def plot_matrix(rows: list[dict], label: str, target) -> None:  # noqa: ANN001 - path or binary file
+    """Heatmaps of CCC-V and CCC-A for run ``label``: trained on (rows) x tested on (columns), the value and its
+    interval written in each cell (``heads.cross.matrix`` rows)."""
+    rows = [r for r in rows if r["run"] == label]
+    corpora = list(dict.fromkeys(r["train"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 2.2 * len(corpora), 1.5 + 1.3 * len(corpora)), squeeze=False)
+    for ax, key, title in zip(axes[0], ("ccc_v", "ccc_a"), ("valence CCC", "arousal CCC")):
+        grid = np.full((len(corpora), len(corpora)), np.nan)
+        for r in rows:
+            grid[corpora.index(r["train"]), corpora.index(r["test"])] = np.nan if r[key] is None else r[key]
+        image = ax.imshow(grid, vmin=-0.2, vmax=1.0, cmap="viridis")
+        for r in rows:
+            i, j = corpora.index(r["train"]), corpora.index(r["test"])
+            ci = r[f"{key}_ci"]
+            text = "undefined" if r[key] is None else f"{r[key]:.2f}" + (
+                f"\n[{ci[0]:.2f}, {ci[1]:.2f}]" if ci and None not in ci else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if r[key] is not None and r[key] < 0.5 else "black")
+        ax.set_xticks(range(len(corpora)), corpora, rotation=20)
+        ax.set_yticks(range(len(corpora)), corpora)
+        ax.set_xlabel("tested on")
+        ax.set_ylabel("trained on")
+        ax.set_title(f"{label}: {title}", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(target, format="png", dpi=100)
+    plt.close(fig)

@@ -125,6 +125,12 @@ def _corpus_fingerprint(cache: str | None) -> str:
     return f"{table_fingerprint(m.select(columns).rows())} ({m.height} utterances)"
 
 
+def _with_interval(value: float | None, ci: list | None) -> str:
+    if value is None:
+        return "undefined"
+    return f"{value:.3f}" if ci is None or None in ci else f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def _warnings_html(lines: list[str]) -> str:
     """A visible box of the runs' protocol warnings (nothing when there are none)."""
     if not lines:
@@ -212,6 +218,11 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
         f"Note: {note}" for note in compared.get("notes", [])]
     speakers = [{"run": label, **row} for label, v in runs.items() for row in v["per_speaker"]]
     categories = [{"run": label, **row} for label, v in runs.items() for row in v["per_category"]]
+    groups = [{"run": label, "column": row["column"], "group": row["group"], "n": row["n"], "speakers": row["speakers"],
+               "CCC-V": _with_interval(row.get("ccc_v"), (row.get("ci") or {}).get("ccc_v")),
+               "CCC-A": _with_interval(row.get("ccc_a"), (row.get("ci") or {}).get("ccc_a")),
+               "interval": row.get("interval")}
+              for label, v in runs.items() for row in v.get("per_group", [])]
     per_fold = evaluation.per_fold.select("label", "fold", "test_set", "n_test", "seeds", "ccc_v", "ccc_a", "mse_v", "mse_a")
     body = [
         f"<h1>{html.escape(title)}</h1>",
@@ -236,6 +247,8 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
         "<h2>Per speaker (test utterances, mean over seeds)</h2>", _rows_html(speakers, "per-speaker"),
         *(["<h2>Per category (error = predicted - true)</h2>", _rows_html(categories, "per-category")]
           if categories else []),
+        *(["<h2>Per group</h2><p><small>Each group's CCC (mean over folds) with its 95 % interval; a gap row is the "
+           "first group minus the second.</small></p>", _rows_html(groups, "per-group")] if groups else []),
         "<h2>Provenance</h2>",
         f"<p>code {html.escape(provenance['code version'])}; corpus fingerprint "
         f"{html.escape(provenance['corpus fingerprint'])}</p>",
@@ -251,3 +264,43 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
     return write_atomically(path, lambda tmp: tmp.write_text(page))  # whole or not at all
+
+
+def write_cross_report(cells: list, rows: list[dict], path: str | Path, title: str = "Does it transfer?",
+                       scale: str = "common") -> Path:
+    """The cross-corpus report (``heads.cross``): the matrix of every run label as a table and a heatmap, then
+    each cell's answer, results table and per-group breakdown. ``cells``: ``heads.cross.CrossCell``; ``rows``:
+    ``heads.cross.matrix``."""
+    from heads.cross import matrix_markdown
+    from heads.plots import plot_matrix
+
+    path = Path(path)
+    labels = list(dict.fromkeys(r["run"] for r in rows))
+    scale_words = ("the common scale -1..1 (each corpus's ratings mapped from its own ends: core.labels)"
+                   if scale == "common" else "each test corpus's own rating scale")
+    body = [f"<h1>{html.escape(title)}</h1>",
+            f"<p>Trained on the row's corpus, tested on the column's; scores on {html.escape(scale_words)}. CCC is "
+            "unchanged by the mapping; MSE is not comparable across scales.</p>",
+            f"<pre>{html.escape(matrix_markdown(rows))}</pre>",
+            *(f'<h2>{html.escape(label)}</h2><img alt="matrix {html.escape(label)}" '
+              f'src="{_png_data_uri(plot_matrix, rows, label)}">' for label in labels)]
+    for cell in cells:
+        body += [f"<h2>Trained on {html.escape(cell.train)}, tested on {html.escape(cell.test)}</h2>",
+                 _warnings_html(run_warnings(cell.evaluation)),
+                 f"<p><b>In short</b>: {html.escape(headline(cell.results))}</p>",
+                 _table_html(results_table(cell.results), f"results-{cell.train}-{cell.test}")]
+        groups = [{"run": label, "column": r["column"], "group": r["group"], "n": r["n"],
+                   "CCC-V": _with_interval(r.get("ccc_v"), (r.get("ci") or {}).get("ccc_v")),
+                   "CCC-A": _with_interval(r.get("ccc_a"), (r.get("ci") or {}).get("ccc_a"))}
+                  for label, v in cell.results["runs"].items() for r in v.get("per_group", [])]
+        if groups:
+            body.append(_rows_html(groups, f"groups-{cell.train}-{cell.test}"))
+    style = ("body{font-family:sans-serif;max-width:1300px;margin:1em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"
+             "text-align:right}td:first-child{text-align:left}img{max-width:100%}"
+             ".warning{background:#fff3cd;border:1px solid #e0b000;padding:4px 10px;margin:8px 0}"
+             "td.best{background:#e6f4ea}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomically(path, lambda tmp: tmp.write_text(page))

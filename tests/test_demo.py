@@ -13,5 +13,8 @@ def test_the_synthetic_demo_runs_end_to_end(tmp_path):
     assert "untrained" in result.stdout
     assert (tmp_path / "report.html").stat().st_size > 10_000
     assert len(list((tmp_path / "ablation").glob("*/fold*/run.json"))) == 20
-    assert "[5/5] predict 3 files of fold 1" in result.stdout and result.stdout.count("(label ") == 6  # valence and arousal of 3 files
+    assert "[6/6] predict 3 files of fold 1" in result.stdout and result.stdout.count("(label ") == 6  # valence and arousal of 3 files
+    # does it transfer: the 2 x 2 matrix of the demo corpus and a second one rated 1-7
+    assert "| trained on \\ tested on | synthetic | rated7 |" in result.stdout
+    assert (tmp_path / "cross" / "report.html").is_file()
     assert (tmp_path / "model" / "model.json").is_file()

@@ -45,6 +45,8 @@ SPEAKER_FOLD: dict[str, int] = {
     "15": 5, "16": 5,
 }
 
+MALE_SPEAKERS = {"03", "10", "11", "12", "15"}  # the corpus documentation; the others are female
+
 _FILE_NAME = re.compile(r"^(\d\d)([a-z]\d\d)([A-Z])([a-z])\.wav$")
 
 
@@ -77,6 +79,7 @@ def read_emodb(root: str | Path) -> tuple[pl.DataFrame, list[Problem]]:
                 utt_id=wav.stem, path=str(wav), duration_s=duration_s, sample_rate=sample_rate,
                 speaker=speaker, dialog_id=wav.stem, start_s=0.0, fold=SPEAKER_FOLD[speaker],
                 valence=valence, arousal=arousal, dominance=None, emotion=emotion,
+                gender="male" if speaker in MALE_SPEAKERS else "female", scale_low=1.0, scale_high=5.0,
             )
         )
     return normalise_manifest(pl.DataFrame(rows, schema=ALL_COLUMNS)), problems

@@ -4,7 +4,8 @@ Required columns: ``utt_id, path, speaker, valence, arousal`` and either ``fold`
 or ``split`` (predefined partitions: ``train``, ``dev`` and test sets by name, e.g. ``Test1``; ``Train``,
 ``Development``, ``validation`` are read as ``train``/``dev``; with a filled ``split`` column, ``fold`` is
 derived from it: the test set's number, 0 on train and dev rows); optional: ``dialog_id, start_s, dominance,
-emotion``. Relative paths are resolved against the manifest's folder. Without ``dialog_id``
+emotion, gender`` and the rating scale's ends ``scale_low, scale_high`` (both or neither; cross-corpus work
+needs them). Relative paths are resolved against the manifest's folder. Without ``dialog_id``
 each utterance is its own dialogue (no context, no order invented); without ``start_s`` (left empty) a
 dialogue's rows keep the file's order, and ``--state-grouping speaker``, which orders by ``start_s`` alone, is
 refused.
@@ -24,7 +25,7 @@ from pipeline.corpora.audio_info import audio_header
 from pipeline.corpora.manifest import normalise_manifest, read_text_table
 
 REQUIRED = ("utt_id", "path", "speaker", "fold", "valence", "arousal")  # "split" may stand in for "fold"
-_NUMERIC = ("valence", "arousal", "dominance", "start_s")
+_NUMERIC = ("valence", "arousal", "dominance", "start_s", "scale_low", "scale_high")
 MAX_RATING = 1e6  # no rating scale comes near; beyond it, squares in the statistics overflow float64
 
 
@@ -81,6 +82,11 @@ def read_generic_manifest(manifest: str | Path) -> tuple[pl.DataFrame, list[Prob
             problems.append(Problem(str(manifest), "valence/arousal missing", line))
             continue
         absurd = [k for k in ("valence", "arousal", "dominance") if numbers[k] is not None and abs(numbers[k]) > MAX_RATING]
+        scale = (numbers["scale_low"], numbers["scale_high"])
+        if (scale[0] is None) != (scale[1] is None) or (scale[0] is not None and not scale[0] < scale[1]):
+            problems.append(Problem(str(manifest), f"scale_low {scale[0]} / scale_high {scale[1]}: give both, low < high",
+                                    line))
+            continue
         if absurd:
             problems.append(Problem(str(manifest), f"{absurd[0]} {numbers[absurd[0]]:g} is not a rating (larger than "
                                                    f"{MAX_RATING:g} in magnitude)", line))
@@ -118,7 +124,8 @@ def read_generic_manifest(manifest: str | Path) -> tuple[pl.DataFrame, list[Prob
                 speaker=str(rec["speaker"]).strip(), dialog_id=rec.get("dialog_id") or utt_id,
                 start_s=numbers["start_s"], fold=fold,
                 valence=numbers["valence"], arousal=numbers["arousal"], dominance=numbers["dominance"],
-                emotion=rec.get("emotion"), split=split,
+                emotion=rec.get("emotion"), split=split, gender=(rec.get("gender") or "").strip().lower() or None,
+                scale_low=scale[0], scale_high=scale[1],
             )
         )
     if partitioned:  # the fold of a partitioned row is its test set's number (core.protocol)

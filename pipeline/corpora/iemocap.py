@@ -91,6 +91,8 @@ def read_iemocap(root: str | Path) -> tuple[pl.DataFrame, list[Problem]]:
                         utt_id=utt_id, path=str(wav), duration_s=duration_s, sample_rate=sample_rate,
                         speaker=speaker_of(utt_id), dialog_id=dialog_id, start_s=start_s, fold=session,
                         valence=val, arousal=aro, dominance=dom, emotion=category,
+                        gender={"F": "female", "M": "male"}.get(speaker_of(utt_id)[-1]),
+                        scale_low=1.0, scale_high=5.0,
                     )
                 )
     return normalise_manifest(pl.DataFrame(rows, schema=ALL_COLUMNS)), problems

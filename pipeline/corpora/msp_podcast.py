@@ -124,6 +124,8 @@ def _row(name: str, rec: dict, audio_dir: Path) -> dict | str:
         speaker=speaker, dialog_id=f"MSP-PODCAST_{podcast}", start_s=_order_key(segment, part), fold=0,
         valence=valence, arousal=arousal, dominance=dominance,
         emotion=EMOTION_CODES.get(code, code) if code else None, split=canonical_split(split_set),
+        gender={"female": "female", "male": "male"}.get(_text(rec.get("Gender")).lower()),
+        scale_low=1.0, scale_high=7.0,
     )
 
 

@@ -69,17 +69,21 @@ def synth_utterance(valence: float, arousal: float, speaker_f0_hz: float, rng: n
 
 
 def write_synthetic_corpus(root: str | Path, dialogs_per_fold: int = 4, turns: int = 12, stay: float = 0.8,
-                           seed: int = 0) -> Path:
-    """Write WAVs and ``manifest.csv`` (5 folds x 2 speakers) under ``root``; returns the manifest path."""
+                           seed: int = 0, scale: tuple[float, float] = (1.0, 5.0), name: str = "") -> Path:
+    """Write WAVs and ``manifest.csv`` (5 folds x 2 speakers, one female and one male) under ``root``; returns the
+    manifest path. The acoustics follow valence/arousal on 1-5; the labels are written on ``scale`` (its ends in
+    ``scale_low``/``scale_high``), so two corpora can rate the same emotions on different scales. ``name`` prefixes
+    the speakers and dialogues (two corpora then share none)."""
     root = Path(root)
     (root / "wav").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     names = list(EMOTIONS)
-    lines = ["utt_id,path,speaker,fold,valence,arousal,dialog_id,start_s,emotion"]
+    low, high = scale
+    lines = ["utt_id,path,speaker,fold,valence,arousal,dialog_id,start_s,emotion,gender,scale_low,scale_high"]
     for fold in range(1, 6):
-        speakers = {f"s{fold}f": rng.uniform(190, 230), f"s{fold}m": rng.uniform(100, 130)}
+        speakers = {f"{name}s{fold}f": rng.uniform(190, 230), f"{name}s{fold}m": rng.uniform(100, 130)}
         for d in range(dialogs_per_fold):
-            dialog = f"fold{fold}_dialog{d}"
+            dialog = f"{name}fold{fold}_dialog{d}"
             emotion = rng.choice(names)
             for t in range(turns):
                 if rng.random() > stay:
@@ -89,7 +93,10 @@ def write_synthetic_corpus(root: str | Path, dialogs_per_fold: int = 4, turns: i
                 utt = f"{dialog}_t{t:02d}"
                 wave = synth_utterance(valence, arousal, speakers[speaker], rng)
                 soundfile.write(root / "wav" / f"{utt}.wav", wave, RATE, subtype="PCM_16")
-                lines.append(f"{utt},wav/{utt}.wav,{speaker},{fold},{valence:.3f},{arousal:.3f},{dialog},{t * 2.0},{emotion}")
+                v, a = (low + (x - 1) * (high - low) / 4 for x in (valence, arousal))  # 1-5 -> the corpus's scale
+                gender = "female" if speaker.endswith("f") else "male"
+                lines.append(f"{utt},wav/{utt}.wav,{speaker},{fold},{v:.3f},{a:.3f},{dialog},{t * 2.0},{emotion},"
+                             f"{gender},{low:g},{high:g}")
     manifest = root / "manifest.csv"
     manifest.write_text("\n".join(lines) + "\n")
     return manifest

@@ -1,0 +1,196 @@
+"""Does it transfer? Heads trained on one corpus and tested on another, and the matrix over several corpora.
+
+A pair (train corpus A, test corpus B) runs as one corpus with predefined partitions (``combined_arrays``): every
+usable labelled row of A is ``train`` (validation: A's dialogue groups, as always) and every usable row of B is one
+test set named after B. Protocol, training, evaluation, intervals and report are then ``ablate``'s. Labels are
+mapped onto the common scale of ``core.labels`` (A's rows by A's scale, B's by B's) before anything is trained or
+scored; ``scale="test"`` reports the test corpus's own scale instead. The diagonal of a matrix (A on A) is A's own
+cross-validation, on the same scale. The caches must hold the same speech model (weight checksum), hidden states
+and prosody feature set; the dialogue state is never used across corpora (its projection is fitted per corpus).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cache.reader import CacheReader
+from core.errors import InputError
+from core.labels import to_common
+from core.protocol import partition_folds
+from heads.evaluate import Evaluation, evaluate_runs, write_evaluation
+from heads.experiment import train_fold
+from heads.features import CorpusArrays, load_corpus_arrays
+from heads.progress import TrainingProgress
+from heads.stats import StatsConfig
+from heads.train import TrainConfig
+from heads.variants import run_label
+
+
+def corpus_name(cache: str | Path) -> str:
+    """How tables name a cache's corpus: its file name without the extension."""
+    return Path(cache).stem
+
+
+def corpus_scale(reader: CacheReader) -> tuple[float, float]:
+    """The rating scale ``(low, high)`` a cache's manifest declares (``scale_low``/``scale_high``)."""
+    m = reader.manifest
+    lows, highs = set(m["scale_low"].drop_nulls().to_list()), set(m["scale_high"].drop_nulls().to_list())
+    if len(lows) != 1 or len(highs) != 1 or m["scale_low"].null_count():
+        raise InputError(f"{reader.path}: its manifest declares no single rating scale (scale_low/scale_high, found "
+                         f"{sorted(lows)} / {sorted(highs)}); add the columns to your manifest and run extract again "
+                         "(the manifest is updated in place), or use a corpus reader that knows its scale")
+    return float(lows.pop()), float(highs.pop())
+
+
+def check_compatible(readers: dict[str, CacheReader]) -> None:
+    """Refuse caches made with different speech models, hidden states or prosody feature sets, naming the
+    difference: heads trained on one cannot read the other's features."""
+    def facts(reader: CacheReader) -> dict[str, object]:
+        speech = reader.provenance("speech").get("model", {}) if "speech" in reader.stages else {}
+        prosody = reader.provenance("prosody") if "prosody" in reader.stages else {}
+        return {"speech model weights": speech.get("weights_sha256"),
+                "hidden states": reader.dataset_shapes("speech")["pooled"][1:] if "speech" in reader.stages else None,
+                "prosody feature set": prosody.get("feature_set_version"),
+                "prosody features": list(reader.read("prosody", "names")) if "prosody" in reader.stages else None}
+
+    names = list(readers)
+    first = facts(readers[names[0]])
+    for name in names[1:]:
+        other = facts(readers[name])
+        differing = [k for k in first if first[k] != other[k]]
+        if differing:
+            raise InputError(f"{readers[names[0]].path} and {readers[name].path} differ in {', '.join(differing)} "
+                             f"({first[differing[0]]} vs {other[differing[0]]}); extract both with the same "
+                             "--speech-model and the same stages")
+
+
+def on_common_scale(arrays: CorpusArrays, scale: tuple[float, float]) -> CorpusArrays:
+    """``arrays`` with its targets on the common scale (``core.labels``)."""
+    return replace(arrays, targets=to_common(arrays.targets, *scale))
+
+
+def combined_arrays(train: CorpusArrays, test: CorpusArrays, train_name: str, test_name: str) -> CorpusArrays:
+    """One corpus of the training corpus's usable rows (partition ``train``) and the test corpus's usable rows
+    (the test set ``test_name``), targets as given (map them to one scale first), speakers, dialogues and utterances
+    named ``<corpus>/<id>`` so that the corpora share none. Groups gain ``corpus``."""
+    a, b = np.flatnonzero(train.usable), np.flatnonzero(test.usable)
+
+    def both(x: np.ndarray | None, y: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None or y is None else np.concatenate([x[a], y[b]])
+
+    def named(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.array([f"{train_name}/{v}" for v in x[a]] + [f"{test_name}/{v}" for v in y[b]], dtype=object)
+
+    if train.speech_layers != test.speech_layers:
+        raise InputError(f"{train_name} and {test_name} were loaded with different hidden states")
+    splits = np.array(["train"] * len(a) + [test_name] * len(b), dtype=object)
+    groups = {k: both(train.groups[k], test.groups[k]) for k in train.groups if k in test.groups}
+    groups["corpus"] = np.array([train_name] * len(a) + [test_name] * len(b), dtype=object)
+    emotions = both(train.emotions, test.emotions)
+    return CorpusArrays(
+        speech=both(train.speech, test.speech), prosody=both(train.prosody, test.prosody), states={},
+        targets=np.concatenate([train.targets[a], test.targets[b]]), utt_ids=named(train.utt_ids, test.utt_ids),
+        speakers=named(train.speakers, test.speakers), dialogs=named(train.dialogs, test.dialogs),
+        folds=partition_folds(splits), usable=np.ones(len(a) + len(b), bool), emotions=emotions,
+        prosody_names=train.prosody_names, provenance=train.provenance, speech_layers=train.speech_layers,
+        num_hidden_states=train.num_hidden_states, source=f"{train.source} -> {test.source}", splits=splits,
+        groups=groups)
+
+
+@dataclass
+class CrossCell:
+    """One cell of the matrix: the runs of every variant trained on ``train`` and tested on ``test``."""
+
+    train: str
+    test: str
+    evaluation: Evaluation
+    results: dict  # heads.evaluate.summarise
+    out: Path
+
+
+def run_cross(caches: list[Path], configs: list[TrainConfig], seeds: list[int], out: Path,
+              device: torch.device = torch.device("cpu"), stats: StatsConfig = StatsConfig(), scale: str = "common",
+              overwrite: bool = False) -> list[CrossCell]:
+    """Every ordered pair of ``caches`` (train on one, test on the other) and every corpus on itself (its folds),
+    each with every config and seed; runs under ``out/<train>-on-<test>/<label>/``, each cell's tables beside them.
+    ``scale``: ``common`` (-1..1) or ``test`` (the test corpus's own scale)."""
+    if scale not in ("common", "test"):
+        raise InputError(f"--scale {scale}: choose common or test")
+    if any(c.features.use_state for c in configs):
+        raise InputError("cross-corpus heads use no dialogue state (its context is fitted per corpus): drop +state")
+    names = [corpus_name(c) for c in caches]
+    if len(set(names)) != len(names):
+        raise InputError(f"two caches share a name ({', '.join(names)}): the matrix names corpora by file name")
+    readers = dict(zip(names, (CacheReader(c) for c in caches)))
+    check_compatible(readers)
+    layers = {c.features.layer for c in configs}
+    layer = layers.pop() if len(layers) == 1 else None
+    scales = {name: corpus_scale(reader) for name, reader in readers.items()}
+    arrays = {name: on_common_scale(load_corpus_arrays(reader, layer), scales[name])
+              for name, reader in readers.items()}
+    pairs = [(a, b) for a in names for b in names]
+    with TrainingProgress(len(pairs) * len(configs) * len(seeds)) as progress:
+        cells = []
+        for train_name, test_name in pairs:
+            shown = scales[test_name] if scale == "test" else None
+            run_dirs = []
+            cell_out = out / f"{train_name}-on-{test_name}"
+            if train_name == test_name:  # the corpus's own cross-validation (its folds or partitions)
+                corpus = replace(arrays[train_name], states={}, report_scale=shown)
+                experiments = corpus.experiments()
+            else:
+                corpus = replace(combined_arrays(arrays[train_name], arrays[test_name], train_name, test_name),
+                                 report_scale=shown)
+                experiments = [1]
+            for config in configs:
+                label = run_label(config)
+                for k in experiments:
+                    run_dir = cell_out / label / corpus.experiment_folder(k)
+                    train_fold(corpus, k, config, seeds, run_dir, device, label, overwrite, progress)
+                    run_dirs.append(run_dir)
+            evaluation = evaluate_runs(run_dirs)
+            _, results = write_evaluation(evaluation, cell_out, stats=stats)
+            cells.append(CrossCell(train_name, test_name, evaluation, results, cell_out))
+    return cells
+
+
+def matrix(cells: list[CrossCell]) -> list[dict]:
+    """One row per run label, train corpus and test corpus: CCC-V, CCC-A (mean over folds; off the diagonal, the
+    one test set) with their intervals, the number of test utterances, and the interval's method."""
+    rows = []
+    for cell in cells:
+        for label, summary in cell.results["runs"].items():
+            ci = summary.get("mean_ci", {})
+            rows.append({"run": label, "train": cell.train, "test": cell.test,
+                         "n_test": sum(f["n_test"] for f in summary["folds"].values()),
+                         "ccc_v": summary["mean"]["ccc_v"], "ccc_a": summary["mean"]["ccc_a"],
+                         "ccc_v_ci": ci.get("ccc_v"), "ccc_a_ci": ci.get("ccc_a"),
+                         "interval": summary["interval"]["method"] if not summary["interval"]["withheld"] else None})
+    return rows
+
+
+def matrix_markdown(rows: list[dict]) -> str:
+    """The matrix as text: per run label, a table with the training corpus per row and the test corpus per
+    column, each cell ``CCC-V / CCC-A`` with their intervals (the diagonal is the corpus's own folds)."""
+    def cell(value: float | None, ci: list | None) -> str:
+        if value is None:
+            return "undefined"
+        return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else "")
+
+    corpora = list(dict.fromkeys(r["train"] for r in rows))
+    parts = []
+    for label in dict.fromkeys(r["run"] for r in rows):
+        lines = [f"`{label}`: CCC-V / CCC-A, rows trained on, columns tested on (the diagonal: the corpus's own "
+                 "folds; off it: every usable row of the test corpus, the interval a speaker bootstrap):", "",
+                 "| trained on \\ tested on | " + " | ".join(corpora) + " |", "|---|" + "---|" * len(corpora)]
+        for train in corpora:
+            found = {r["test"]: r for r in rows if r["run"] == label and r["train"] == train}
+            lines.append(f"| {train} | " + " | ".join(
+                f"{cell(found[t]['ccc_v'], found[t]['ccc_v_ci'])} / {cell(found[t]['ccc_a'], found[t]['ccc_a_ci'])}"
+                for t in corpora) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
