@@ -60,6 +60,8 @@ P_WORDS = ("paired speaker-permutation test (exact under exchangeability of the 
 # An interval is printed when the calibration measured it at least this good at the nearest shape (the table then
 # states its measured coverage); below, it would mislead (the percentile bootstrap at 2 speakers per fold: 72-80 %).
 TRUSTED = {"coverage": 0.85, "false_positive": 0.10}
+METRIC_RANGE = {"ccc": (-1.0, 1.0), "pearson": (-1.0, 1.0), "ccc_avg": (-1.0, 1.0), "mse": (0.0, np.inf),
+                "rmse": (0.0, np.inf)}
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,8 @@ def label_summary(preds: pl.DataFrame, stats: StatsConfig, partitions: bool = Fa
                      "withheld": design.withheld("mean"), "calibration": design.calibration("mean")},
     }
     if design.method == "fold-t" and not out["interval"]["withheld"]:
-        bounds = {k: fold_t_interval(np.moveaxis(v, 0, -1), stats.confidence)[:2] for k, v in point.per_fold.items()}
+        bounds = {k: np.clip(fold_t_interval(np.moveaxis(v, 0, -1), stats.confidence)[:2], *METRIC_RANGE[k])
+                  for k, v in point.per_fold.items()}  # a t interval can leave a metric's range: clip it to it
         low, high = _flat({k: b[0] for k, b in bounds.items()}), _flat({k: b[1] for k, b in bounds.items()})
         out["mean_ci"] = {k: [low[k], high[k]] for k in low}
     if stats.resamples:

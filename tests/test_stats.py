@@ -241,3 +241,19 @@ def test_the_calibration_table_is_looked_up_at_the_nearest_shape(tmp_path):
     three_seeds = measured_at("fold-t", "difference", 5, 10, 3, path=tmp_path / "c.csv")
     assert three_seeds["shape"] == "5 folds x 10 speakers, 3 seed(s)" and three_seeds["coverage"] == 0.91
     assert measured_at("fold-t", "difference", 10, 2, 1, path=tmp_path / "c.csv") is None  # no 10-fold shape
+
+
+def test_a_t_interval_of_a_ccc_is_clipped_to_the_ccc_range():
+    rng = np.random.default_rng(9)
+    rows = []
+    for fold in (1, 2, 3):
+        for i in range(40):
+            t = rng.normal(3, 1)
+            p = t if fold < 3 else t + rng.normal(0, 1)  # two perfect folds, one noisy one
+            rows.append({"utt_id": f"f{fold}u{i}", "speaker": f"s{fold}{i % 2}", "fold": fold, "seed": 0,
+                         "valence_true": t, "arousal_true": t, "valence_pred": p, "arousal_pred": p})
+    run = summarise(Evaluation(pl.DataFrame(), {"x": pl.DataFrame(rows)}, {"x": []}), StatsConfig(resamples=0))
+    low, high = run["runs"]["x"]["mean_ci"]["ccc_v"]
+    unclipped = fold_t_interval(np.array([1.0, 1.0, run["runs"]["x"]["folds"]["3"]["ccc_v"]]), 0.95)
+    assert -1 < unclipped[0] and unclipped[1] > 1  # the raw t interval leaves [-1, 1] above only
+    assert high == 1.0 and low == pytest.approx(unclipped[0])
