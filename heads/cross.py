@@ -133,19 +133,21 @@ def run_cross(caches: list[Path], configs: list[TrainConfig], seeds: list[int], 
     arrays = {name: on_common_scale(load_corpus_arrays(reader, layer), scales[name])
               for name, reader in readers.items()}
     pairs = [(a, b) for a in names for b in names]
-    with TrainingProgress(len(pairs) * len(configs) * len(seeds)) as progress:
+    corpora = {}  # (train, test) -> the arrays its heads train and are tested on
+    for train_name, test_name in pairs:
+        shown = scales[test_name] if scale == "test" else None
+        if train_name == test_name:  # the corpus's own cross-validation (its folds or partitions)
+            corpora[train_name, test_name] = replace(arrays[train_name], states={}, report_scale=shown)
+        else:  # one experiment: train on every usable row of one, test on every usable row of the other
+            corpora[train_name, test_name] = replace(
+                combined_arrays(arrays[train_name], arrays[test_name], train_name, test_name), report_scale=shown)
+    runs = sum(len(corpus.experiments()) for corpus in corpora.values()) * len(configs) * len(seeds)
+    with TrainingProgress(runs) as progress:
         cells = []
         for train_name, test_name in pairs:
-            shown = scales[test_name] if scale == "test" else None
-            run_dirs = []
+            corpus, run_dirs = corpora[train_name, test_name], []
             cell_out = out / f"{train_name}-on-{test_name}"
-            if train_name == test_name:  # the corpus's own cross-validation (its folds or partitions)
-                corpus = replace(arrays[train_name], states={}, report_scale=shown)
-                experiments = corpus.experiments()
-            else:
-                corpus = replace(combined_arrays(arrays[train_name], arrays[test_name], train_name, test_name),
-                                 report_scale=shown)
-                experiments = [1]
+            experiments = corpus.experiments()
             for config in configs:
                 label = run_label(config)
                 for k in experiments:

@@ -1,6 +1,8 @@
 """Does it transfer? Train on one corpus, test on another rated on another scale: labels meet on the common scale
 (checked by hand), the matrix covers every pair, incompatible caches are refused, groups are broken down."""
 
+import re
+
 import numpy as np
 import polars as pl
 import pytest
@@ -51,10 +53,13 @@ def test_a_corpus_declares_its_scale_and_a_manifest_without_one_is_refused(two_c
 
 @pytest.mark.parametrize("scale", ["common", "test"])
 def test_trained_on_one_corpus_and_tested_on_another_the_truth_is_the_test_corpus_on_the_asked_scale(
-        two_corpora, tmp_path, scale):
+        two_corpora, tmp_path, scale, caplog):
     _, (a, b) = two_corpora
     configs = [parse_variant("linear", TrainConfig())]
-    cells = run_cross([a, b], configs, [0], tmp_path / "x", stats=StatsConfig(resamples=200), scale=scale)
+    with caplog.at_level("INFO", logger="heads"):
+        cells = run_cross([a, b], configs, [0], tmp_path / "x", stats=StatsConfig(resamples=200), scale=scale)
+    counts = [tuple(map(int, m)) for m in re.findall(r"\[(\d+)/(\d+), ", caplog.text)]
+    assert counts and counts[-1][0] == counts[-1][1] == len(counts)  # the progress counts every run of the matrix
     assert [(c.train, c.test) for c in cells] == [("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")]
     predictions = pl.read_csv(tmp_path / "x" / "a-on-b" / "linear" / "b" / "predictions.csv")
     stored = CacheReader(b).manifest.select("utt_id", "valence")
