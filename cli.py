@@ -480,6 +480,9 @@ def cross(
     out: Path = typer.Option(Path("cross"), help="folder for the runs, the matrix, the tables and report.html"),
     scale: str = typer.Option("common", help="score on the common scale -1..1 (common) or on each test corpus's own "
                                              "scale (test); README 'Does it transfer?'"),
+    test_partition: Optional[str] = typer.Option(None, metavar="NAME", help="test a partitioned corpus (train/dev/"
+                                                 "test sets, e.g. MSP-Podcast) on this test set only, e.g. Test1; "
+                                                 "corpora of k folds are tested on every labelled row"),
     bootstrap: int = typer.Option(2000, help=_BOOTSTRAP_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace runs already in --out (each whole)"),
     epochs: Optional[int] = _HEAD_OPTIONS["epochs"], device: str = _HEAD_OPTIONS["device"],
@@ -488,6 +491,8 @@ def cross(
     intervals, per-group results and a report."""
     import time
     from dataclasses import replace
+
+    import polars as pl
 
     from core.files import write_atomically
     from heads.cross import matrix, matrix_markdown, run_cross
@@ -503,12 +508,13 @@ def cross(
     configs = [parse_variant(spec, base) for spec in variants.split(",") if spec.strip()]
     seed_list = _seed_list(seeds, seed)
     started = time.perf_counter()
-    cells = run_cross(paths, configs, seed_list, out, resolve_device(device), _stats(bootstrap), scale, overwrite)
+    cells = run_cross(paths, configs, seed_list, out, resolve_device(device), _stats(bootstrap), scale, overwrite,
+                      test_partition)
     rows = matrix(cells)
-    text = matrix_markdown(rows)
+    text = matrix_markdown(rows, test_partition)
     write_atomically(out / "matrix.md", lambda tmp: tmp.write_text(text + "\n"))
-    write_atomically(out / "matrix.csv", __import__("polars").DataFrame(rows).drop("ccc_v_ci", "ccc_a_ci").write_csv)
-    report = write_cross_report(cells, rows, out / "report.html", scale=scale)
+    write_atomically(out / "matrix.csv", pl.DataFrame(rows).drop("ccc_v_ci", "ccc_a_ci").write_csv)
+    report = write_cross_report(cells, rows, out / "report.html", scale=scale, test_partition=test_partition)
     typer.echo(text)
     typer.echo(f"{len(paths)} corpora x {len(configs)} variants x {len(seed_list)} seed(s) in "
                f"{time.perf_counter() - started:.1f} s; every cell's tables in {out}/<train>-on-<test>/; report {report}")

@@ -1,8 +1,8 @@
 """Does it transfer? Heads trained on one corpus and tested on another, and the matrix over several corpora.
 
 A pair (train corpus A, test corpus B) runs as one corpus with predefined partitions (``combined_arrays``): every
-usable labelled row of A is ``train`` (validation: A's dialogue groups, as always) and every usable row of B is one
-test set named after B. Protocol, training, evaluation, intervals and report are then ``ablate``'s. Labels are
+usable labelled row of A is ``train`` (validation: A's dialogue groups, as always) and every usable row of B (or the
+rows of one of B's test sets, ``test_partition``) is one test set named after B. Protocol, training, evaluation, intervals and report are then ``ablate``'s. Labels are
 mapped onto the common scale of ``core.labels`` (A's rows by A's scale, B's by B's) before anything is trained or
 scored; ``scale="test"`` reports the test corpus's own scale instead. The diagonal of a matrix (A on A) is A's own
 cross-validation, on the same scale. The caches must hold the same speech model (weight checksum), hidden states
@@ -20,7 +20,7 @@ import torch
 from cache.reader import CacheReader
 from core.errors import InputError
 from core.labels import to_common
-from core.protocol import partition_folds
+from core.protocol import partition_folds, test_set_names
 from heads.evaluate import Evaluation, evaluate_runs, write_evaluation
 from heads.experiment import train_fold
 from heads.features import CorpusArrays, load_corpus_arrays
@@ -73,11 +73,25 @@ def on_common_scale(arrays: CorpusArrays, scale: tuple[float, float]) -> CorpusA
     return replace(arrays, targets=to_common(arrays.targets, *scale))
 
 
-def combined_arrays(train: CorpusArrays, test: CorpusArrays, train_name: str, test_name: str) -> CorpusArrays:
-    """One corpus of the training corpus's usable rows (partition ``train``) and the test corpus's usable rows
-    (the test set ``test_name``), targets as given (map them to one scale first), speakers, dialogues and utterances
-    named ``<corpus>/<id>`` so that the corpora share none. Groups gain ``corpus``."""
-    a, b = np.flatnonzero(train.usable), np.flatnonzero(test.usable)
+def test_rows(arrays: CorpusArrays, name: str, partition: str | None) -> np.ndarray:
+    """``[N] bool``: the rows a corpus is tested on off the diagonal: every usable labelled row, or with
+    ``partition`` the rows of that test set when the corpus has partitions (a corpus of k folds has none to name:
+    every row)."""
+    if partition is None or arrays.splits is None:
+        return arrays.usable
+    if partition not in test_set_names(arrays.splits):
+        raise InputError(f"{arrays.source}: corpus {name} has no test set named {partition!r} (its test sets: "
+                         f"{', '.join(test_set_names(arrays.splits))}); choose one with --test-partition")
+    return arrays.usable & (arrays.splits == partition)
+
+
+def combined_arrays(train: CorpusArrays, test: CorpusArrays, train_name: str, test_name: str,
+                    tested: np.ndarray | None = None) -> CorpusArrays:
+    """One corpus of the training corpus's usable rows (partition ``train``) and the test corpus's usable rows, or
+    its ``tested`` rows (``[N] bool``), as the test set ``test_name``; targets as given (map them to one scale
+    first), speakers, dialogues and utterances named ``<corpus>/<id>`` so that the corpora share none. Groups gain
+    ``corpus``."""
+    a, b = np.flatnonzero(train.usable), np.flatnonzero(test.usable if tested is None else tested)
 
     def both(x: np.ndarray | None, y: np.ndarray | None) -> np.ndarray | None:
         return None if x is None or y is None else np.concatenate([x[a], y[b]])
@@ -101,6 +115,13 @@ def combined_arrays(train: CorpusArrays, test: CorpusArrays, train_name: str, te
         groups=groups)
 
 
+def own_experiments(arrays: CorpusArrays, partition: str | None) -> list[int]:
+    """The experiments of a corpus on itself: its folds, its test sets, or only the test set ``partition``."""
+    if partition is None or arrays.splits is None:
+        return arrays.experiments()
+    return [test_set_names(arrays.splits).index(partition) + 1]
+
+
 @dataclass
 class CrossCell:
     """One cell of the matrix: the runs of every variant trained on ``train`` and tested on ``test``."""
@@ -114,10 +135,12 @@ class CrossCell:
 
 def run_cross(caches: list[Path], configs: list[TrainConfig], seeds: list[int], out: Path,
               device: torch.device = torch.device("cpu"), stats: StatsConfig = StatsConfig(), scale: str = "common",
-              overwrite: bool = False) -> list[CrossCell]:
-    """Every ordered pair of ``caches`` (train on one, test on the other) and every corpus on itself (its folds),
-    each with every config and seed; runs under ``out/<train>-on-<test>/<label>/``, each cell's tables beside them.
-    ``scale``: ``common`` (-1..1) or ``test`` (the test corpus's own scale)."""
+              overwrite: bool = False, test_partition: str | None = None) -> list[CrossCell]:
+    """Every ordered pair of ``caches`` (train on one, test on the other) and every corpus on itself (its folds or
+    test sets), each with every config and seed; runs under ``out/<train>-on-<test>/<label>/``, each cell's tables
+    beside them. ``scale``: ``common`` (-1..1) or ``test`` (the test corpus's own scale). ``test_partition``: a
+    partitioned corpus is tested on that test set only (off the diagonal and on it); corpora of k folds on every
+    row."""
     if scale not in ("common", "test"):
         raise InputError(f"--scale {scale}: choose common or test")
     if any(c.features.use_state for c in configs):
@@ -132,25 +155,31 @@ def run_cross(caches: list[Path], configs: list[TrainConfig], seeds: list[int], 
     scales = {name: corpus_scale(reader) for name, reader in readers.items()}
     arrays = {name: on_common_scale(load_corpus_arrays(reader, layer), scales[name])
               for name, reader in readers.items()}
+    if test_partition is not None and all(arrays[n].splits is None for n in names):
+        raise InputError(f"--test-partition {test_partition}: none of the caches has partitions (train/dev/test "
+                         "sets); every one is tested on all its rows, leave the option out")
+    tested = {name: test_rows(arrays[name], name, test_partition) for name in names}
     pairs = [(a, b) for a in names for b in names]
     corpora = {}  # (train, test) -> the arrays its heads train and are tested on
     for train_name, test_name in pairs:
         shown = scales[test_name] if scale == "test" else None
-        if train_name == test_name:  # the corpus's own cross-validation (its folds or partitions)
+        if train_name == test_name:  # the corpus's own cross-validation (its folds, or its test sets)
             corpora[train_name, test_name] = replace(arrays[train_name], states={}, report_scale=shown)
-        else:  # one experiment: train on every usable row of one, test on every usable row of the other
+        else:  # one experiment: train on every usable row of one, test on the other's tested rows
             corpora[train_name, test_name] = replace(
-                combined_arrays(arrays[train_name], arrays[test_name], train_name, test_name), report_scale=shown)
-    runs = sum(len(corpus.experiments()) for corpus in corpora.values()) * len(configs) * len(seeds)
+                combined_arrays(arrays[train_name], arrays[test_name], train_name, test_name, tested[test_name]),
+                report_scale=shown)
+    experiments = {(a, b): own_experiments(corpus, test_partition) if a == b else corpus.experiments()
+                   for (a, b), corpus in corpora.items()}
+    runs = sum(map(len, experiments.values())) * len(configs) * len(seeds)
     with TrainingProgress(runs) as progress:
         cells = []
         for train_name, test_name in pairs:
             corpus, run_dirs = corpora[train_name, test_name], []
             cell_out = out / f"{train_name}-on-{test_name}"
-            experiments = corpus.experiments()
             for config in configs:
                 label = run_label(config)
-                for k in experiments:
+                for k in experiments[train_name, test_name]:
                     run_dir = cell_out / label / corpus.experiment_folder(k)
                     train_fold(corpus, k, config, seeds, run_dir, device, label, overwrite, progress)
                     run_dirs.append(run_dir)
@@ -175,19 +204,22 @@ def matrix(cells: list[CrossCell]) -> list[dict]:
     return rows
 
 
-def matrix_markdown(rows: list[dict]) -> str:
+def matrix_markdown(rows: list[dict], test_partition: str | None = None) -> str:
     """The matrix as text: per run label, a table with the training corpus per row and the test corpus per
-    column, each cell ``CCC-V / CCC-A`` with their intervals (the diagonal is the corpus's own folds)."""
+    column, each cell ``CCC-V / CCC-A`` with their intervals (the diagonal is the corpus's own folds or test
+    sets; ``test_partition``: the test set a partitioned corpus was tested on)."""
     def cell(value: float | None, ci: list | None) -> str:
         if value is None:
             return "undefined"
         return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else "")
 
     corpora = list(dict.fromkeys(r["train"] for r in rows))
+    tested = "every usable row of the test corpus" if test_partition is None else (
+        f"a partitioned test corpus's test set {test_partition}, every usable row of the others")
     parts = []
     for label in dict.fromkeys(r["run"] for r in rows):
         lines = [f"`{label}`: CCC-V / CCC-A, rows trained on, columns tested on (the diagonal: the corpus's own "
-                 "folds; off it: every usable row of the test corpus, the interval a speaker bootstrap):", "",
+                 f"folds or test sets; off it: {tested}, the interval a speaker bootstrap):", "",
                  "| trained on \\ tested on | " + " | ".join(corpora) + " |", "|---|" + "---|" * len(corpora)]
         for train in corpora:
             found = {r["test"]: r for r in rows if r["run"] == label and r["train"] == train}

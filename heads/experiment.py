@@ -11,9 +11,10 @@ import numpy as np
 import polars as pl
 import torch
 
+from core.errors import InputError
 from core.labels import from_common
 from core.metrics import dimension_metrics
-from core.protocol import VALIDATION_RULES, FoldSplit
+from core.protocol import ALL_FOLDS, VALIDATION_RULES, FoldSplit
 from core.provenance import package_versions, utc_now
 from heads.features import (
     CorpusArrays,
@@ -73,6 +74,9 @@ def train_fold(arrays: CorpusArrays, test_fold: int, config: TrainConfig, seeds:
     appears whole when everything is written (``heads.runs.new_run_dir``); an existing one is replaced only
     with ``overwrite``. ``progress`` shows the epochs (default: one log line per seed)."""
     split = split_rows(arrays, test_fold, config.val_fraction)
+    if test_fold != ALL_FOLDS and not len(split.test):
+        raise InputError(f"{arrays.source}: {arrays.experiment_name(test_fold)} has no usable labelled rows to test "
+                         "on (its rows failed a stage or lack labels); see `cli.py cache info`")
     fold = prepare_fold(arrays, split, config.features)
     label = label or run_label(replace(config, features=fold.effective))
     gated = gate_applies(fold.effective, config)

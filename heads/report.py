@@ -267,10 +267,10 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
 
 
 def write_cross_report(cells: list, rows: list[dict], path: str | Path, title: str = "Does it transfer?",
-                       scale: str = "common") -> Path:
+                       scale: str = "common", test_partition: str | None = None) -> Path:
     """The cross-corpus report (``heads.cross``): the matrix of every run label as a table and a heatmap, then
     each cell's answer, results table and per-group breakdown. ``cells``: ``heads.cross.CrossCell``; ``rows``:
-    ``heads.cross.matrix``."""
+    ``heads.cross.matrix``; ``test_partition``: the test set partitioned corpora were tested on."""
     from heads.cross import matrix_markdown
     from heads.plots import plot_matrix
 
@@ -281,7 +281,7 @@ def write_cross_report(cells: list, rows: list[dict], path: str | Path, title: s
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p>Trained on the row's corpus, tested on the column's; scores on {html.escape(scale_words)}. CCC is "
             "unchanged by the mapping; MSE is not comparable across scales.</p>",
-            f"<pre>{html.escape(matrix_markdown(rows))}</pre>",
+            f"<pre>{html.escape(matrix_markdown(rows, test_partition))}</pre>",
             *(f'<h2>{html.escape(label)}</h2><img alt="matrix {html.escape(label)}" '
               f'src="{_png_data_uri(plot_matrix, rows, label)}">' for label in labels)]
     for cell in cells:

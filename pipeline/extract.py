@@ -21,6 +21,7 @@ from cache.schema import Failure
 from cache.writer import create_cache, replace_manifest
 from core.columns import manifest_splits
 from core.errors import InputError
+from core.protocol import partition_folds
 from pipeline.features.audio import file_stats
 from pipeline.models.state_model import StateModelConfig
 from pipeline.runtime.device import resolve_device
@@ -50,14 +51,19 @@ def extract_config_from_dict(data: dict) -> ExtractConfig:
 
 
 def check_request(stages: list[str], on_error: str, manifest: pl.DataFrame, state_kind: str = "mamba") -> None:
-    """Refuse unknown stages, ``--on-error`` values and a corpus the state stage cannot cross-fit, before
-    any expensive work (the kinds that learn from labels cross-fit over folds: they need 3)."""
+    """Refuse unknown stages, ``--on-error`` values, folds that contradict the partitions, and a corpus the state
+    stage cannot cross-fit, before any expensive work (the kinds that learn from labels cross-fit over folds: they need 3)."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise InputError(f"unknown stage(s): {', '.join(unknown)} (available: {', '.join(STAGES)})")
     if on_error not in ("skip", "fail"):
         raise InputError(f"--on-error must be skip or fail, not {on_error}")
-    if "state" in stages and state_kind in CROSS_FITTED and manifest_splits(manifest) is None:  # k folds
+    splits = manifest_splits(manifest)
+    if splits is not None and not np.array_equal(manifest["fold"].to_numpy(), partition_folds(splits)):
+        raise InputError("the manifest's fold column does not follow its split column (with partitions the fold is "
+                         "the test set's number, 0 on train and dev): read the manifest with read_generic_manifest, "
+                         "or set fold = core.protocol.partition_folds(split)")
+    if "state" in stages and state_kind in CROSS_FITTED and splits is None:  # k folds
         folds = sorted(set(manifest["fold"].drop_nulls().to_list()))
         if len(folds) < 3:
             raise InputError(f"--state-kind {state_kind} learns from labels and is cross-fitted over folds: it needs at "

@@ -13,7 +13,7 @@ from core.labels import from_common, to_common
 from heads.cross import corpus_scale, matrix, run_cross
 from heads.stats import StatsConfig
 from heads.train import TrainConfig
-from heads.variants import parse_variant
+from heads.variants import parse_variant, run_label
 from pipeline.corpora import read_generic_manifest
 from pipeline.corpora.synthetic import write_synthetic_corpus
 from pipeline.extract import ExtractConfig, extract
@@ -101,3 +101,28 @@ def test_the_cross_command_prints_the_matrix_and_writes_its_report(two_corpora, 
     assert pl.read_csv(tmp_path / "x" / "matrix.csv").height == 4
     refused = cli_in_process("cross", "--caches", str(a), "--out", str(tmp_path / "y"))
     assert refused.returncode == 2 and "two caches or more" in refused.stderr
+
+
+def test_a_named_test_partition_is_the_only_test_set_of_a_partitioned_corpus(two_corpora, tiny_wavlm, tmp_path):
+    root, (a, _) = two_corpora
+    manifest, _ = read_generic_manifest(root / "b" / "manifest.csv")
+    split = pl.when(pl.col("fold") <= 3).then(pl.lit("train")).when(pl.col("fold") == 4).then(pl.lit("Test1")) \
+        .otherwise(pl.lit("Test2"))
+    manifest.with_columns(split=split).write_csv(tmp_path / "parts.csv")  # b's folds 1-3 train, 4 Test1, 5 Test2
+    parts, _ = read_generic_manifest(tmp_path / "parts.csv")  # as a user's manifest: folds derived from the split
+    extract(tmp_path / "p.h5", parts, ["speech", "prosody"],
+            ExtractConfig(speech=SpeechConfig(model=str(tiny_wavlm)), prosody=ProsodyConfig(workers=1)), device="cpu")
+    configs = [parse_variant("linear", TrainConfig())]
+    cells = run_cross([a, tmp_path / "p.h5"], configs, [0], tmp_path / "x", stats=StatsConfig(resamples=0),
+                      test_partition="Test2")
+    test2 = set(parts.filter(pl.col("split") == "Test2")["utt_id"])
+    for cell in cells:
+        predictions = cell.evaluation.predictions[run_label(configs[0])]
+        if cell.test == "p":  # on and off the diagonal: Test2's rows, each once
+            assert sorted(u.removeprefix("p/") for u in predictions["utt_id"]) == sorted(test2)
+        else:  # a has k folds: every one of its rows
+            assert predictions.height == CacheReader(a).manifest.height
+    with pytest.raises(InputError, match="no test set named 'Test9'.*Test1, Test2"):
+        run_cross([a, tmp_path / "p.h5"], configs, [0], tmp_path / "y", test_partition="Test9")
+    with pytest.raises(InputError, match="none of the caches has partitions"):
+        run_cross([a, a.parent / "b.h5"], configs, [0], tmp_path / "z", test_partition="Test1")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cache import CacheReader
+from core.errors import InputError
 from core.protocol import ALL_FOLDS, partition_split, speaker_groups
 from pipeline.corpora import build_manifest
 from pipeline.extract import ExtractConfig, extract
@@ -150,3 +151,12 @@ def test_speakers_sharing_a_dialogue_are_one_cross_fitting_unit():
     units = linked_speakers(speakers, dialogs, np.arange(6))  # row 6 is outside the partition
     assert len({units[0], units[1], units[2], units[3]}) == 1 and units[4] == units[5] != units[0]
     assert units[6] == ""
+
+
+def test_extract_refuses_a_manifest_whose_folds_contradict_its_partitions():
+    from pipeline.extract import check_request
+
+    manifest = pl.DataFrame({"split": ["train", "Test1", "Test2"], "fold": [1, 2, 3]})  # folds of a k-fold corpus
+    with pytest.raises(InputError, match="fold column does not follow its split column"):
+        check_request(["prosody"], "skip", manifest)
+    check_request(["prosody"], "skip", manifest.with_columns(fold=pl.Series([0, 1, 2])))  # derived: accepted

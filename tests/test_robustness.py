@@ -345,3 +345,17 @@ def test_eval_never_reads_the_temporary_folder_of_a_killed_run(heads_cache, tmp_
     shutil.copytree(tmp_path / "g" / "fold2", tmp_path / "g" / ".fold3.tmp-999999")  # a writer killed mid-run
     assert [p.name for p in expand_runs([tmp_path / "g"])] == ["fold1", "fold2"]
     assert "temporary folder" in _one_error_line("eval", "--runs", str(tmp_path / "g" / ".fold3.tmp-999999"))
+
+
+def test_training_refuses_an_experiment_with_no_usable_rows_to_test_on_naming_it(heads_cache, tmp_path):
+    from dataclasses import replace
+
+    from heads.experiment import train_fold
+    from heads.features import load_corpus_arrays
+    from heads.train import TrainConfig
+
+    arrays = load_corpus_arrays(CacheReader(heads_cache))
+    arrays = replace(arrays, usable=arrays.usable & (arrays.folds != 2))  # every row of fold 2 failed a stage
+    with pytest.raises(InputError, match="fold 2 has no usable labelled rows"):
+        train_fold(arrays, 2, TrainConfig(epochs=1), [0], tmp_path / "fold2")
+    assert not (tmp_path / "fold2").exists()  # nothing half-written
