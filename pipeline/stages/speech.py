@@ -20,6 +20,7 @@ from cache.schema import Failure
 from core.errors import InputError
 from core.provenance import package_versions
 from pipeline.features.audio import load_rows
+from pipeline.models.onnx_speech import OPSET, OnnxSpeechEmbedder
 from pipeline.models.speech_model import SpeechEmbedder
 from pipeline.runtime.orphans import die_with_parent
 from pipeline.stages.batching import plan_length_buckets, window_bounds
@@ -175,6 +176,29 @@ def to_float16(values: np.ndarray) -> np.ndarray:
     return np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
 
 
+def load_embedder(config: SpeechConfig, device: torch.device) -> SpeechEmbedder | OnnxSpeechEmbedder:
+    """The speech model of ``config.model``: a hub id or folder runs in torch; a ``.onnx`` file (written by
+    ``pipeline.models.onnx_speech``) in ONNX Runtime on the CPU, in fp32 or, for an int8 file, int8 matrix products.
+    The file name is the whole switch, so a torch cache's settings and fingerprint are what they always were."""
+    if not config.model.endswith(".onnx"):
+        return SpeechEmbedder(config.model, device, resolve_precision(config.precision, device))
+    if config.precision not in ("auto", "fp32"):
+        raise InputError(f"--precision {config.precision}: an ONNX speech model computes in fp32 (int8 for its int8 "
+                         "copy); use --precision auto or fp32, or the torch model")
+    if config.frame_layers:
+        raise InputError(f"--frame-layers: the ONNX speech model {config.model} returns pooled states only; use the "
+                         "torch model to store frame sequences")
+    return OnnxSpeechEmbedder(config.model, device)
+
+
+def runtime(embedder: SpeechEmbedder | OnnxSpeechEmbedder) -> dict:
+    """What ran the speech model, for the stage's provenance."""
+    if isinstance(embedder, SpeechEmbedder):
+        return {"name": "torch"}
+    return {"name": "onnxruntime", "quantization": embedder.quantization,
+            "exported_from": embedder.exported_from.model_id, "opset": OPSET}
+
+
 def run_speech_stage(
     cache_path: str, manifest: pl.DataFrame, config: SpeechConfig, device: torch.device, on_error: str = "skip",
     only_rows: np.ndarray | None = None, work: StageWork = StageWork(),
@@ -184,7 +208,7 @@ def run_speech_stage(
     compute one shard's batches only (see ``pipeline.runtime.sharding``)."""
     torch.manual_seed(0)
     config = resolve_batch_seconds(config, device)
-    embedder = SpeechEmbedder(config.model, device, resolve_precision(config.precision, device))
+    embedder = load_embedder(config, device)
     beyond = [layer for layer in config.frame_layers if not 0 <= layer < embedder.info.num_hidden_states]
     if beyond:
         raise InputError(f"--frame-layers {beyond}: the model has hidden states 0..{embedder.info.num_hidden_states - 1}")
@@ -196,7 +220,10 @@ def run_speech_stage(
     fingerprint = {"config": asdict(config), "model": info, "device_type": device.type}
     if device.type == "cpu" and resolve_precision(config.precision, device) is not None:
         fingerprint["cpu_convolutions"] = "fp32"  # since AMX bf16 convolutions were found wrong (speech_model)
-    provenance = {**fingerprint, "packages": package_versions(), "units": len(units)}
+    if not isinstance(embedder, SpeechEmbedder):  # torch fingerprints stay as they were: their caches resume
+        fingerprint["runtime"] = runtime(embedder)
+    provenance = {**fingerprint, "packages": package_versions(), "units": len(units),
+                  "runtime": runtime(embedder)}
     padded_seconds = [len(unit) * float(np.nan_to_num(durations[unit]).max(initial=0.0)) for unit in units]
     frames = 50 * float(np.nan_to_num(durations).sum()) * len(config.frame_layers)  # 50 frames per second
     stage_bytes = int(manifest.height * embedder.info.num_hidden_states * embedder.info.hidden_size * 2
