@@ -322,15 +322,22 @@ def export(
     run: Path = typer.Option(..., help="one run folder (train-heads --out/foldK)"),
     out: Path = typer.Option(..., help="the model folder to write"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing model folder"),
+    onnx: bool = typer.Option(False, "--onnx", help="also write the speech model (fp32 and int8) and the heads as "
+                              "ONNX, for predict --runtime onnx | onnx-int8 (CPU)"),
+    speech_model: Optional[str] = typer.Option(None, help="with --onnx: hub id or folder of the speech model to "
+                                               "export (default: the one the run's cache recorded; other weights "
+                                               "are refused)"),
 ) -> None:
     """Write a self-contained model folder (safetensors, statistics, config, model card) for `predict`."""
     from heads.model_folder import export_model, run_context_projection
     from heads.runs import read_run
 
+    if speech_model and not onnx:
+        raise InputError("--speech-model is the speech model exported with --onnx: give --onnx too")
     record, _ = read_run(run)
-    folder = export_model(run, out, run_context_projection(record), overwrite)
+    folder = export_model(run, out, run_context_projection(record), overwrite, onnx, speech_model)
     typer.echo(f"{folder}: model '{record['label']}' (fold {record['fold']}, {len(record['seeds'])} seed(s)); "
-               f"use it with: python cli.py predict --model {folder} FILE ...")
+               f"use it with: python cli.py predict --model {folder}{' --runtime onnx' if onnx else ''} FILE ...")
 
 
 @app.command()
@@ -350,13 +357,16 @@ def predict(
     clip: bool = typer.Option(False, "--clip", help="limit valence and arousal to the range of the training labels "
                                                     "(the heads are regressions: without it a prediction can leave "
                                                     "the scale)"),
+    runtime: str = typer.Option("torch", help="torch | onnx | onnx-int8: ONNX Runtime on the CPU, fp32 or with "
+                                "int8 matrix products in the speech model (a model folder exported with --onnx)"),
 ) -> None:
     """Valence and arousal of new recordings with an exported model."""
     from heads.model_folder import load_model
     from heads.predict import predict_audio
 
     frame, failures = predict_audio(load_model(model), [*(audio or []), *(files or [])] or None, manifest_file,
-                                    speech_model, device, on_error, str(cache) if cache else None, clip)
+                                    speech_model, device, on_error, str(cache) if cache else None, clip,
+                                    runtime=runtime)
     for failure in failures:
         typer.echo(f"skipped {failure.path}: {failure.reason}", err=True)
     if frame.height == 0:

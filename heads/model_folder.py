@@ -8,6 +8,8 @@
       context.safetensors   the untrained dialogue context's projection (speech mean/std/axes, prosody
                             mean/std), fitted on the training rows
       README.md             the model card
+      speech.onnx, speech.int8.onnx, head_seed<k>.onnx   with ``export --onnx`` only: the speech model and
+                            the heads for ONNX Runtime (``heads.onnx_heads``; ``predict --runtime onnx|onnx-int8``)
       CHECKSUMS             sha256 of every file above; a changed or missing file is refused
 
 No pickle anywhere: safetensors and JSON only, so loading a model cannot run code.
@@ -46,9 +48,11 @@ def _sha256(path: Path) -> str:
 
 
 def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.ndarray] | None,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, onnx: bool = False, speech_model: str | None = None) -> Path:
     """Write the model folder of the run in ``run_dir`` to ``out``. ``context`` is the state projection the run's
-    states were made with (``pipeline.stages.state.context_projection``), None for a run without state."""
+    states were made with (``pipeline.stages.state.context_projection``), None for a run without state. ``onnx``:
+    also the speech model (from ``speech_model``, default the id the cache recorded; other weights are refused)
+    and the heads as ONNX (``heads.onnx_heads``)."""
     record, _ = read_run(run_dir)
     features = record["effective_features"]
     provenance = record.get("cache_provenance", {})
@@ -70,6 +74,12 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
         if out.is_symlink() or not out.is_dir() or (any(out.iterdir()) and not (out / MODEL_FILE).is_file()):
             raise InputError(f"{out}: not a model folder written by export; --overwrite replaces only those "
                              "(nothing was deleted)")
+    staged = None
+    if onnx:  # before anything is deleted or written: a refusal leaves no trace
+        from heads.onnx_heads import stage_onnx
+
+        staged = stage_onnx(Path(run_dir), record, provenance.get("speech", {}).get("model", {}), speech_model, out)
+    if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     for head in heads:
@@ -91,6 +101,9 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
                      "validation_speakers": record.get("validation_speakers"),
                      "metrics_per_seed": record.get("metrics_per_seed")},
     }
+    if staged is not None:
+        staged.move_into(out)
+        model["onnx"] = staged.entry
     (out / MODEL_FILE).write_text(json.dumps(model, indent=1, default=str))
     (out / "README.md").write_text(model_card(model))
     files = sorted(p.name for p in out.iterdir())
@@ -147,7 +160,7 @@ def model_card(model: dict) -> str:
 * training corpus: `{model['training']['cache']}`, fold `{'all (final model)' if fold == 0 else fold}`, split {model['training']['split_sizes']}
 * training labels span {_ranges(model.get('target_range'))}; the heads are regressions and a prediction can leave
   that range (`predict --clip` limits it)
-* exported {model['exported_utc']}
+* exported {model['exported_utc']}{_onnx_note(model)}
 
 ## Results
 
@@ -168,6 +181,13 @@ of the same `dialog_id` in `start_s` order; without a manifest, each file is pre
 """
 
 
+def _onnx_note(model: dict) -> str:
+    if not model.get("onnx"):
+        return ""
+    return ("; with the speech model and heads as ONNX for `predict --runtime onnx` and `--runtime onnx-int8` "
+            "(int8 matrix products in the speech model)")
+
+
 def _ranges(target_range: dict | None) -> str:
     if not target_range:
         return "an unrecorded range"
@@ -176,8 +196,10 @@ def _ranges(target_range: dict | None) -> str:
 
 def required_files(record: dict) -> set[str]:
     """Every file a model folder's ``model.json`` says it needs (each must be listed in CHECKSUMS)."""
+    from heads.onnx_heads import onnx_files
+
     return {MODEL_FILE, "README.md", *(f"head_seed{s}.safetensors" for s in record.get("seeds", [])),
-            *([CONTEXT_FILE] if record.get("state") else [])}
+            *([CONTEXT_FILE] if record.get("state") else []), *onnx_files(record)}
 
 
 def verify_checksums(folder: Path) -> None:
@@ -227,6 +249,37 @@ class ExportedModel:
         self.heads = [load_head(self.folder / f"head_seed{s}.safetensors", self.record["variant"], sizes, dropout)
                       for s in self.record["seeds"]]
         self.context = load_numpy(str(self.folder / CONTEXT_FILE)) if self.record["state"] else None
+        self.runtime, self.head_sessions = "torch", None  # with_runtime: ONNX Runtime sessions of the heads
+
+    def with_runtime(self, runtime: str) -> ExportedModel:
+        """This model with its heads run by ``runtime``: torch (this object), onnx or onnx-int8 (ONNX Runtime on
+        the CPU; the folder must have been exported with ``--onnx``). The int8 runtime differs in the speech
+        model only (``onnx_speech``)."""
+        import copy
+
+        from heads.onnx_heads import RUNTIMES, load_head_sessions
+
+        if runtime not in RUNTIMES:
+            raise InputError(f"--runtime {runtime}: choose {', '.join(RUNTIMES)}")
+        if runtime == "torch":
+            return self
+        if not self.record.get("onnx"):
+            raise InputError(f"{self.folder}: exported without ONNX files, so --runtime {runtime} cannot run it; "
+                             "export its run again with --onnx (python cli.py export --run RUN --out DIR --onnx)")
+        model = copy.copy(self)
+        model.runtime, model.head_sessions = runtime, load_head_sessions(self.folder, self.record)
+        return model
+
+    def onnx_speech(self, speech_model: str | None, device: str) -> str:
+        """The speech model file of this model's ONNX runtime (``speech.onnx`` or ``speech.int8.onnx``), which
+        runs on the CPU; ``--speech-model`` (torch weights) and ``--device cuda`` do not apply and are refused."""
+        if speech_model:
+            raise InputError(f"--speech-model chooses the torch weights; --runtime {self.runtime} runs the speech "
+                             f"model exported into {self.folder}")
+        if device not in ("auto", "cpu"):
+            raise InputError(f"--device {device}: --runtime {self.runtime} runs on the CPU (ONNX Runtime); use "
+                             "--runtime torch on a GPU")
+        return str(self.folder / self.record["onnx"]["speech_int8" if self.runtime == "onnx-int8" else "speech"])
 
     @property
     def speech_checksum(self) -> str | None:
@@ -234,13 +287,15 @@ class ExportedModel:
 
     def predict(self, audio: list[str] | None = None, manifest: str | None = None, speech_model: str | None = None,
                 device: str = "auto", on_error: str = "skip", cache: str | None = None,
-                clip: bool = False):  # noqa: ANN201
-        """Valence and arousal of new audio (``heads.predict.predict_audio``); returns a polars DataFrame."""
+                clip: bool = False, runtime: str = "torch"):  # noqa: ANN201
+        """Valence and arousal of new audio (``heads.predict.predict_audio``); returns a polars DataFrame.
+        ``runtime``: torch, onnx or onnx-int8 (``with_runtime``)."""
         import logging
 
         from heads.predict import predict_audio
 
-        frame, skipped = predict_audio(self, audio, manifest, speech_model, device, on_error, cache, clip)
+        frame, skipped = predict_audio(self, audio, manifest, speech_model, device, on_error, cache, clip,
+                                       runtime=runtime)
         for failure in skipped:
             logging.getLogger(__name__).warning("skipped %s: %s", failure.path, failure.reason)
         return frame
@@ -253,8 +308,8 @@ def load_model(folder: str | Path) -> ExportedModel:
 
 def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.ndarray | None,
                  state: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Mean over seeds of the heads on raw features (z-scored here with each head's saved statistics):
-    ``([n, 2] valence/arousal on the corpus scale, {attention column -> [n]})``."""
+    """Mean over seeds of the heads on raw features (z-scored here with each head's saved statistics), run by
+    ``model.runtime``: ``([n, 2] valence/arousal on the corpus scale, {attention column -> [n]})``."""
     from heads.features import SplitTensors
     from heads.train import attention_columns, predict
 
@@ -267,10 +322,16 @@ def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.nd
         return torch.from_numpy(np.nan_to_num(z, nan=0.0).astype(np.float32))
 
     outputs, attention = [], []
-    for head, stats in model.heads:
+    for k, (head, stats) in enumerate(model.heads):
         split = SplitTensors(np.arange(n), block(speech, "speech", stats), block(prosody, "prosody", stats),
                              block(state, "state", stats), torch.zeros(n, 2), np.zeros((n, 2)))
-        pred, attn = predict(head, split)
+        if model.runtime == "torch":
+            pred, attn = predict(head, split)
+        else:  # the same z-scored blocks into the ONNX graph of this seed's head
+            from heads.onnx_heads import run_head_onnx
+
+            blocks = {"speech": split.speech.numpy(), "prosody": split.prosody.numpy(), "state": split.state.numpy()}
+            pred, attn = run_head_onnx(model.head_sessions[k], blocks)
         outputs.append(pred.numpy() * stats["target_std"] + stats["target_mean"])
         if attn is not None:
             attention.append(attention_columns(attn))

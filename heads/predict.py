@@ -32,15 +32,19 @@ def _config(cls: type, stored: dict, **changes: object) -> object:
 
 
 def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str | None, speech_model: str | None,
-                  device: str = "auto", on_error: str = "skip", cache: str | None = None, clip: bool = False
-                  ) -> tuple[pl.DataFrame, list[Failure]]:
+                  device: str = "auto", on_error: str = "skip", cache: str | None = None, clip: bool = False,
+                  runtime: str = "torch") -> tuple[pl.DataFrame, list[Failure]]:
     """Predictions ``utt_id, path, valence, arousal`` (+ attention weights) for every file that could be read,
     and the failures of the others. ``speech_model`` defaults to the one the model was trained with; weights
     with another checksum are refused (``InputError``). ``clip``: limit valence and arousal to the range of the
-    training labels (the heads are regressions and can leave the scale)."""
+    training labels (the heads are regressions and can leave the scale). ``runtime``: torch, or onnx / onnx-int8
+    (ONNX Runtime on the CPU, for a folder exported with ``--onnx``: ``ExportedModel.with_runtime``)."""
     if clip and not model.record.get("target_range"):
         raise InputError(f"{model.folder}: this model was exported without its label range; re-train and export it "
                          "to use --clip")
+    if runtime != "torch":  # the folder's own ONNX speech model and heads
+        model = model.with_runtime(runtime)
+        speech_model, device = model.onnx_speech(speech_model, device), "cpu"
     rows, problems = prediction_manifest(audio, manifest)
     speech_id = speech_model or model.record["speech_model"].get("model_id")
     few = rows.height <= 32  # a handful of files is done before worker processes would have started
