@@ -36,7 +36,9 @@ from pipeline.models.speech_model import SpeechEmbedder, SpeechModelInfo
 OPSET = 17
 EXPORT_SECONDS = 1.0  # the example input's length; any other length runs (dynamic axis)
 QUANTIZED_OPS = ("MatMul", "Gemm")
-KEPT_FP32 = "feature_projection"  # node names containing this stay fp32 (module docstring)
+# Node names containing this stay fp32 (module docstring). A substring, not exact names: the quantiser rewrites a
+# Gemm as MatMul under a new name ("<name>_MatMul") before it looks at the exclusions.
+KEPT_FP32 = "feature_projection"
 # ONNX metadata keys
 INFO_KEY, EXTRACTOR_KEY, QUANTIZATION_KEY = "speech_model_info", "feature_extractor", "quantization"
 
@@ -64,7 +66,8 @@ def export_speech_onnx(model: str, out_path: str | Path, expected_sha256: str | 
     info = embedder.info
     if expected_sha256 is not None and info.weights_sha256 != expected_sha256:
         raise InputError(f"{model}: speech model weights differ from the ones the model was trained on (sha256 "
-                         f"{info.weights_sha256} != {expected_sha256}); export with --speech-model set to those weights")
+                         f"{info.weights_sha256} != {expected_sha256}); export with --speech-model set to those "
+                         "weights")
     example = torch.zeros(1, int(EXPORT_SECONDS * info.sample_rate_hz))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values in WavLM; lengths are checked in tests
