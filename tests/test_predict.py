@@ -271,3 +271,86 @@ def test_predict_with_only_bad_files_fails_once_per_file_and_exits_2(trained, tm
     result = run_cli("predict", "--model", str(model), str(tmp_path / "broken.wav"), "--device", "cpu")
     assert result.returncode == 2 and result.stderr.count("skipped ") == 1  # one skip line for the one file
     assert "error: no file could be predicted" in result.stderr
+
+
+def _long_recording(cache, path, files=4):
+    """Fold-1 files of the cache joined with half a second of quiet between them: ``(path, wave, rate)``."""
+    import soundfile
+
+    waves = []
+    for file in CacheReader(cache).manifest.filter(pl.col("fold") == 1)["path"].to_list()[:files]:
+        wave, rate = soundfile.read(file, dtype="float32")
+        waves += [wave, np.full(rate // 2, 1e-4, np.float32)]
+    wave = np.concatenate(waves)
+    soundfile.write(path, wave, rate, subtype="FLOAT")
+    return path, wave, rate
+
+
+@pytest.mark.parametrize("run", ["state", "no-state"])
+def test_a_segmented_recording_is_predicted_as_its_segments_cut_by_hand_in_one_dialogue(trained, tmp_path, run):
+    """Independent reference: the same stretches cut with numpy, written as files and predicted as one dialogue in
+    time order (so a model with a dialogue state gets the same context)."""
+    import soundfile
+
+    from heads.model_folder import load_model
+    from pipeline.corpora.segments import SegmentConfig
+
+    work, cache = trained
+    model = load_model(_exported(work, run, tmp_path / "model"))
+    path, wave, rate = _long_recording(cache, tmp_path / "call.wav")
+    from heads.predict import predict_audio
+
+    segmented, failures = predict_audio(model, [str(path)], None, None, "cpu", segments=SegmentConfig(0.8, 0.4))
+    assert not failures and segmented["start_s"].to_list() == sorted(segmented["start_s"].to_list())
+    assert segmented["end_s"].max() == pytest.approx(len(wave) / rate)
+    rows = []
+    for k, (start, end) in enumerate(zip(segmented["start_s"], segmented["end_s"])):
+        cut = tmp_path / f"cut{k}.wav"
+        soundfile.write(cut, wave[round(start * rate) : round(end * rate)], rate, subtype="FLOAT")
+        rows.append({"path": str(cut), "utt_id": f"cut{k}", "dialog_id": "call", "start_s": start})
+    pl.DataFrame(rows).write_csv(tmp_path / "cuts.csv")
+    by_hand = model.predict(manifest=str(tmp_path / "cuts.csv"), device="cpu")
+    by_hand = by_hand.with_columns(pl.col("utt_id").str.slice(3).cast(pl.Int64).alias("segment")).sort("segment")
+    assert by_hand.height == segmented.height
+    assert np.abs(by_hand["valence"] - segmented["valence"]).max() <= 1e-5
+    assert np.abs(by_hand["arousal"] - segmented["arousal"]).max() <= 1e-5
+
+
+def test_segments_are_extracted_in_chunks_with_the_same_result(trained, tmp_path):
+    from heads.model_folder import load_model
+    from heads.predict import predict_segments
+    from pipeline.corpora.prediction import prediction_manifest
+    from pipeline.corpora.segments import SegmentConfig
+
+    work, cache = trained
+    model = load_model(_exported(work, "state", tmp_path / "model"))
+    path, _, _ = _long_recording(cache, tmp_path / "call.wav")
+    rows, _ = prediction_manifest([str(path)])
+    config = SegmentConfig(0.8, 0.4)
+    whole, _ = predict_segments(model, rows, config, model.record["speech_model"]["model_id"], "cpu", "skip", 1000)
+    chunked, _ = predict_segments(model, rows, config, model.record["speech_model"]["model_id"], "cpu", "skip", 3)
+    assert whole.height > 6 and np.abs(whole["valence"] - chunked["valence"]).max() <= 1e-6
+
+
+def test_predict_segment_writes_one_row_per_segment_and_a_report_with_the_time_series(trained, tmp_path):
+    work, cache = trained
+    model = _exported(work, "no-state", tmp_path / "model")
+    path, wave, rate = _long_recording(cache, tmp_path / "call.wav", files=2)
+    code, err = main_in_process("predict", "--model", str(model), str(path), "--segment", "1", "--hop", "0.5",
+                                "--out", str(tmp_path / "p.csv"), "--report", str(tmp_path / "p.html"),
+                                "--device", "cpu")
+    assert code == 0, err
+    table = pl.read_csv(tmp_path / "p.csv")
+    assert table.columns[:4] == ["utt_id", "segment", "start_s", "end_s"]
+    assert table["segment"].to_list() == list(range(table.height))
+    assert np.allclose(table["start_s"].to_numpy()[:-1], np.arange(table.height - 1) * 0.5)
+    page = (tmp_path / "p.html").read_text()
+    assert "data:image/png;base64," in page and "against time" in page
+
+
+def test_hop_without_segment_is_refused(trained, tmp_path):
+    work, cache = trained
+    model = _exported(work, "no-state", tmp_path / "model")
+    code, err = main_in_process("predict", "--model", str(model), CacheReader(cache).manifest["path"][0],
+                                "--hop", "2", "--device", "cpu")
+    assert code == 2 and "--segment" in err
