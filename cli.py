@@ -354,8 +354,8 @@ def predict(
                                             "segments this long (4 suits long recordings; default: whole files)"),
     hop: Optional[float] = typer.Option(None, metavar="SECONDS", help="seconds between segment starts (default: "
                                         "half of --segment)"),
-    split: str = typer.Option("fixed", help="fixed: windows every --hop; energy: the speech between pauses, long "
-                              "stretches cut into windows (see README)"),
+    split: Optional[str] = typer.Option(None, help="energy (default): the speech between pauses, long stretches cut "
+                                        "into windows; fixed: windows every --hop from the start (see README)"),
     report: Optional[Path] = typer.Option(None, metavar="HTML", help="also write an HTML page plotting the "
                                           "predictions (valence/arousal over time with --segment)"),
 ) -> None:
@@ -364,9 +364,10 @@ def predict(
     from heads.predict import predict_audio
     from pipeline.corpora.segments import SegmentConfig
 
-    if (hop is not None or split != "fixed") and segment is None:
+    if (hop is not None or split is not None) and segment is None:
         raise InputError("--hop and --split cut files into segments: give --segment SECONDS too")
-    segments = None if segment is None else SegmentConfig(segment, segment / 2 if hop is None else hop, split)
+    segments = None if segment is None else SegmentConfig(segment, segment / 2 if hop is None else hop,
+                                                          split or SegmentConfig.split)
     exported = load_model(model)
     frame, failures = predict_audio(exported, [*(audio or []), *(files or [])] or None, manifest_file,
                                     speech_model, device, on_error, str(cache) if cache else None, clip, segments)

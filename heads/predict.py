@@ -184,6 +184,9 @@ def predict_segments(model: ExportedModel, files: pl.DataFrame, config: SegmentC
              for file in files.to_dicts()]
     work = [(f, k) for f, (_, bounds) in enumerate(plans) for k in range(len(bounds))]
     parts, manifests, failures = [], [], []
+    silent = [Failure(file["utt_id"], "segments", file["path"], "no speech found (no stretch louder than 12 dB over the "
+                      "recording's noise floor); --split fixed predicts it anyway") for file, bounds in plans
+              if not len(bounds)]
     for start in range(0, len(work), chunk_segments):
         chunk = work[start : start + chunk_segments]
         with tempfile.TemporaryDirectory(prefix="predict-segments-") as tmp, quiet("pipeline", "cache"):
@@ -205,7 +208,7 @@ def predict_segments(model: ExportedModel, files: pl.DataFrame, config: SegmentC
             manifests.append(reader.manifest)
             failures += reader.failures
     if not parts:
-        return pl.DataFrame(), []
+        return pl.DataFrame(), silent
     frame = predict_inputs(model, concat_inputs(parts, pl.concat(manifests)))
     # back from segment rows to files and times
     origin = pl.DataFrame([{"utt_id": f"{file['utt_id']}@{k}", "file_id": file["utt_id"], "file_path": file["path"],
@@ -216,7 +219,7 @@ def predict_segments(model: ExportedModel, files: pl.DataFrame, config: SegmentC
              .sort("utt_id", "start_s", maintain_order=True))
     first = ["utt_id", "segment", "start_s", "end_s", "path", "valence", "arousal"]
     frame = frame.select(first + [c for c in frame.columns if c not in first])
-    return frame, [_segment_failure(f, plans) for f in failures]
+    return frame, silent + [_segment_failure(f, plans) for f in failures]
 
 
 def _segment_failure(failure: Failure, plans: list[tuple[dict, np.ndarray]]) -> Failure:

@@ -286,8 +286,8 @@ def _long_recording(cache, path, files=4):
     return path, wave, rate
 
 
-@pytest.mark.parametrize("run", ["state", "no-state"])
-def test_a_segmented_recording_is_predicted_as_its_segments_cut_by_hand_in_one_dialogue(trained, tmp_path, run):
+@pytest.mark.parametrize("run, split", [("state", "fixed"), ("state", "energy"), ("no-state", "fixed")])
+def test_a_segmented_recording_is_predicted_as_its_segments_cut_by_hand_in_one_dialogue(trained, tmp_path, run, split):
     """Independent reference: the same stretches cut with numpy, written as files and predicted as one dialogue in
     time order (so a model with a dialogue state gets the same context)."""
     import soundfile
@@ -300,9 +300,11 @@ def test_a_segmented_recording_is_predicted_as_its_segments_cut_by_hand_in_one_d
     path, wave, rate = _long_recording(cache, tmp_path / "call.wav")
     from heads.predict import predict_audio
 
-    segmented, failures = predict_audio(model, [str(path)], None, None, "cpu", segments=SegmentConfig(0.8, 0.4))
+    segmented, failures = predict_audio(model, [str(path)], None, None, "cpu",
+                                        segments=SegmentConfig(0.8, 0.4, split))
     assert not failures and segmented["start_s"].to_list() == sorted(segmented["start_s"].to_list())
-    assert segmented["end_s"].max() == pytest.approx(len(wave) / rate)
+    if split == "fixed":
+        assert segmented["end_s"].max() == pytest.approx(len(wave) / rate)
     rows = []
     for k, (start, end) in enumerate(zip(segmented["start_s"], segmented["end_s"])):
         cut = tmp_path / f"cut{k}.wav"
@@ -337,7 +339,7 @@ def test_predict_segment_writes_one_row_per_segment_and_a_report_with_the_time_s
     model = _exported(work, "no-state", tmp_path / "model")
     path, wave, rate = _long_recording(cache, tmp_path / "call.wav", files=2)
     code, err = main_in_process("predict", "--model", str(model), str(path), "--segment", "1", "--hop", "0.5",
-                                "--out", str(tmp_path / "p.csv"), "--report", str(tmp_path / "p.html"),
+                                "--split", "fixed", "--out", str(tmp_path / "p.csv"), "--report", str(tmp_path / "p.html"),
                                 "--device", "cpu")
     assert code == 0, err
     table = pl.read_csv(tmp_path / "p.csv")
@@ -346,6 +348,23 @@ def test_predict_segment_writes_one_row_per_segment_and_a_report_with_the_time_s
     assert np.allclose(table["start_s"].to_numpy()[:-1], np.arange(table.height - 1) * 0.5)
     page = (tmp_path / "p.html").read_text()
     assert "data:image/png;base64," in page and "against time" in page
+
+
+def test_a_recording_without_speech_is_reported_not_silently_left_out(trained, tmp_path):
+    import soundfile
+
+    from heads.model_folder import load_model
+    from heads.predict import predict_audio
+    from pipeline.corpora.segments import SegmentConfig
+
+    work, cache = trained
+    model = load_model(_exported(work, "no-state", tmp_path / "model"))
+    soundfile.write(tmp_path / "quiet.wav", np.zeros(16000 * 3, np.float32), 16000)
+    speech, _, _ = _long_recording(cache, tmp_path / "call.wav", files=2)
+    frame, failures = predict_audio(model, [str(speech), str(tmp_path / "quiet.wav")], None, None, "cpu",
+                                    segments=SegmentConfig(1.0, 0.5, "energy"))
+    assert set(frame["utt_id"]) == {"call"}
+    assert len(failures) == 1 and "quiet.wav" in failures[0].path and "no speech" in failures[0].reason
 
 
 def test_hop_without_segment_is_refused(trained, tmp_path):

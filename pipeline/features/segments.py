@@ -45,16 +45,20 @@ def speech_threshold_db(energy_db: np.ndarray, above_floor_db: float = 12.0, bel
     """The level separating speech from pauses: ``above_floor_db`` over the noise floor (the 10th percentile of
     the frames), kept within ``[peak - below_peak_db, peak - min_range_db]`` of the loud frames (the 99th
     percentile): digital silence (-120 dB) must not pull the threshold down to breath noise, and a recording
-    with hardly any pause must keep its quiet speech."""
+    with hardly any pause must keep its quiet speech. A recording whose loud frames are within ``min_range_db`` of
+    its floor (silence, steady noise) has no speech to find: +inf."""
     floor, peak = np.percentile(energy_db, 10), np.percentile(energy_db, 99)
+    if peak - floor < min_range_db:
+        return float("inf")
     return float(np.clip(floor + above_floor_db, peak - below_peak_db, peak - min_range_db))
 
 
 def speech_regions(energy_db: np.ndarray, threshold_db: float, hop_s: float = FRAME_HOP_S, frame_s: float = FRAME_S,
-                   min_pause_s: float = 0.3, min_speech_s: float = 0.25) -> np.ndarray:
+                   min_pause_s: float = 0.3, min_speech_s: float = 0.25, pad_s: float = 0.1) -> np.ndarray:
     """Runs of frames above ``threshold_db``, joined across pauses shorter than ``min_pause_s`` (a breath or a
-    stop closure is not the end of an utterance), dropping runs shorter than ``min_speech_s`` (clicks).
-    ``[K, 2]`` seconds."""
+    stop closure is not the end of an utterance), dropping runs shorter than ``min_speech_s`` (clicks), then
+    widened by ``pad_s`` on each side (a VAD's usual hangover: weak onsets and final fricatives sit under the
+    threshold), never across the middle of a pause. ``[K, 2]`` seconds (the first may start below 0)."""
     loud = np.concatenate([[False], energy_db > threshold_db, [False]])
     edges = np.flatnonzero(np.diff(loud.astype(np.int8)))
     runs = edges.reshape(-1, 2).astype(np.float64)  # [first frame, one past the last frame]
@@ -65,8 +69,14 @@ def speech_regions(energy_db: np.ndarray, threshold_db: float, hop_s: float = FR
             regions[-1][1] = end
         else:
             regions.append([start, end])
-    kept = [r for r in regions if r[1] - r[0] >= min_speech_s]
-    return np.array(kept, dtype=np.float64).reshape(-1, 2)
+    kept = np.array([r for r in regions if r[1] - r[0] >= min_speech_s], dtype=np.float64).reshape(-1, 2)
+    if len(kept) > 1:
+        room = np.minimum(pad_s, (kept[1:, 0] - kept[:-1, 1]) / 2)  # half of each pause at most
+        kept[1:, 0] -= room
+        kept[:-1, 1] += room
+    kept[:1, 0] -= pad_s
+    kept[-1:, 1] += pad_s
+    return kept
 
 
 def energy_segments(energy_db: np.ndarray, duration_s: float, segment_s: float, hop_s: float,
