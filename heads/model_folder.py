@@ -53,9 +53,9 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
     features = record["effective_features"]
     provenance = record.get("cache_provenance", {})
     state = provenance.get("state", {})
-    if features.get("per_speaker_norm"):
-        raise InputError(f"{run_dir}: a speaker-normalised run needs each new speaker's statistics; export a run "
-                         "trained without --speaker-norm")
+    if features.get("per_speaker_norm") and features.get("use_prosody") and not _has_stat(run_dir, record, "prosody_fill"):
+        raise InputError(f"{run_dir}: a speaker-normalised run trained before its prosody fill values were saved; "
+                         "train it again to export it")
     if features.get("use_state") and state.get("kind", "mamba") == "mamba":
         raise InputError(f"{run_dir}: the run uses the learned (mamba) dialogue state, which export does not carry "
                          "yet; train on a cache made with --state-kind ema-predictions or ema-features, or without the state")
@@ -96,6 +96,13 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
     files = sorted(p.name for p in out.iterdir())
     (out / CHECKSUMS).write_text("".join(f"{_sha256(out / name)}  {name}\n" for name in files))
     return out
+
+
+def _has_stat(run_dir: str | Path, record: dict, name: str) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(str(Path(run_dir) / f"head_seed{record['seeds'][0]}.safetensors"), "np") as f:
+        return f"stats.{name}" in f.keys()
 
 
 def run_context_projection(record: dict) -> dict[str, np.ndarray] | None:
@@ -252,17 +259,24 @@ def load_model(folder: str | Path) -> ExportedModel:
 
 
 def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.ndarray | None,
-                 state: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                 state: np.ndarray | None, speakers: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Mean over seeds of the heads on raw features (z-scored here with each head's saved statistics):
-    ``([n, 2] valence/arousal on the corpus scale, {attention column -> [n]})``."""
-    from heads.features import SplitTensors
+    ``([n, 2] valence/arousal on the corpus scale, {attention column -> [n]})``. A speaker-normalised model
+    (``--speaker-norm``) first z-scores speech and prosody with each of ``speakers``' own rows, as training did."""
+    from heads.features import SplitTensors, per_speaker_zscore
     from heads.train import attention_columns, predict
 
     n = len(prosody if prosody is not None else speech)
+    by_speaker = model.record["features"].get("per_speaker_norm", False)
 
     def block(values: np.ndarray | None, name: str, stats: dict[str, np.ndarray]) -> torch.Tensor:
         if values is None or f"{name}_mean" not in stats:
             return torch.zeros(n, 0)
+        if by_speaker and name != "state":
+            if name == "prosody":
+                values = np.where(np.isnan(values), stats["prosody_fill"], values)
+            values = per_speaker_zscore(values, speakers)
         z = standardise(values, stats[f"{name}_mean"], stats[f"{name}_std"])  # as in training
         return torch.from_numpy(np.nan_to_num(z, nan=0.0).astype(np.float32))
 

@@ -151,12 +151,32 @@ def predict_inputs(model: ExportedModel, inputs: PredictionInputs) -> pl.DataFra
         state = context_states(u, sequences, m["speaker"].to_numpy(), config.context_decay,
                                speaker_aware=config.kind in ("ema-features-speaker", "ema-predictions"))
     rows = np.flatnonzero(ok)
+    speakers = m["speaker"].to_numpy()[rows]
+    if features.get("per_speaker_norm"):
+        check_speaker_rows(speakers)
     values, attention = head_outputs(model, inputs.speech[rows].astype(np.float32) if features["use_speech"] else None,
                                      inputs.prosody[rows] if features["use_prosody"] else None,
-                                     state[rows] if state is not None else None)
+                                     state[rows] if state is not None else None, speakers)
     columns = {"utt_id": m["utt_id"].to_numpy()[rows], "path": m["path"].to_numpy()[rows],
                "valence": values[:, 0], "arousal": values[:, 1], **attention}
     return pl.DataFrame(columns)
+
+
+MIN_SPEAKER_ROWS = 10  # a speaker's mean and sd from fewer files (or segments) would be mostly noise
+
+
+def check_speaker_rows(speakers: np.ndarray) -> None:
+    """A speaker-normalised model z-scores each speaker with their own files: refuse unnamed speakers and speakers
+    with fewer than ``MIN_SPEAKER_ROWS`` usable files or segments, naming them."""
+    if "unknown" in set(speakers):
+        raise InputError("this model normalises each speaker with their own statistics (trained with --speaker-norm): "
+                         "give --manifest with a speaker column for every file")
+    names, counts = np.unique(speakers, return_counts=True)
+    few = [f"{name} ({count})" for name, count in zip(names, counts) if count < MIN_SPEAKER_ROWS]
+    if few:
+        raise InputError(f"this model normalises each speaker with their own statistics (--speaker-norm), which needs "
+                         f"at least {MIN_SPEAKER_ROWS} usable files or segments per speaker; too few for: "
+                         f"{', '.join(few[:10])}")
 
 
 def predict_cached(model: ExportedModel, reader: CacheReader) -> pl.DataFrame:

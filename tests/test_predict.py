@@ -373,3 +373,34 @@ def test_hop_without_segment_is_refused(trained, tmp_path):
     code, err = main_in_process("predict", "--model", str(model), CacheReader(cache).manifest["path"][0],
                                 "--hop", "2", "--device", "cpu")
     assert code == 2 and "--segment" in err
+
+
+def test_a_speaker_normalised_model_predicts_new_audio_with_each_speakers_own_statistics(trained, tmp_path,
+                                                                                         monkeypatch):
+    """The fold-1 speakers' files, all given with their speaker: the same per-speaker statistics the run used."""
+    monkeypatch.setattr("heads.predict.MIN_SPEAKER_ROWS", 2)  # the tiny corpus has 2-3 files per speaker
+    work, cache = trained
+    run = tmp_path / "run"
+    train_fold(load_corpus_arrays(CacheReader(cache)), 1,
+               TrainConfig(epochs=3, features=FeatureConfig(use_state=False, per_speaker_norm=True)), [0], run)
+    model = _export_in_process(run, tmp_path / "model")
+    _fold1_manifest(cache, tmp_path / "new.csv")
+    code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "new.csv"), "--out",
+                                str(tmp_path / "p.csv"), "--device", "cpu")
+    assert code == 0, err
+    assert _compare(tmp_path / "p.csv", run) <= 1e-5
+
+
+def test_a_speaker_normalised_model_refuses_files_without_speakers_or_too_few_per_speaker(trained, tmp_path):
+    work, cache = trained
+    run = tmp_path / "run"
+    train_fold(load_corpus_arrays(CacheReader(cache)), 1,
+               TrainConfig(epochs=1, features=FeatureConfig(use_state=False, per_speaker_norm=True)), [0], run)
+    model = _export_in_process(run, tmp_path / "model")
+    files = CacheReader(cache).manifest["path"].to_list()[:3]
+    code, err = main_in_process("predict", "--model", str(model), *files, "--device", "cpu")
+    assert code == 2 and "speaker column" in err
+    pl.DataFrame({"path": files, "speaker": ["ann"] * 3}).write_csv(tmp_path / "few.csv")
+    code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "few.csv"),
+                                "--device", "cpu")
+    assert code == 2 and "ann (3)" in err
