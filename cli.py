@@ -358,6 +358,8 @@ def predict(
                                         "into windows; fixed: windows every --hop from the start (see README)"),
     report: Optional[Path] = typer.Option(None, metavar="HTML", help="also write an HTML page plotting the "
                                           "predictions (valence/arousal over time with --segment)"),
+    batch_seconds: float = typer.Option(0.0, help="padded audio seconds per speech batch (0 = automatic: 120 on "
+                                        "CUDA, 8 on CPU); results do not depend on it"),
 ) -> None:
     """Valence and arousal of new recordings with an exported model."""
     from heads.model_folder import load_model
@@ -370,7 +372,8 @@ def predict(
                                                           split or SegmentConfig.split)
     exported = load_model(model)
     frame, failures = predict_audio(exported, [*(audio or []), *(files or [])] or None, manifest_file,
-                                    speech_model, device, on_error, str(cache) if cache else None, clip, segments)
+                                    speech_model, device, on_error, str(cache) if cache else None, clip, segments,
+                                    batch_seconds)
     for failure in failures:
         typer.echo(f"skipped {failure.path}: {failure.reason}", err=True)
     if frame.height == 0:

@@ -35,12 +35,14 @@ def _config(cls: type, stored: dict, **changes: object) -> object:
 
 def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str | None, speech_model: str | None,
                   device: str = "auto", on_error: str = "skip", cache: str | None = None, clip: bool = False,
-                  segments: SegmentConfig | None = None) -> tuple[pl.DataFrame, list[Failure]]:
+                  segments: SegmentConfig | None = None, batch_seconds: float = 0.0
+                  ) -> tuple[pl.DataFrame, list[Failure]]:
     """Predictions ``utt_id, path, valence, arousal`` (+ attention weights) for every file that could be read,
     and the failures of the others. ``speech_model`` defaults to the one the model was trained with; weights
     with another checksum are refused (``InputError``). ``clip``: limit valence and arousal to the range of the
     training labels (the heads are regressions and can leave the scale). ``segments``: predict each file as a time
-    series of segments (``predict_segments``), one row per segment with ``start_s``/``end_s``."""
+    series of segments (``predict_segments``), one row per segment with ``start_s``/``end_s``. ``batch_seconds``:
+    padded audio per speech batch (0: automatic); any batching gives the same numbers as one file at a time."""
     if clip and not model.record.get("target_range"):
         raise InputError(f"{model.folder}: this model was exported without its label range; re-train and export it "
                          "to use --clip")
@@ -51,12 +53,13 @@ def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str |
         if cache:
             raise InputError("--cache keeps whole files' features; with --segment the segments are temporary "
                              "files: leave --cache out")
-        frame, failures = predict_segments(model, rows, segments, str(speech_id), device, on_error)
+        frame, failures = predict_segments(model, rows, segments, str(speech_id), device, on_error,
+                                           batch_seconds=batch_seconds)
     else:
         with tempfile.TemporaryDirectory(prefix="predict-") as tmp, quiet("pipeline", "cache"):
             path = Path(cache) if cache else Path(tmp) / "predict.h5"
-            extract(path, rows, ["speech", "prosody"], extract_config(model, str(speech_id), rows.height), device=device,
-                    on_error=on_error)
+            extract(path, rows, ["speech", "prosody"], extract_config(model, str(speech_id), rows.height, batch_seconds),
+                    device=device, on_error=on_error)
             reader = CacheReader(path)
             check_speech_weights(model, reader, str(speech_id))
             frame, failures = predict_cached(model, reader), reader.failures
@@ -65,12 +68,12 @@ def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str |
     return frame, once_per_file(missing + failures)
 
 
-def extract_config(model: ExportedModel, speech_id: str, num_files: int) -> ExtractConfig:
+def extract_config(model: ExportedModel, speech_id: str, num_files: int, batch_seconds: float = 0.0) -> ExtractConfig:
     """The speech and prosody settings the model was trained with, for ``num_files`` new files."""
     few = num_files <= 32  # a handful of files is done before worker processes would have started
     stored_speech = model.record["speech_config"]
     return ExtractConfig(
-        speech=_config(SpeechConfig, stored_speech, model=speech_id, batch_seconds=0.0, frame_layers=(),
+        speech=_config(SpeechConfig, stored_speech, model=speech_id, batch_seconds=batch_seconds, frame_layers=(),
                        num_workers=0 if few else stored_speech.get("num_workers", 1)),
         prosody=_config(ProsodyConfig, model.record["prosody_config"], workers=1 if few else 0),
     )
@@ -194,7 +197,8 @@ def segment_rows(file: dict, bounds: np.ndarray, first: int, folder: Path) -> li
 
 
 def predict_segments(model: ExportedModel, files: pl.DataFrame, config: SegmentConfig, speech_id: str, device: str,
-                     on_error: str, chunk_segments: int = 256) -> tuple[pl.DataFrame, list[Failure]]:
+                     on_error: str, chunk_segments: int = 256, batch_seconds: float = 0.0
+                     ) -> tuple[pl.DataFrame, list[Failure]]:
     """Each file as a time series: segments planned by ``config`` (``pipeline.corpora.segments``), extracted
     ``chunk_segments`` at a time into a temporary cache and folder that are deleted before the next chunk, so
     memory and disk hold one chunk plus, per segment, the features the heads read (``PredictionInputs``).
@@ -220,7 +224,7 @@ def predict_segments(model: ExportedModel, files: pl.DataFrame, config: SegmentC
                 rows += segment_rows(file, bounds[ks], ks[0], folder)
             manifest = normalise_manifest(pl.DataFrame(rows, infer_schema_length=None))
             path = Path(tmp) / "segments.h5"
-            extract(path, manifest, ["speech", "prosody"], extract_config(model, speech_id, len(rows)),
+            extract(path, manifest, ["speech", "prosody"], extract_config(model, speech_id, len(rows), batch_seconds),
                     device=device, on_error=on_error)
             reader = CacheReader(path)
             check_speech_weights(model, reader, speech_id)

@@ -404,3 +404,25 @@ def test_a_speaker_normalised_model_refuses_files_without_speakers_or_too_few_pe
     code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "few.csv"),
                                 "--device", "cpu")
     assert code == 2 and "ann (3)" in err
+
+
+def test_files_predicted_one_at_a_time_equal_files_predicted_in_padded_batches(trained, tmp_path):
+    """Lengths 1.0-1.8 s: with a large batch budget, files of similar length share a padded batch."""
+    import soundfile
+
+    from heads.model_folder import load_model
+    from heads.predict import predict_audio
+
+    work, cache = trained
+    model = load_model(_exported(work, "no-state", tmp_path / "model"))
+    _, wave, rate = _long_recording(cache, tmp_path / "call.wav")
+    files = []
+    for k, seconds in enumerate(np.linspace(1.0, 1.8, 9)):
+        files.append(str(tmp_path / f"f{k}.wav"))
+        soundfile.write(files[-1], wave[k * 800 : k * 800 + int(seconds * rate)], rate, subtype="FLOAT")
+    batched, _ = predict_audio(model, files, None, None, "cpu", batch_seconds=60.0)
+    alone = pl.concat([predict_audio(model, [f], None, None, "cpu")[0] for f in files])
+    joined = batched.join(alone, on="utt_id", suffix="_alone")
+    assert joined.height == len(files)
+    for d in ("valence", "arousal"):
+        assert np.abs(joined[d] - joined[f"{d}_alone"]).max() <= 1e-5
