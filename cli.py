@@ -383,7 +383,8 @@ def predict(
 
         typer.echo(f"{write_prediction_report(frame, report, exported)}: plots of {frame.height} prediction(s)")
     if out is None:
-        shown = ["utt_id", *(["segment", "start_s", "end_s"] if segments else []), "valence", "arousal"]
+        shown = ["utt_id", *(["segment", "start_s", "end_s"] if segments else []), "valence", "arousal",
+                 *[c for c in ("valence_sd", "arousal_sd") if c in frame.columns]]
         with __import__("polars").Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200):
             typer.echo(frame.select(shown))
         return

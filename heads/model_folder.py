@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
@@ -87,6 +88,7 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
         "prosody_config": provenance.get("prosody", {}).get("config", {}),
         "state": {"kind": state.get("kind"), "config": state.get("config")} if features.get("use_state") else None,
         "target_range": record.get("target_range"),  # the training labels' range: predict --clip
+        "seed_spread": seed_spread_check(Path(run_dir), record),
         "training": {"cache": record.get("cache"), "split_sizes": record.get("split_sizes"),
                      "validation_speakers": record.get("validation_speakers"),
                      "metrics_per_seed": record.get("metrics_per_seed")},
@@ -95,6 +97,25 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
     (out / "README.md").write_text(model_card(model))
     files = sorted(p.name for p in out.iterdir())
     (out / CHECKSUMS).write_text("".join(f"{_sha256(out / name)}  {name}\n" for name in files))
+    return out
+
+
+def seed_spread_check(run_dir: Path, record: dict) -> dict | None:
+    """How well the seeds' disagreement ranks the errors on the run's held-out rows: Spearman's rho between the sd
+    over seeds and ``|mean over seeds - label|`` per dimension, and the rows it is measured on. None with one seed
+    or without held-out rows (a ``--fold all`` model)."""
+    from scipy.stats import spearmanr
+
+    _, predictions = read_run(run_dir)
+    if len(record["seeds"]) < 2 or predictions.height == 0:
+        return None
+    out: dict = {"rows": int(predictions["utt_id"].n_unique())}
+    for d in ("valence", "arousal"):
+        rows = predictions.group_by("utt_id").agg(pl.col(f"{d}_pred").std().alias("sd"),
+                                                  pl.col(f"{d}_pred").mean().alias("mean"),
+                                                  pl.col(f"{d}_true").first().alias("true"))
+        error = (rows["mean"] - rows["true"]).abs().to_numpy()
+        out[f"rho_{d}"] = round(float(spearmanr(rows["sd"].to_numpy(), error).statistic), 3)
     return out
 
 
@@ -159,6 +180,10 @@ def model_card(model: dict) -> str:
 ## Results
 
 {scores}
+## Uncertainty
+
+{_spread_text(model)}
+
 ## Intended use and limits
 
 Research on valence and arousal in speech: outputs are on the training corpus's label scale and are only as
@@ -173,6 +198,20 @@ of the same `dialog_id` in `start_s` order; without a manifest, each file is pre
     from heads.model_folder import load_model
     predictions = load_model("<this folder>").predict(["a.wav", "b.flac"])
 """
+
+
+def _spread_text(model: dict) -> str:
+    if len(model["seeds"]) < 2:
+        return "One seed: `predict` gives no `valence_sd`/`arousal_sd` (export a run trained with `--seeds 3` or more)."
+    text = (f"`valence_sd`, `arousal_sd`: the sd of the {len(model['seeds'])} seeds' predictions. It ranks how far a "
+            "prediction is likely to be off; it is not an interval on the label scale.")
+    check = model.get("seed_spread")
+    if check:
+        text += (f" On this run's {check['rows']} held-out rows, Spearman's rho between the sd and the absolute error "
+                 f"was {check['rho_valence']:.2f} (valence) and {check['rho_arousal']:.2f} (arousal).")
+    else:
+        text += " Not measured on this model (no held-out rows); see docs/benchmarks.md for the cross-validated check."
+    return text
 
 
 def _ranges(target_range: dict | None) -> str:
@@ -262,7 +301,8 @@ def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.nd
                  state: np.ndarray | None, speakers: np.ndarray | None = None
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Mean over seeds of the heads on raw features (z-scored here with each head's saved statistics):
-    ``([n, 2] valence/arousal on the corpus scale, {attention column -> [n]})``. A speaker-normalised model
+    ``([n, 2] valence/arousal on the corpus scale, {column -> [n]})``, the columns being ``valence_sd`` and
+    ``arousal_sd`` (sd over the seeds, with 2 or more) and the attention weights. A speaker-normalised model
     (``--speaker-norm``) first z-scores speech and prosody with each of ``speakers``' own rows, as training did."""
     from heads.features import SplitTensors, per_speaker_zscore
     from heads.train import attention_columns, predict
@@ -288,5 +328,8 @@ def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.nd
         outputs.append(pred.numpy() * stats["target_std"] + stats["target_mean"])
         if attn is not None:
             attention.append(attention_columns(attn))
-    mean_attention = {k: np.mean([a[k] for a in attention], 0) for k in attention[0]} if attention else {}
-    return np.mean(outputs, 0), mean_attention
+    columns = {k: np.mean([a[k] for a in attention], 0) for k in attention[0]} if attention else {}
+    if len(outputs) > 1:  # the seeds' disagreement: larger where the error is larger (model card, README)
+        spread = np.std(outputs, axis=0, ddof=1)
+        columns = {"valence_sd": spread[:, 0], "arousal_sd": spread[:, 1], **columns}
+    return np.mean(outputs, 0), columns

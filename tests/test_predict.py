@@ -426,3 +426,38 @@ def test_files_predicted_one_at_a_time_equal_files_predicted_in_padded_batches(t
     assert joined.height == len(files)
     for d in ("valence", "arousal"):
         assert np.abs(joined[d] - joined[f"{d}_alone"]).max() <= 1e-5
+
+
+def test_a_model_of_several_seeds_gives_their_spread_and_its_card_the_held_out_rank_correlation(trained, tmp_path):
+    """Independent reference: the sd (ddof=1) of the run's own per-seed test predictions."""
+    from scipy.stats import spearmanr
+
+    work, cache = trained
+    run = work / "runs" / "state" / "fold1"
+    model = _export(run, tmp_path / "model")
+    _fold1_manifest(cache, tmp_path / "new.csv")
+    code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "new.csv"), "--out",
+                                str(tmp_path / "p.csv"), "--device", "cpu")
+    assert code == 0, err
+    seeds = pl.read_csv(run / "predictions.csv")
+    spread = seeds.group_by("utt_id").agg(pl.col("valence_pred").std().alias("sd_v"),
+                                          pl.col("arousal_pred").std().alias("sd_a"),
+                                          pl.col("valence_pred").mean().alias("mean_v"),
+                                          pl.col("valence_true").first().alias("true_v"))
+    got = pl.read_csv(tmp_path / "p.csv").join(spread, on="utt_id")
+    assert got.height == spread.height
+    assert np.abs(got["valence_sd"] - got["sd_v"]).max() <= 1e-5 and np.abs(got["arousal_sd"] - got["sd_a"]).max() <= 1e-5
+    rho = spearmanr(spread["sd_v"], (spread["mean_v"] - spread["true_v"]).abs()).statistic
+    record = json.loads((model / "model.json").read_text())["seed_spread"]
+    assert record["rho_valence"] == pytest.approx(rho, abs=1e-3)
+    assert f"was {record['rho_valence']:.2f} (valence)" in (model / "README.md").read_text()
+
+
+def test_a_model_of_one_seed_gives_no_spread(trained, tmp_path):
+    from heads.model_folder import load_model
+
+    work, cache = trained
+    model = load_model(_exported(work, "no-state", tmp_path / "model"))
+    predicted = model.predict(CacheReader(cache).manifest["path"].to_list()[:2], device="cpu")
+    assert "valence_sd" not in predicted.columns
+    assert "One seed" in (model.folder / "README.md").read_text()
