@@ -5,8 +5,9 @@
                             checksum, layer choice, prosody feature set and names, state kind and settings,
                             head variant, config, block sizes, seeds, training corpus, cross-validated metrics
       head_seed<k>.safetensors   head weights + z-scoring statistics + target scale (one per seed)
-      context.safetensors   the untrained dialogue context's projection (speech mean/std/axes, prosody
-                            mean/std), fitted on the training rows
+      context.safetensors   the dialogue context: the ema kinds' projection (speech mean/std/axes, prosody
+                            mean/std) fitted on the training rows, or the learned (mamba) updater's weights and
+                            input statistics
       README.md             the model card
       CHECKSUMS             sha256 of every file above; a changed or missing file is refused
 
@@ -57,9 +58,6 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
     if features.get("per_speaker_norm") and features.get("use_prosody") and not _has_stat(run_dir, record, "prosody_fill"):
         raise InputError(f"{run_dir}: a speaker-normalised run trained before its prosody fill values were saved; "
                          "train it again to export it")
-    if features.get("use_state") and state.get("kind", "mamba") == "mamba":
-        raise InputError(f"{run_dir}: the run uses the learned (mamba) dialogue state, which export does not carry "
-                         "yet; train on a cache made with --state-kind ema-predictions or ema-features, or without the state")
     out = Path(out)
     heads = [Path(run_dir) / f"head_seed{seed}.safetensors" for seed in record["seeds"]]
     linked = [p for p in heads if p.is_symlink()]
@@ -140,7 +138,33 @@ def run_context_projection(record: dict) -> dict[str, np.ndarray] | None:
         raise InputError(f"{path}: the run's cache is needed once, to export its dialogue-context projection")
     reader = CacheReader(path)
     config = state_config_from_dict(reader.provenance("state")["config"])
-    return context_model(load_state_inputs(reader, config), record["fold"], config)
+    inputs = load_state_inputs(reader, config)
+    if config.kind != "mamba":
+        return context_model(inputs, record["fold"], config)
+    return checked_updater(reader, inputs, record["fold"], config)
+
+
+def checked_updater(reader, inputs, fold: int, config) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """The learned state's updater for ``fold`` (``pipeline.stages.state.exported_updater``), refused unless it
+    reproduces the states the cache holds for the fold's test rows: a cache made on a GPU, or by other package
+    versions, can hold states that training again here does not give exactly."""
+    from core.protocol import TRAIN_SPLIT
+    from pipeline.stages.state import exported_updater, learned_states
+
+    updater = exported_updater(inputs, fold, config)
+    usable_test = inputs.usable & (inputs.folds == fold) if inputs.splits is None else \
+        inputs.usable & (inputs.splits != TRAIN_SPLIT)
+    sequences = [s for s in inputs.sequences if usable_test[s].any()]
+    cast = {k: np.asarray(v, np.float32) for k, v in updater.items()}  # as saved in the model folder
+    mine = learned_states(cast, config, inputs.z, sequences)[usable_test]
+    cached = reader.read("state", f"fold_{fold}")[usable_test]
+    largest = float(np.abs(mine - cached).max()) if len(mine) else 0.0
+    if largest > 1e-4:
+        made = reader.provenance("state").get("device_type", "another device")
+        raise InputError(f"{reader.path}: the learned state's updater, trained again for export, does not reproduce "
+                         f"the cached states of fold {fold} (largest difference {largest:.2g}; the cache's states were "
+                         f"made on {made}); export on a machine of the kind that made the cache")
+    return cast
 
 
 def model_card(model: dict) -> str:

@@ -24,7 +24,13 @@ from pipeline.features.context import context_states
 from pipeline.features.layers import select_layer
 from pipeline.stages.prosody import ProsodyConfig
 from pipeline.stages.speech import SpeechConfig
-from pipeline.stages.state import build_sequences, first_pass_predictions, state_config_from_dict, turn_summaries
+from pipeline.stages.state import (
+    build_sequences,
+    first_pass_predictions,
+    learned_states,
+    state_config_from_dict,
+    turn_summaries,
+)
 
 
 def _config(cls: type, stored: dict, **changes: object) -> object:
@@ -147,12 +153,16 @@ def predict_inputs(model: ExportedModel, inputs: PredictionInputs) -> pl.DataFra
     state = None
     if model.record["state"]:
         config = state_config_from_dict(model.record["state"]["config"])
-        u = turn_summaries(inputs.state_speech, inputs.prosody, model.context)
         sequences = build_sequences(m, ok, config.grouping)
-        if config.kind == "ema-predictions":  # the previous turns' predicted valence/arousal, not their features
-            u = first_pass_predictions(u, model.context)
-        state = context_states(u, sequences, m["speaker"].to_numpy(), config.context_decay,
-                               speaker_aware=config.kind in ("ema-features-speaker", "ema-predictions"))
+        if config.kind == "mamba":  # the learned updater over the turns' features
+            z = np.concatenate([inputs.state_speech, inputs.prosody], axis=1)
+            state = learned_states(model.context, config, z, sequences)
+        else:
+            u = turn_summaries(inputs.state_speech, inputs.prosody, model.context)
+            if config.kind == "ema-predictions":  # the previous turns' predicted valence/arousal, not their features
+                u = first_pass_predictions(u, model.context)
+            state = context_states(u, sequences, m["speaker"].to_numpy(), config.context_decay,
+                                   speaker_aware=config.kind in ("ema-features-speaker", "ema-predictions"))
     rows = np.flatnonzero(ok)
     speakers = m["speaker"].to_numpy()[rows]
     if features.get("per_speaker_norm"):

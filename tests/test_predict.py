@@ -461,3 +461,33 @@ def test_a_model_of_one_seed_gives_no_spread(trained, tmp_path):
     predicted = model.predict(CacheReader(cache).manifest["path"].to_list()[:2], device="cpu")
     assert "valence_sd" not in predicted.columns
     assert "One seed" in (model.folder / "README.md").read_text()
+
+
+def test_a_model_with_the_learned_state_predicts_new_audio_as_its_run_did(trained, tmp_path, tiny_wavlm):
+    """mamba: export trains the fold's updater again, checks it against the cached states, and predict runs it over
+    the new files' dialogue."""
+    from pipeline.corpora import read_iemocap
+    from pipeline.extract import ExtractConfig, extract
+    from pipeline.models.state_model import StateModelConfig
+    from pipeline.stages.prosody import ProsodyConfig
+    from pipeline.stages.speech import SpeechConfig
+    from pipeline.stages.state import StateConfig
+
+    work, cache = trained
+    copy = tmp_path / "c.h5"
+    shutil.copyfile(cache, copy)
+    manifest, _ = read_iemocap(work / "IEMOCAP_full_release")
+    learned = StateConfig(kind="mamba", model=StateModelConfig(d_model=16, d_state=8, ssm_state=4, n_layers=1),
+                          epochs=3, window=8, batch_size=8)
+    extract(copy, manifest, ["speech", "prosody", "state"], ExtractConfig(
+        speech=SpeechConfig(model=str(tiny_wavlm)), prosody=ProsodyConfig(workers=1), state=learned), device="cpu")
+    run = tmp_path / "run"
+    train_fold(load_corpus_arrays(CacheReader(copy)), 1,
+               TrainConfig(epochs=3, state_gate=False, features=FeatureConfig(use_state=True)), [0], run)
+    model = _export_in_process(run, tmp_path / "model")
+    assert json.loads((model / "model.json").read_text())["state"]["kind"] == "mamba"
+    _fold1_manifest(copy, tmp_path / "new.csv")
+    code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "new.csv"), "--out",
+                                str(tmp_path / "p.csv"), "--device", "cpu")
+    assert code == 0, err
+    assert _compare(tmp_path / "p.csv", run) <= 1e-5
