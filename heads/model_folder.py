@@ -99,21 +99,38 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
 
 
 def seed_spread_check(run_dir: Path, record: dict) -> dict | None:
-    """How well the seeds' disagreement ranks the errors on the run's held-out rows: Spearman's rho between the sd
-    over seeds and ``|mean over seeds - label|`` per dimension, and the rows it is measured on. None with one seed
-    or without held-out rows (a ``--fold all`` model)."""
-    from scipy.stats import spearmanr
-
+    """``spread_correlation`` of the run's held-out predictions; None with one seed or without held-out rows (a
+    ``--fold all`` model)."""
     _, predictions = read_run(run_dir)
     if len(record["seeds"]) < 2 or predictions.height == 0:
         return None
-    out: dict = {"rows": int(predictions["utt_id"].n_unique())}
+    return spread_correlation(predictions)
+
+
+def spread_correlation(predictions: pl.DataFrame) -> dict:
+    """How well the seeds' disagreement ranks the errors: per dimension, Spearman's rho between the sd over seeds
+    and ``|mean over seeds - label|`` of each row (``predictions``: a run's per-seed rows), its 95 % interval
+    (Fisher z with the Spearman variance 1.06 / (n - 3), Fieller et al. 1957), and ``reported``: the dimensions
+    whose interval lies above 0. Only those get a ``<dimension>_sd`` column from ``predict``: a spread that does
+    not rank the errors would look like a confidence without being one (benchmarks/bench_uncertainty.py found
+    both cases)."""
+    from scipy.stats import norm, spearmanr
+
+    n = int(predictions["utt_id"].n_unique())
+    out: dict = {"rows": n, "reported": []}
     for d in ("valence", "arousal"):
         rows = predictions.group_by("utt_id").agg(pl.col(f"{d}_pred").std().alias("sd"),
                                                   pl.col(f"{d}_pred").mean().alias("mean"),
                                                   pl.col(f"{d}_true").first().alias("true"))
         error = (rows["mean"] - rows["true"]).abs().to_numpy()
-        out[f"rho_{d}"] = round(float(spearmanr(rows["sd"].to_numpy(), error).statistic), 3)
+        sd = rows["sd"].to_numpy()
+        defined = n > 3 and np.ptp(sd) > 0 and np.ptp(error) > 0  # a constant column has no rank correlation
+        rho = float(spearmanr(sd, error).statistic) if defined else float("nan")
+        half = norm.ppf(0.975) * np.sqrt(1.06 / max(n - 3, 1))
+        low, high = (np.tanh(np.arctanh(np.clip(rho, -0.9999, 0.9999)) + s) for s in (-half, half))
+        out[f"rho_{d}"], out[f"ci_{d}"] = round(rho, 3), [round(float(low), 3), round(float(high), 3)]
+        if np.isfinite(rho) and low > 0:
+            out["reported"].append(d)
     return out
 
 
@@ -227,15 +244,17 @@ of the same `dialog_id` in `start_s` order; without a manifest, each file is pre
 def _spread_text(model: dict) -> str:
     if len(model["seeds"]) < 2:
         return "One seed: `predict` gives no `valence_sd`/`arousal_sd` (export a run trained with `--seeds 3` or more)."
-    text = (f"`valence_sd`, `arousal_sd`: the sd of the {len(model['seeds'])} seeds' predictions. It ranks how far a "
-            "prediction is likely to be off; it is not an interval on the label scale.")
     check = model.get("seed_spread")
-    if check:
-        text += (f" On this run's {check['rows']} held-out rows, Spearman's rho between the sd and the absolute error "
-                 f"was {check['rho_valence']:.2f} (valence) and {check['rho_arousal']:.2f} (arousal).")
-    else:
-        text += " Not measured on this model (no held-out rows); see docs/benchmarks.md for the cross-validated check."
-    return text
+    if not check:
+        return ("No held-out rows to check the seeds' spread against (a `--fold all` model), so `predict` gives no "
+                "`valence_sd`/`arousal_sd`: export a fold run of the same settings to get them with their check.")
+    measured = "; ".join(f"{d}: Spearman's rho {check[f'rho_{d}']:.2f} [{check[f'ci_{d}'][0]:.2f}, "
+                         f"{check[f'ci_{d}'][1]:.2f}]" for d in ("valence", "arousal"))
+    shipped = ", ".join(f"`{d}_sd`" for d in check["reported"]) or "no spread column"
+    return (f"The sd of the {len(model['seeds'])} seeds' predictions against the absolute error on this run's "
+            f"{check['rows']} held-out rows: {measured}. `predict` gives {shipped}: a spread is reported only where "
+            "its interval lies above 0. It ranks which predictions are likely further off; it is not an interval on "
+            "the label scale.")
 
 
 def _ranges(target_range: dict | None) -> str:
@@ -326,7 +345,8 @@ def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.nd
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Mean over seeds of the heads on raw features (z-scored here with each head's saved statistics):
     ``([n, 2] valence/arousal on the corpus scale, {column -> [n]})``, the columns being ``valence_sd`` and
-    ``arousal_sd`` (sd over the seeds, with 2 or more) and the attention weights. A speaker-normalised model
+    ``arousal_sd`` (sd over the seeds, where ``spread_correlation`` reported it) and the attention weights.
+    A speaker-normalised model
     (``--speaker-norm``) first z-scores speech and prosody with each of ``speakers``' own rows, as training did."""
     from heads.features import SplitTensors, per_speaker_zscore
     from heads.train import attention_columns, predict
@@ -353,7 +373,9 @@ def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.nd
         if attn is not None:
             attention.append(attention_columns(attn))
     columns = {k: np.mean([a[k] for a in attention], 0) for k in attention[0]} if attention else {}
-    if len(outputs) > 1:  # the seeds' disagreement: larger where the error is larger (model card, README)
+    reported = (model.record.get("seed_spread") or {}).get("reported", [])
+    if len(outputs) > 1 and reported:  # the seeds' disagreement, where it ranked held-out errors (model card)
         spread = np.std(outputs, axis=0, ddof=1)
-        columns = {"valence_sd": spread[:, 0], "arousal_sd": spread[:, 1], **columns}
+        columns = {**{f"{d}_sd": spread[:, i] for i, d in enumerate(("valence", "arousal")) if d in reported},
+                   **columns}
     return np.mean(outputs, 0), columns

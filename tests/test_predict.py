@@ -428,29 +428,45 @@ def test_files_predicted_one_at_a_time_equal_files_predicted_in_padded_batches(t
         assert np.abs(joined[d] - joined[f"{d}_alone"]).max() <= 1e-5
 
 
-def test_a_model_of_several_seeds_gives_their_spread_and_its_card_the_held_out_rank_correlation(trained, tmp_path):
+def test_the_seeds_spread_equals_the_sd_of_the_runs_per_seed_predictions(trained, tmp_path):
     """Independent reference: the sd (ddof=1) of the run's own per-seed test predictions."""
-    from scipy.stats import spearmanr
+    from heads.model_folder import load_model
 
     work, cache = trained
     run = work / "runs" / "state" / "fold1"
-    model = _export(run, tmp_path / "model")
+    model = load_model(_export(run, tmp_path / "model"))
+    model.record["seed_spread"]["reported"] = ["valence", "arousal"]  # whatever this tiny run's check found
     _fold1_manifest(cache, tmp_path / "new.csv")
-    code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "new.csv"), "--out",
-                                str(tmp_path / "p.csv"), "--device", "cpu")
-    assert code == 0, err
+    predicted = model.predict(manifest=str(tmp_path / "new.csv"), device="cpu")
     seeds = pl.read_csv(run / "predictions.csv")
     spread = seeds.group_by("utt_id").agg(pl.col("valence_pred").std().alias("sd_v"),
-                                          pl.col("arousal_pred").std().alias("sd_a"),
-                                          pl.col("valence_pred").mean().alias("mean_v"),
-                                          pl.col("valence_true").first().alias("true_v"))
-    got = pl.read_csv(tmp_path / "p.csv").join(spread, on="utt_id")
+                                          pl.col("arousal_pred").std().alias("sd_a"))
+    got = predicted.join(spread, on="utt_id")
     assert got.height == spread.height
     assert np.abs(got["valence_sd"] - got["sd_v"]).max() <= 1e-5 and np.abs(got["arousal_sd"] - got["sd_a"]).max() <= 1e-5
-    rho = spearmanr(spread["sd_v"], (spread["mean_v"] - spread["true_v"]).abs()).statistic
-    record = json.loads((model / "model.json").read_text())["seed_spread"]
-    assert record["rho_valence"] == pytest.approx(rho, abs=1e-3)
-    assert f"was {record['rho_valence']:.2f} (valence)" in (model / "README.md").read_text()
+
+
+def _seed_rows(sd: np.ndarray, error: np.ndarray) -> pl.DataFrame:
+    """Two seeds' predictions of rows whose seed spread is ``sd`` and whose mean misses the label by ``error``."""
+    n = len(sd)
+    rows = [{"utt_id": f"u{i}", "seed": s, "valence_true": 0.0, "arousal_true": 0.0,
+             "valence_pred": error[i] + (1 if s else -1) * sd[i] / np.sqrt(2), "arousal_pred": 0.0}
+            for i in range(n) for s in (0, 1)]
+    return pl.DataFrame(rows)
+
+
+def test_a_spread_is_reported_where_it_ranks_the_errors_and_withheld_where_it_does_not():
+    from scipy.stats import spearmanr
+
+    from heads.model_folder import spread_correlation
+
+    rng = np.random.default_rng(0)
+    sd = rng.uniform(0.1, 1.0, 200)
+    errors = sd * rng.uniform(0.5, 1.5, 200), rng.uniform(0.1, 1.0, 200)
+    ranked, unrelated = (spread_correlation(_seed_rows(sd, error)) for error in errors)
+    assert ranked["reported"] == ["valence"] and unrelated["reported"] == []  # arousal: no spread at all
+    assert ranked["rho_valence"] == pytest.approx(spearmanr(sd, errors[0]).statistic, abs=1e-3)
+    assert unrelated["ci_valence"][0] < 0 < unrelated["ci_valence"][1]
 
 
 def test_a_model_of_one_seed_gives_no_spread(trained, tmp_path):
