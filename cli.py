@@ -357,23 +357,45 @@ def predict(
     clip: bool = typer.Option(False, "--clip", help="limit valence and arousal to the range of the training labels "
                                                     "(the heads are regressions: without it a prediction can leave "
                                                     "the scale)"),
+    segment: Optional[float] = typer.Option(None, metavar="SECONDS", help="predict each file as a time series of "
+                                            "segments this long (4 suits long recordings; default: whole files)"),
+    hop: Optional[float] = typer.Option(None, metavar="SECONDS", help="seconds between segment starts (default: "
+                                        "half of --segment)"),
+    split: Optional[str] = typer.Option(None, help="energy (default): the speech between pauses, long stretches cut "
+                                        "into windows; fixed: windows every --hop from the start (see README)"),
+    report: Optional[Path] = typer.Option(None, metavar="HTML", help="also write an HTML page plotting the "
+                                          "predictions (valence/arousal over time with --segment)"),
+    batch_seconds: float = typer.Option(0.0, help="padded audio seconds per speech batch (0 = automatic: 120 on "
+                                        "CUDA, 8 on CPU); results do not depend on it"),
     runtime: str = typer.Option("torch", help="torch | onnx | onnx-int8: ONNX Runtime on the CPU, fp32 or with "
                                 "int8 matrix products in the speech model (a model folder exported with --onnx)"),
 ) -> None:
     """Valence and arousal of new recordings with an exported model."""
     from heads.model_folder import load_model
     from heads.predict import predict_audio
+    from pipeline.corpora.segments import SegmentConfig
 
-    frame, failures = predict_audio(load_model(model), [*(audio or []), *(files or [])] or None, manifest_file,
-                                    speech_model, device, on_error, str(cache) if cache else None, clip,
-                                    runtime=runtime)
+    if (hop is not None or split is not None) and segment is None:
+        raise InputError("--hop and --split cut files into segments: give --segment SECONDS too")
+    segments = None if segment is None else SegmentConfig(segment, segment / 2 if hop is None else hop,
+                                                          split or SegmentConfig.split)
+    exported = load_model(model)
+    frame, failures = predict_audio(exported, [*(audio or []), *(files or [])] or None, manifest_file,
+                                    speech_model, device, on_error, str(cache) if cache else None, clip, segments,
+                                    batch_seconds, runtime=runtime)
     for failure in failures:
         typer.echo(f"skipped {failure.path}: {failure.reason}", err=True)
     if frame.height == 0:
         raise InputError(f"no file could be predicted ({len(failures)} skipped, each named above)")
+    if report is not None:
+        from heads.prediction_report import write_prediction_report
+
+        typer.echo(f"{write_prediction_report(frame, report, exported)}: plots of {frame.height} prediction(s)")
     if out is None:
+        shown = ["utt_id", *(["segment", "start_s", "end_s"] if segments else []), "valence", "arousal",
+                 *[c for c in ("valence_sd", "arousal_sd") if c in frame.columns]]
         with __import__("polars").Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200):
-            typer.echo(frame.select("utt_id", "valence", "arousal"))
+            typer.echo(frame.select(shown))
         return
     from core.files import write_atomically
 

@@ -108,3 +108,40 @@ def predict_unseen(manifest: pl.DataFrame, out: Path, label: str) -> None:
     for row in shown.iter_rows(named=True):
         typer.echo(f"      {row['utt_id']}: valence {row['valence']:.2f} (label {row['valence_true']:.2f}), "
                    f"arousal {row['arousal']:.2f} (label {row['arousal_true']:.2f})")
+    predict_long_recording(manifest.filter(pl.col("fold") == 1), out, model_dir)
+
+
+def predict_long_recording(files: pl.DataFrame, out: Path, model_dir: Path, count: int = 12) -> None:
+    """Join ``count`` files (a seeded random choice: never the names' order, which can encode the emotion) with
+    pauses of 0.5-1.5 s into one recording and predict it as a time series of segments (``predict --segment``)."""
+    import numpy as np
+    import soundfile
+
+    from heads.predict import predict_audio
+    from heads.prediction_report import write_prediction_report
+    from pipeline.corpora.segments import SegmentConfig
+    from pipeline.features.audio import load_audio
+
+    rng = np.random.default_rng(0)
+    chosen = files[rng.permutation(files.height)[:count].tolist()]
+    pieces, spans, t = [], [], 0.0
+    for row in chosen.iter_rows(named=True):
+        wave = load_audio(row["path"], 16000)
+        pause = rng.normal(0, 1e-3, int(rng.uniform(0.5, 1.5) * 16000)).astype(np.float32)
+        pieces += [pause, wave]
+        t += len(pause) / 16000
+        spans.append((t, t + len(wave) / 16000, row))
+        t += len(wave) / 16000
+    recording = out / "long_recording.wav"
+    soundfile.write(recording, np.concatenate(pieces), 16000, subtype="FLOAT")
+    model = load_model(model_dir)
+    frame, _ = predict_audio(model, [str(recording)], None, None, "cpu", segments=SegmentConfig())
+    report = write_prediction_report(frame, out / "long_recording.html", model)
+    typer.echo(f"      and one {t:.0f}-second recording of {count} of those files joined by pauses, as segments "
+               f"(predict {recording} --segment 4): {frame.height} segments, the first 5:")
+    for row in frame.head(5).iter_rows(named=True):
+        inside = [r for start, end, r in spans if start < row["end_s"] and end > row["start_s"]]
+        label = ", ".join(f"{r['utt_id']} labels {r['valence']:.2f}/{r['arousal']:.2f}" for r in inside)
+        typer.echo(f"      {row['start_s']:5.1f}-{row['end_s']:5.1f} s: valence {row['valence']:.2f}, arousal "
+                   f"{row['arousal']:.2f}  ({label})")
+    typer.echo(f"      plot over time: {report}")

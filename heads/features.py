@@ -232,7 +232,8 @@ class FoldTensors:
     stats: dict[str, np.ndarray]  # normalisation statistics, saved with the head
 
 
-def _per_speaker(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
+def per_speaker_zscore(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
+    """Each speaker's rows of ``x`` ``[n, ...]`` z-scored with that speaker's own statistics (``zscore``)."""
     out = np.empty_like(x)
     for speaker in np.unique(speakers):
         rows = speakers == speaker
@@ -303,8 +304,9 @@ def prepare_fold(arrays: CorpusArrays, split: FoldSplit, config: FeatureConfig) 
     def block(values: np.ndarray, name: str) -> np.ndarray:
         if config.per_speaker_norm and name != "state":
             if name == "prosody":  # impute first: a speaker may lack a feature entirely
-                values = np.where(np.isnan(values), np.nanmean(values[train], 0), values)
-            values = _per_speaker(values, arrays.speakers)
+                stats["prosody_fill"] = np.nanmean(values[train], 0)  # saved: predict imputes new speakers alike
+                values = np.where(np.isnan(values), stats["prosody_fill"], values)
+            values = per_speaker_zscore(values, arrays.speakers)
         z, stats[f"{name}_mean"], stats[f"{name}_std"] = zscore(values, values[train])
         return np.nan_to_num(z, nan=0.0, copy=False).astype(np.float32, copy=False)  # NaN (undefined) -> the mean
 

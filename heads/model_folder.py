@@ -5,8 +5,9 @@
                             checksum, layer choice, prosody feature set and names, state kind and settings,
                             head variant, config, block sizes, seeds, training corpus, cross-validated metrics
       head_seed<k>.safetensors   head weights + z-scoring statistics + target scale (one per seed)
-      context.safetensors   the untrained dialogue context's projection (speech mean/std/axes, prosody
-                            mean/std), fitted on the training rows
+      context.safetensors   the dialogue context: the ema kinds' projection (speech mean/std/axes, prosody
+                            mean/std) fitted on the training rows, or the learned (mamba) updater's weights and
+                            input statistics
       README.md             the model card
       speech.onnx, speech.int8.onnx, head_seed<k>.onnx   with ``export --onnx`` only: the speech model and
                             the heads for ONNX Runtime (``heads.onnx_heads``; ``predict --runtime onnx|onnx-int8``)
@@ -23,6 +24,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
@@ -57,12 +59,9 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
     features = record["effective_features"]
     provenance = record.get("cache_provenance", {})
     state = provenance.get("state", {})
-    if features.get("per_speaker_norm"):
-        raise InputError(f"{run_dir}: a speaker-normalised run needs each new speaker's statistics; export a run "
-                         "trained without --speaker-norm")
-    if features.get("use_state") and state.get("kind", "mamba") == "mamba":
-        raise InputError(f"{run_dir}: the run uses the learned (mamba) dialogue state, which export does not carry "
-                         "yet; train on a cache made with --state-kind ema-predictions or ema-features, or without the state")
+    if features.get("per_speaker_norm") and features.get("use_prosody") and not _has_stat(run_dir, record, "prosody_fill"):
+        raise InputError(f"{run_dir}: a speaker-normalised run trained before its prosody fill values were saved; "
+                         "train it again to export it")
     out = Path(out)
     heads = [Path(run_dir) / f"head_seed{seed}.safetensors" for seed in record["seeds"]]
     linked = [p for p in heads if p.is_symlink()]
@@ -97,6 +96,7 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
         "prosody_config": provenance.get("prosody", {}).get("config", {}),
         "state": {"kind": state.get("kind"), "config": state.get("config")} if features.get("use_state") else None,
         "target_range": record.get("target_range"),  # the training labels' range: predict --clip
+        "seed_spread": seed_spread_check(Path(run_dir), record),
         "training": {"cache": record.get("cache"), "split_sizes": record.get("split_sizes"),
                      "validation_speakers": record.get("validation_speakers"),
                      "metrics_per_seed": record.get("metrics_per_seed")},
@@ -109,6 +109,49 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
     files = sorted(p.name for p in out.iterdir())
     (out / CHECKSUMS).write_text("".join(f"{_sha256(out / name)}  {name}\n" for name in files))
     return out
+
+
+def seed_spread_check(run_dir: Path, record: dict) -> dict | None:
+    """``spread_correlation`` of the run's held-out predictions; None with one seed or without held-out rows (a
+    ``--fold all`` model)."""
+    _, predictions = read_run(run_dir)
+    if len(record["seeds"]) < 2 or predictions.height == 0:
+        return None
+    return spread_correlation(predictions)
+
+
+def spread_correlation(predictions: pl.DataFrame) -> dict:
+    """How well the seeds' disagreement ranks the errors: per dimension, Spearman's rho between the sd over seeds
+    and ``|mean over seeds - label|`` of each row (``predictions``: a run's per-seed rows), its 95 % interval
+    (Fisher z with the Spearman variance 1.06 / (n - 3), Fieller et al. 1957), and ``reported``: the dimensions
+    whose interval lies above 0. Only those get a ``<dimension>_sd`` column from ``predict``: a spread that does
+    not rank the errors would look like a confidence without being one (benchmarks/bench_uncertainty.py found
+    both cases)."""
+    from scipy.stats import norm, spearmanr
+
+    n = int(predictions["utt_id"].n_unique())
+    out: dict = {"rows": n, "reported": []}
+    for d in ("valence", "arousal"):
+        rows = predictions.group_by("utt_id").agg(pl.col(f"{d}_pred").std().alias("sd"),
+                                                  pl.col(f"{d}_pred").mean().alias("mean"),
+                                                  pl.col(f"{d}_true").first().alias("true"))
+        error = (rows["mean"] - rows["true"]).abs().to_numpy()
+        sd = rows["sd"].to_numpy()
+        defined = n > 3 and np.ptp(sd) > 0 and np.ptp(error) > 0  # a constant column has no rank correlation
+        rho = float(spearmanr(sd, error).statistic) if defined else float("nan")
+        half = norm.ppf(0.975) * np.sqrt(1.06 / max(n - 3, 1))
+        low, high = (np.tanh(np.arctanh(np.clip(rho, -0.9999, 0.9999)) + s) for s in (-half, half))
+        out[f"rho_{d}"], out[f"ci_{d}"] = round(rho, 3), [round(float(low), 3), round(float(high), 3)]
+        if np.isfinite(rho) and low > 0:
+            out["reported"].append(d)
+    return out
+
+
+def _has_stat(run_dir: str | Path, record: dict, name: str) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(str(Path(run_dir) / f"head_seed{record['seeds'][0]}.safetensors"), "np") as f:
+        return f"stats.{name}" in f.keys()
 
 
 def run_context_projection(record: dict) -> dict[str, np.ndarray] | None:
@@ -125,7 +168,33 @@ def run_context_projection(record: dict) -> dict[str, np.ndarray] | None:
         raise InputError(f"{path}: the run's cache is needed once, to export its dialogue-context projection")
     reader = CacheReader(path)
     config = state_config_from_dict(reader.provenance("state")["config"])
-    return context_model(load_state_inputs(reader, config), record["fold"], config)
+    inputs = load_state_inputs(reader, config)
+    if config.kind != "mamba":
+        return context_model(inputs, record["fold"], config)
+    return checked_updater(reader, inputs, record["fold"], config)
+
+
+def checked_updater(reader, inputs, fold: int, config) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """The learned state's updater for ``fold`` (``pipeline.stages.state.exported_updater``), refused unless it
+    reproduces the states the cache holds for the fold's test rows: a cache made on a GPU, or by other package
+    versions, can hold states that training again here does not give exactly."""
+    from core.protocol import TRAIN_SPLIT
+    from pipeline.stages.state import exported_updater, learned_states
+
+    updater = exported_updater(inputs, fold, config)
+    usable_test = inputs.usable & (inputs.folds == fold) if inputs.splits is None else \
+        inputs.usable & (inputs.splits != TRAIN_SPLIT)
+    sequences = [s for s in inputs.sequences if usable_test[s].any()]
+    cast = {k: np.asarray(v, np.float32) for k, v in updater.items()}  # as saved in the model folder
+    mine = learned_states(cast, config, inputs.z, sequences)[usable_test]
+    cached = reader.read("state", f"fold_{fold}")[usable_test]
+    largest = float(np.abs(mine - cached).max()) if len(mine) else 0.0
+    if largest > 1e-4:
+        made = reader.provenance("state").get("device_type", "another device")
+        raise InputError(f"{reader.path}: the learned state's updater, trained again for export, does not reproduce "
+                         f"the cached states of fold {fold} (largest difference {largest:.2g}; the cache's states were "
+                         f"made on {made}); export on a machine of the kind that made the cache")
+    return cast
 
 
 def model_card(model: dict) -> str:
@@ -165,6 +234,10 @@ def model_card(model: dict) -> str:
 ## Results
 
 {scores}
+## Uncertainty
+
+{_spread_text(model)}
+
 ## Intended use and limits
 
 Research on valence and arousal in speech: outputs are on the training corpus's label scale and are only as
@@ -186,6 +259,22 @@ def _onnx_note(model: dict) -> str:
         return ""
     return ("; with the speech model and heads as ONNX for `predict --runtime onnx` and `--runtime onnx-int8` "
             "(int8 matrix products in the speech model)")
+
+
+def _spread_text(model: dict) -> str:
+    if len(model["seeds"]) < 2:
+        return "One seed: `predict` gives no `valence_sd`/`arousal_sd` (export a run trained with `--seeds 3` or more)."
+    check = model.get("seed_spread")
+    if not check:
+        return ("No held-out rows to check the seeds' spread against (a `--fold all` model), so `predict` gives no "
+                "`valence_sd`/`arousal_sd`: export a fold run of the same settings to get them with their check.")
+    measured = "; ".join(f"{d}: Spearman's rho {check[f'rho_{d}']:.2f} [{check[f'ci_{d}'][0]:.2f}, "
+                         f"{check[f'ci_{d}'][1]:.2f}]" for d in ("valence", "arousal"))
+    shipped = ", ".join(f"`{d}_sd`" for d in check["reported"]) or "no spread column"
+    return (f"The sd of the {len(model['seeds'])} seeds' predictions against the absolute error on this run's "
+            f"{check['rows']} held-out rows: {measured}. `predict` gives {shipped}: a spread is reported only where "
+            "its interval lies above 0. It ranks which predictions are likely further off; it is not an interval on "
+            "the label scale.")
 
 
 def _ranges(target_range: dict | None) -> str:
@@ -307,17 +396,26 @@ def load_model(folder: str | Path) -> ExportedModel:
 
 
 def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.ndarray | None,
-                 state: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                 state: np.ndarray | None, speakers: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Mean over seeds of the heads on raw features (z-scored here with each head's saved statistics), run by
-    ``model.runtime``: ``([n, 2] valence/arousal on the corpus scale, {attention column -> [n]})``."""
-    from heads.features import SplitTensors
+    ``model.runtime``: ``([n, 2] valence/arousal on the corpus scale, {column -> [n]})``, the columns being
+    ``valence_sd`` and ``arousal_sd`` (sd over the seeds, where ``spread_correlation`` reported it) and the
+    attention weights. A speaker-normalised model
+    (``--speaker-norm``) first z-scores speech and prosody with each of ``speakers``' own rows, as training did."""
+    from heads.features import SplitTensors, per_speaker_zscore
     from heads.train import attention_columns, predict
 
     n = len(prosody if prosody is not None else speech)
+    by_speaker = model.record["features"].get("per_speaker_norm", False)
 
     def block(values: np.ndarray | None, name: str, stats: dict[str, np.ndarray]) -> torch.Tensor:
         if values is None or f"{name}_mean" not in stats:
             return torch.zeros(n, 0)
+        if by_speaker and name != "state":
+            if name == "prosody":
+                values = np.where(np.isnan(values), stats["prosody_fill"], values)
+            values = per_speaker_zscore(values, speakers)
         z = standardise(values, stats[f"{name}_mean"], stats[f"{name}_std"])  # as in training
         return torch.from_numpy(np.nan_to_num(z, nan=0.0).astype(np.float32))
 
@@ -335,5 +433,10 @@ def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.nd
         outputs.append(pred.numpy() * stats["target_std"] + stats["target_mean"])
         if attn is not None:
             attention.append(attention_columns(attn))
-    mean_attention = {k: np.mean([a[k] for a in attention], 0) for k in attention[0]} if attention else {}
-    return np.mean(outputs, 0), mean_attention
+    columns = {k: np.mean([a[k] for a in attention], 0) for k in attention[0]} if attention else {}
+    reported = (model.record.get("seed_spread") or {}).get("reported", [])
+    if len(outputs) > 1 and reported:  # the seeds' disagreement, where it ranked held-out errors (model card)
+        spread = np.std(outputs, axis=0, ddof=1)
+        columns = {**{f"{d}_sd": spread[:, i] for i, d in enumerate(("valence", "arousal")) if d in reported},
+                   **columns}
+    return np.mean(outputs, 0), columns

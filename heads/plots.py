@@ -198,3 +198,39 @@ def plot_matrix(rows: list[dict], label: str, target) -> None:  # noqa: ANN001 -
     fig.tight_layout()
     fig.savefig(target, format="png", dpi=100)
     plt.close(fig)
+
+
+def plot_over_time(frame: pl.DataFrame, target, label_range: dict | None = None,  # noqa: ANN001
+                   max_files: int = 12) -> None:
+    """Predicted valence and arousal of each file's segments against time (segment midpoints, seconds): one panel
+    per file (the first ``max_files``), the training labels' range shaded when known. ``frame``: ``predict
+    --segment`` rows (utt_id, start_s, end_s, valence, arousal)."""
+    files = frame["utt_id"].unique(maintain_order=True).to_list()[:max_files]
+    fig, axes = plt.subplots(len(files), 1, figsize=(10, 2.2 * len(files) + 0.4), squeeze=False, sharey=True)
+    for ax, file in zip(axes[:, 0], files):
+        rows = frame.filter(pl.col("utt_id") == file).sort("start_s")
+        middle = ((rows["start_s"] + rows["end_s"]) / 2).to_numpy()
+        for dimension, colour in (("valence", "tab:blue"), ("arousal", "tab:red")):
+            ax.plot(middle, rows[dimension].to_numpy(), marker=".", color=colour, label=dimension)
+            if label_range and dimension in label_range:
+                ax.axhspan(*label_range[dimension], color=colour, alpha=0.06)
+        ax.set_title(file, fontsize=9, loc="left")
+        ax.set_ylabel("prediction")
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("time in the recording (s, segment midpoints)")
+    axes[0, 0].legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(target, format="png", dpi=100)
+    plt.close(fig)
+
+
+def plot_prediction_scatter(frame: pl.DataFrame, target) -> None:  # noqa: ANN001
+    """Whole-file predictions as points in the valence/arousal plane."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.scatter(frame["valence"].to_numpy(), frame["arousal"].to_numpy(), s=12)
+    ax.set_xlabel("predicted valence")
+    ax.set_ylabel("predicted arousal")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(target, format="png", dpi=100)
+    plt.close(fig)

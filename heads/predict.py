@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +16,21 @@ from cache import CacheReader
 from cache.schema import Failure
 from core.errors import InputError
 from heads.model_folder import ExportedModel, head_outputs
+from pipeline.corpora.manifest import normalise_manifest
 from pipeline.corpora.prediction import prediction_manifest
+from pipeline.corpora.segments import SegmentConfig, plan_file_segments, write_segments
 from pipeline.extract import ExtractConfig, extract
 from pipeline.features.context import context_states
 from pipeline.features.layers import select_layer
 from pipeline.stages.prosody import ProsodyConfig
 from pipeline.stages.speech import SpeechConfig
-from pipeline.stages.state import build_sequences, first_pass_predictions, state_config_from_dict, turn_summaries
+from pipeline.stages.state import (
+    build_sequences,
+    first_pass_predictions,
+    learned_states,
+    state_config_from_dict,
+    turn_summaries,
+)
 
 
 def _config(cls: type, stored: dict, **changes: object) -> object:
@@ -33,12 +41,16 @@ def _config(cls: type, stored: dict, **changes: object) -> object:
 
 def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str | None, speech_model: str | None,
                   device: str = "auto", on_error: str = "skip", cache: str | None = None, clip: bool = False,
-                  runtime: str = "torch") -> tuple[pl.DataFrame, list[Failure]]:
+                  segments: SegmentConfig | None = None, batch_seconds: float = 0.0, runtime: str = "torch"
+                  ) -> tuple[pl.DataFrame, list[Failure]]:
     """Predictions ``utt_id, path, valence, arousal`` (+ attention weights) for every file that could be read,
     and the failures of the others. ``speech_model`` defaults to the one the model was trained with; weights
     with another checksum are refused (``InputError``). ``clip``: limit valence and arousal to the range of the
-    training labels (the heads are regressions and can leave the scale). ``runtime``: torch, or onnx / onnx-int8
-    (ONNX Runtime on the CPU, for a folder exported with ``--onnx``: ``ExportedModel.with_runtime``)."""
+    training labels (the heads are regressions and can leave the scale). ``segments``: predict each file as a time
+    series of segments (``predict_segments``), one row per segment with ``start_s``/``end_s``. ``batch_seconds``:
+    padded audio per speech batch (0: automatic); any batching gives the same numbers as one file at a time.
+    ``runtime``: torch, or onnx / onnx-int8 (ONNX Runtime on the CPU, for a folder exported with ``--onnx``:
+    ``ExportedModel.with_runtime``)."""
     if clip and not model.record.get("target_range"):
         raise InputError(f"{model.folder}: this model was exported without its label range; re-train and export it "
                          "to use --clip")
@@ -47,26 +59,43 @@ def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str |
         speech_model, device = model.onnx_speech(speech_model, device), "cpu"
     rows, problems = prediction_manifest(audio, manifest)
     speech_id = speech_model or model.record["speech_model"].get("model_id")
-    few = rows.height <= 32  # a handful of files is done before worker processes would have started
+    missing = [Failure("", "manifest", f"{p.file}:{p.line}" if p.line else p.file, p.reason) for p in problems]
+    if segments is not None:
+        if cache:
+            raise InputError("--cache keeps whole files' features; with --segment the segments are temporary "
+                             "files: leave --cache out")
+        frame, failures = predict_segments(model, rows, segments, str(speech_id), device, on_error,
+                                           batch_seconds=batch_seconds)
+    else:
+        with tempfile.TemporaryDirectory(prefix="predict-") as tmp, quiet("pipeline", "cache"):
+            path = Path(cache) if cache else Path(tmp) / "predict.h5"
+            extract(path, rows, ["speech", "prosody"], extract_config(model, str(speech_id), rows.height, batch_seconds),
+                    device=device, on_error=on_error)
+            reader = CacheReader(path)
+            check_speech_weights(model, reader, str(speech_id))
+            frame, failures = predict_cached(model, reader), reader.failures
+    if clip:
+        frame = frame.with_columns(pl.col(d).clip(*model.record["target_range"][d]) for d in ("valence", "arousal"))
+    return frame, once_per_file(missing + failures)
+
+
+def extract_config(model: ExportedModel, speech_id: str, num_files: int, batch_seconds: float = 0.0) -> ExtractConfig:
+    """The speech and prosody settings the model was trained with, for ``num_files`` new files."""
+    few = num_files <= 32  # a handful of files is done before worker processes would have started
     stored_speech = model.record["speech_config"]
-    config = ExtractConfig(
-        speech=_config(SpeechConfig, stored_speech, model=str(speech_id), batch_seconds=0.0, frame_layers=(),
+    return ExtractConfig(
+        speech=_config(SpeechConfig, stored_speech, model=speech_id, batch_seconds=batch_seconds, frame_layers=(),
                        num_workers=0 if few else stored_speech.get("num_workers", 1)),
         prosody=_config(ProsodyConfig, model.record["prosody_config"], workers=1 if few else 0),
     )
-    with tempfile.TemporaryDirectory(prefix="predict-") as tmp, _quiet("pipeline", "cache"):
-        path = Path(cache) if cache else Path(tmp) / "predict.h5"
-        extract(path, rows, ["speech", "prosody"], config, device=device, on_error=on_error)
-        reader = CacheReader(path)
-        checksum = reader.provenance("speech")["model"].get("weights_sha256")
-        if checksum != model.speech_checksum:
-            raise InputError(f"{speech_id}: speech model weights differ from the ones this model was trained on "
-                             f"(sha256 {checksum} != {model.speech_checksum}); use --speech-model with those weights")
-        frame = predict_cached(model, reader)
-        if clip:
-            frame = frame.with_columns(pl.col(d).clip(*model.record["target_range"][d]) for d in ("valence", "arousal"))
-        missing = [Failure("", "manifest", f"{p.file}:{p.line}" if p.line else p.file, p.reason) for p in problems]
-        return frame, once_per_file(missing + reader.failures)
+
+
+def check_speech_weights(model: ExportedModel, reader: CacheReader, speech_id: str) -> None:
+    """Refuse features made with other speech weights than the model was trained on."""
+    checksum = reader.provenance("speech")["model"].get("weights_sha256")
+    if checksum != model.speech_checksum:
+        raise InputError(f"{speech_id}: speech model weights differ from the ones this model was trained on "
+                         f"(sha256 {checksum} != {model.speech_checksum}); use --speech-model with those weights")
 
 
 def once_per_file(failures: list[Failure]) -> list[Failure]:
@@ -78,7 +107,7 @@ def once_per_file(failures: list[Failure]) -> list[Failure]:
 
 
 @contextmanager
-def _quiet(*loggers: str):  # noqa: ANN202
+def quiet(*loggers: str):  # noqa: ANN202
     """Extraction's progress messages (stages written into a temporary cache) are not news to a predict user."""
     levels = {name: logging.getLogger(name).level for name in loggers}
     for name in loggers:
@@ -90,28 +119,153 @@ def _quiet(*loggers: str):  # noqa: ANN202
             logging.getLogger(name).setLevel(level)
 
 
-def predict_cached(model: ExportedModel, reader: CacheReader) -> pl.DataFrame:
-    """Predictions for the rows of a cache holding the speech and prosody stages of new audio."""
-    m = reader.manifest
-    ok = reader.ok(["speech", "prosody"])
-    features = model.record["features"]
+@dataclass
+class PredictionInputs:
+    """What the heads and the dialogue context need of new audio, row-aligned with ``manifest``:
+    ``speech`` ``[n, D]`` float32 (the model's layer) or ``[n, L+1, D]`` float16 (``weighted``, as cached),
+    ``state_speech`` ``[n, D]`` float32 (the state's layer, None without a state), ``prosody`` ``[n, P]``;
+    ``ok`` ``[n]`` bool."""
+
+    manifest: pl.DataFrame
+    ok: np.ndarray
+    speech: np.ndarray
+    prosody: np.ndarray
+    state_speech: np.ndarray | None
+
+
+def read_prediction_inputs(model: ExportedModel, reader: CacheReader) -> PredictionInputs:
+    """The rows of a cache holding the speech and prosody stages of new audio, reduced to what ``model`` reads."""
     pooled = reader.read("speech", "pooled")
-    prosody = reader.read("prosody", "values")
-    layer = features["layer"]
-    speech = pooled.astype(np.float32) if layer == "weighted" else select_layer(pooled, layer)
+    layer = model.record["features"]["layer"]
+    state_layer = state_config_from_dict(model.record["state"]["config"]).speech_layer if model.record["state"] else None
+    return PredictionInputs(reader.manifest, reader.ok(["speech", "prosody"]),
+                            pooled if layer == "weighted" else select_layer(pooled, layer),
+                            reader.read("prosody", "values"),
+                            None if state_layer is None else select_layer(pooled, state_layer))
+
+
+def concat_inputs(parts: list[PredictionInputs], manifest: pl.DataFrame) -> PredictionInputs:
+    """Parts read from several caches as one, for ``manifest`` (their manifests' rows, in this order)."""
+    states = [p.state_speech for p in parts]
+    return PredictionInputs(manifest, np.concatenate([p.ok for p in parts]),
+                            np.concatenate([p.speech for p in parts]), np.concatenate([p.prosody for p in parts]),
+                            None if states[0] is None else np.concatenate(states))
+
+
+def predict_inputs(model: ExportedModel, inputs: PredictionInputs) -> pl.DataFrame:
+    """Predictions for the usable rows: the dialogue context (in ``dialog_id``, ``start_s`` order), then the heads."""
+    m, ok, features = inputs.manifest, inputs.ok, model.record["features"]
     state = None
     if model.record["state"]:
         config = state_config_from_dict(model.record["state"]["config"])
-        u = turn_summaries(select_layer(pooled, config.speech_layer), prosody, model.context)
         sequences = build_sequences(m, ok, config.grouping)
-        if config.kind == "ema-predictions":  # the previous turns' predicted valence/arousal, not their features
-            u = first_pass_predictions(u, model.context)
-        state = context_states(u, sequences, m["speaker"].to_numpy(), config.context_decay,
-                               speaker_aware=config.kind in ("ema-features-speaker", "ema-predictions"))
+        if config.kind == "mamba":  # the learned updater over the turns' features
+            z = np.concatenate([inputs.state_speech, inputs.prosody], axis=1)
+            state = learned_states(model.context, config, z, sequences)
+        else:
+            u = turn_summaries(inputs.state_speech, inputs.prosody, model.context)
+            if config.kind == "ema-predictions":  # the previous turns' predicted valence/arousal, not their features
+                u = first_pass_predictions(u, model.context)
+            state = context_states(u, sequences, m["speaker"].to_numpy(), config.context_decay,
+                                   speaker_aware=config.kind in ("ema-features-speaker", "ema-predictions"))
     rows = np.flatnonzero(ok)
-    values, attention = head_outputs(model, speech[rows] if features["use_speech"] else None,
-                                     prosody[rows] if features["use_prosody"] else None,
-                                     state[rows] if state is not None else None)
+    speakers = m["speaker"].to_numpy()[rows]
+    if features.get("per_speaker_norm"):
+        check_speaker_rows(speakers)
+    values, attention = head_outputs(model, inputs.speech[rows].astype(np.float32) if features["use_speech"] else None,
+                                     inputs.prosody[rows] if features["use_prosody"] else None,
+                                     state[rows] if state is not None else None, speakers)
     columns = {"utt_id": m["utt_id"].to_numpy()[rows], "path": m["path"].to_numpy()[rows],
                "valence": values[:, 0], "arousal": values[:, 1], **attention}
     return pl.DataFrame(columns)
+
+
+MIN_SPEAKER_ROWS = 10  # a speaker's mean and sd from fewer files (or segments) would be mostly noise
+
+
+def check_speaker_rows(speakers: np.ndarray) -> None:
+    """A speaker-normalised model z-scores each speaker with their own files: refuse unnamed speakers and speakers
+    with fewer than ``MIN_SPEAKER_ROWS`` usable files or segments, naming them."""
+    if "unknown" in set(speakers):
+        raise InputError("this model normalises each speaker with their own statistics (trained with --speaker-norm): "
+                         "give --manifest with a speaker column for every file")
+    names, counts = np.unique(speakers, return_counts=True)
+    few = [f"{name} ({count})" for name, count in zip(names, counts) if count < MIN_SPEAKER_ROWS]
+    if few:
+        raise InputError(f"this model normalises each speaker with their own statistics (--speaker-norm), which needs "
+                         f"at least {MIN_SPEAKER_ROWS} usable files or segments per speaker; too few for: "
+                         f"{', '.join(few[:10])}")
+
+
+def predict_cached(model: ExportedModel, reader: CacheReader) -> pl.DataFrame:
+    """Predictions for the rows of a cache holding the speech and prosody stages of new audio."""
+    return predict_inputs(model, read_prediction_inputs(model, reader))
+
+
+def segment_rows(file: dict, bounds: np.ndarray, first: int, folder: Path) -> list[dict]:
+    """Prediction-manifest rows of segments ``first..`` of one file (``bounds`` ``[k, 2]`` seconds), their audio at
+    ``folder/<k>.wav``: one dialogue per file (the context runs over its segments in time order), the segment's
+    start as ``start_s`` (after the file's own ``start_s``)."""
+    return [{**file, "utt_id": f"{file['utt_id']}@{first + k}", "path": str(folder / f"{first + k}.wav"),
+             "duration_s": float(end - start), "start_s": float((file["start_s"] or 0.0) + start),
+             "dialog_id": file["dialog_id"]} for k, (start, end) in enumerate(bounds)]
+
+
+def predict_segments(model: ExportedModel, files: pl.DataFrame, config: SegmentConfig, speech_id: str, device: str,
+                     on_error: str, chunk_segments: int = 256, batch_seconds: float = 0.0
+                     ) -> tuple[pl.DataFrame, list[Failure]]:
+    """Each file as a time series: segments planned by ``config`` (``pipeline.corpora.segments``), extracted
+    ``chunk_segments`` at a time into a temporary cache and folder that are deleted before the next chunk, so
+    memory and disk hold one chunk plus, per segment, the features the heads read (``PredictionInputs``).
+    Rows: ``utt_id`` (the file's), ``segment``, ``start_s``, ``end_s`` (seconds in the file), ``path``, valence,
+    arousal (+ attention weights). A segment that fails is reported as ``path@start-end s``."""
+    plans = [(file, plan_file_segments(file["path"], file["duration_s"] or 0.0, config))
+             for file in files.to_dicts()]
+    work = [(f, k) for f, (_, bounds) in enumerate(plans) for k in range(len(bounds))]
+    parts, manifests, failures = [], [], []
+    silent = [Failure(file["utt_id"], "segments", file["path"], "no speech found (no stretch louder than 12 dB over the "
+                      "recording's noise floor); --split fixed predicts it anyway") for file, bounds in plans
+              if not len(bounds)]
+    for start in range(0, len(work), chunk_segments):
+        chunk = work[start : start + chunk_segments]
+        with tempfile.TemporaryDirectory(prefix="predict-segments-") as tmp, quiet("pipeline", "cache"):
+            rows = []
+            for f in dict.fromkeys(f for f, _ in chunk):
+                file, bounds = plans[f]
+                ks = [k for g, k in chunk if g == f]
+                folder = Path(tmp) / str(f)
+                folder.mkdir()
+                write_segments(file["path"], bounds[ks], [folder / f"{k}.wav" for k in ks])
+                rows += segment_rows(file, bounds[ks], ks[0], folder)
+            manifest = normalise_manifest(pl.DataFrame(rows, infer_schema_length=None))
+            path = Path(tmp) / "segments.h5"
+            extract(path, manifest, ["speech", "prosody"], extract_config(model, speech_id, len(rows), batch_seconds),
+                    device=device, on_error=on_error)
+            reader = CacheReader(path)
+            check_speech_weights(model, reader, speech_id)
+            parts.append(read_prediction_inputs(model, reader))
+            manifests.append(reader.manifest)
+            failures += reader.failures
+    if not parts:
+        return pl.DataFrame(), silent
+    frame = predict_inputs(model, concat_inputs(parts, pl.concat(manifests)))
+    # back from segment rows to files and times
+    origin = pl.DataFrame([{"utt_id": f"{file['utt_id']}@{k}", "file_id": file["utt_id"], "file_path": file["path"],
+                            "segment": k, "seg_start_s": float(start), "end_s": float(end)}
+                           for file, bounds in plans for k, (start, end) in enumerate(bounds)])
+    frame = (frame.join(origin, on="utt_id", how="left")
+             .drop("utt_id", "path").rename({"file_id": "utt_id", "file_path": "path", "seg_start_s": "start_s"})
+             .sort("utt_id", "start_s", maintain_order=True))
+    first = ["utt_id", "segment", "start_s", "end_s", "path", "valence", "arousal"]
+    frame = frame.select(first + [c for c in frame.columns if c not in first])
+    return frame, silent + [_segment_failure(f, plans) for f in failures]
+
+
+def _segment_failure(failure: Failure, plans: list[tuple[dict, np.ndarray]]) -> Failure:
+    """A failure of segment ``<file>@k`` named by the recording and the segment's times."""
+    file_id, _, k = failure.utt_id.rpartition("@")
+    for file, bounds in plans:
+        if file["utt_id"] == file_id and k.isdigit() and int(k) < len(bounds):
+            start, end = bounds[int(k)]
+            return Failure(file_id, failure.stage, f"{file['path']}@{start:.1f}-{end:.1f} s", failure.reason)
+    return failure

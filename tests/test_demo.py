@@ -1,5 +1,5 @@
 """The README's main command: the demo runs every stage and prints the 4-variant x 5-fold table and the
-differences from the baseline, then predicts three unseen files with an exported model."""
+differences from the baseline, then predicts three unseen files and one long recording with an exported model."""
 
 from tests.test_cli import run_cli
 
@@ -18,3 +18,6 @@ def test_the_synthetic_demo_runs_end_to_end(tmp_path):
     assert "| trained on \\ tested on | synthetic | rated7 |" in result.stdout
     assert (tmp_path / "cross" / "report.html").is_file()
     assert (tmp_path / "model" / "model.json").is_file()
+    # and a long recording as a time series: its first segments, their times and a plot over time
+    assert "recording of 12 of those files joined by pauses, as segments" in result.stdout
+    assert result.stdout.count(" s: valence ") == 5 and (tmp_path / "long_recording.html").is_file()

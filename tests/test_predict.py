@@ -271,3 +271,239 @@ def test_predict_with_only_bad_files_fails_once_per_file_and_exits_2(trained, tm
     result = run_cli("predict", "--model", str(model), str(tmp_path / "broken.wav"), "--device", "cpu")
     assert result.returncode == 2 and result.stderr.count("skipped ") == 1  # one skip line for the one file
     assert "error: no file could be predicted" in result.stderr
+
+
+def _long_recording(cache, path, files=4):
+    """Fold-1 files of the cache joined with half a second of quiet between them: ``(path, wave, rate)``."""
+    import soundfile
+
+    waves = []
+    for file in CacheReader(cache).manifest.filter(pl.col("fold") == 1)["path"].to_list()[:files]:
+        wave, rate = soundfile.read(file, dtype="float32")
+        waves += [wave, np.full(rate // 2, 1e-4, np.float32)]
+    wave = np.concatenate(waves)
+    soundfile.write(path, wave, rate, subtype="FLOAT")
+    return path, wave, rate
+
+
+@pytest.mark.parametrize("run, split", [("state", "fixed"), ("state", "energy"), ("no-state", "fixed")])
+def test_a_segmented_recording_is_predicted_as_its_segments_cut_by_hand_in_one_dialogue(trained, tmp_path, run, split):
+    """Independent reference: the same stretches cut with numpy, written as files and predicted as one dialogue in
+    time order (so a model with a dialogue state gets the same context)."""
+    import soundfile
+
+    from heads.model_folder import load_model
+    from pipeline.corpora.segments import SegmentConfig
+
+    work, cache = trained
+    model = load_model(_exported(work, run, tmp_path / "model"))
+    path, wave, rate = _long_recording(cache, tmp_path / "call.wav")
+    from heads.predict import predict_audio
+
+    segmented, failures = predict_audio(model, [str(path)], None, None, "cpu",
+                                        segments=SegmentConfig(0.8, 0.4, split))
+    assert not failures and segmented["start_s"].to_list() == sorted(segmented["start_s"].to_list())
+    if split == "fixed":
+        assert segmented["end_s"].max() == pytest.approx(len(wave) / rate)
+    rows = []
+    for k, (start, end) in enumerate(zip(segmented["start_s"], segmented["end_s"])):
+        cut = tmp_path / f"cut{k}.wav"
+        soundfile.write(cut, wave[round(start * rate) : round(end * rate)], rate, subtype="FLOAT")
+        rows.append({"path": str(cut), "utt_id": f"cut{k}", "dialog_id": "call", "start_s": start})
+    pl.DataFrame(rows).write_csv(tmp_path / "cuts.csv")
+    by_hand = model.predict(manifest=str(tmp_path / "cuts.csv"), device="cpu")
+    by_hand = by_hand.with_columns(pl.col("utt_id").str.slice(3).cast(pl.Int64).alias("segment")).sort("segment")
+    assert by_hand.height == segmented.height
+    assert np.abs(by_hand["valence"] - segmented["valence"]).max() <= 1e-5
+    assert np.abs(by_hand["arousal"] - segmented["arousal"]).max() <= 1e-5
+
+
+def test_segments_are_extracted_in_chunks_with_the_same_result(trained, tmp_path):
+    from heads.model_folder import load_model
+    from heads.predict import predict_segments
+    from pipeline.corpora.prediction import prediction_manifest
+    from pipeline.corpora.segments import SegmentConfig
+
+    work, cache = trained
+    model = load_model(_exported(work, "state", tmp_path / "model"))
+    path, _, _ = _long_recording(cache, tmp_path / "call.wav")
+    rows, _ = prediction_manifest([str(path)])
+    config = SegmentConfig(0.8, 0.4)
+    whole, _ = predict_segments(model, rows, config, model.record["speech_model"]["model_id"], "cpu", "skip", 1000)
+    chunked, _ = predict_segments(model, rows, config, model.record["speech_model"]["model_id"], "cpu", "skip", 3)
+    assert whole.height > 6 and np.abs(whole["valence"] - chunked["valence"]).max() <= 1e-6
+
+
+def test_predict_segment_writes_one_row_per_segment_and_a_report_with_the_time_series(trained, tmp_path):
+    work, cache = trained
+    model = _exported(work, "no-state", tmp_path / "model")
+    path, wave, rate = _long_recording(cache, tmp_path / "call.wav", files=2)
+    code, err = main_in_process("predict", "--model", str(model), str(path), "--segment", "1", "--hop", "0.5",
+                                "--split", "fixed", "--out", str(tmp_path / "p.csv"), "--report", str(tmp_path / "p.html"),
+                                "--device", "cpu")
+    assert code == 0, err
+    table = pl.read_csv(tmp_path / "p.csv")
+    assert table.columns[:4] == ["utt_id", "segment", "start_s", "end_s"]
+    assert table["segment"].to_list() == list(range(table.height))
+    assert np.allclose(table["start_s"].to_numpy()[:-1], np.arange(table.height - 1) * 0.5)
+    page = (tmp_path / "p.html").read_text()
+    assert "data:image/png;base64," in page and "against time" in page
+
+
+def test_a_recording_without_speech_is_reported_not_silently_left_out(trained, tmp_path):
+    import soundfile
+
+    from heads.model_folder import load_model
+    from heads.predict import predict_audio
+    from pipeline.corpora.segments import SegmentConfig
+
+    work, cache = trained
+    model = load_model(_exported(work, "no-state", tmp_path / "model"))
+    soundfile.write(tmp_path / "quiet.wav", np.zeros(16000 * 3, np.float32), 16000)
+    speech, _, _ = _long_recording(cache, tmp_path / "call.wav", files=2)
+    frame, failures = predict_audio(model, [str(speech), str(tmp_path / "quiet.wav")], None, None, "cpu",
+                                    segments=SegmentConfig(1.0, 0.5, "energy"))
+    assert set(frame["utt_id"]) == {"call"}
+    assert len(failures) == 1 and "quiet.wav" in failures[0].path and "no speech" in failures[0].reason
+
+
+def test_hop_without_segment_is_refused(trained, tmp_path):
+    work, cache = trained
+    model = _exported(work, "no-state", tmp_path / "model")
+    code, err = main_in_process("predict", "--model", str(model), CacheReader(cache).manifest["path"][0],
+                                "--hop", "2", "--device", "cpu")
+    assert code == 2 and "--segment" in err
+
+
+def test_a_speaker_normalised_model_predicts_new_audio_with_each_speakers_own_statistics(trained, tmp_path,
+                                                                                         monkeypatch):
+    """The fold-1 speakers' files, all given with their speaker: the same per-speaker statistics the run used."""
+    monkeypatch.setattr("heads.predict.MIN_SPEAKER_ROWS", 2)  # the tiny corpus has 2-3 files per speaker
+    work, cache = trained
+    run = tmp_path / "run"
+    train_fold(load_corpus_arrays(CacheReader(cache)), 1,
+               TrainConfig(epochs=3, features=FeatureConfig(use_state=False, per_speaker_norm=True)), [0], run)
+    model = _export_in_process(run, tmp_path / "model")
+    _fold1_manifest(cache, tmp_path / "new.csv")
+    code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "new.csv"), "--out",
+                                str(tmp_path / "p.csv"), "--device", "cpu")
+    assert code == 0, err
+    assert _compare(tmp_path / "p.csv", run) <= 1e-5
+
+
+def test_a_speaker_normalised_model_refuses_files_without_speakers_or_too_few_per_speaker(trained, tmp_path):
+    work, cache = trained
+    run = tmp_path / "run"
+    train_fold(load_corpus_arrays(CacheReader(cache)), 1,
+               TrainConfig(epochs=1, features=FeatureConfig(use_state=False, per_speaker_norm=True)), [0], run)
+    model = _export_in_process(run, tmp_path / "model")
+    files = CacheReader(cache).manifest["path"].to_list()[:3]
+    code, err = main_in_process("predict", "--model", str(model), *files, "--device", "cpu")
+    assert code == 2 and "speaker column" in err
+    pl.DataFrame({"path": files, "speaker": ["ann"] * 3}).write_csv(tmp_path / "few.csv")
+    code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "few.csv"),
+                                "--device", "cpu")
+    assert code == 2 and "ann (3)" in err
+
+
+def test_files_predicted_one_at_a_time_equal_files_predicted_in_padded_batches(trained, tmp_path):
+    """Lengths 1.0-1.8 s: with a large batch budget, files of similar length share a padded batch."""
+    import soundfile
+
+    from heads.model_folder import load_model
+    from heads.predict import predict_audio
+
+    work, cache = trained
+    model = load_model(_exported(work, "no-state", tmp_path / "model"))
+    _, wave, rate = _long_recording(cache, tmp_path / "call.wav")
+    files = []
+    for k, seconds in enumerate(np.linspace(1.0, 1.8, 9)):
+        files.append(str(tmp_path / f"f{k}.wav"))
+        soundfile.write(files[-1], wave[k * 800 : k * 800 + int(seconds * rate)], rate, subtype="FLOAT")
+    batched, _ = predict_audio(model, files, None, None, "cpu", batch_seconds=60.0)
+    alone = pl.concat([predict_audio(model, [f], None, None, "cpu")[0] for f in files])
+    joined = batched.join(alone, on="utt_id", suffix="_alone")
+    assert joined.height == len(files)
+    for d in ("valence", "arousal"):
+        assert np.abs(joined[d] - joined[f"{d}_alone"]).max() <= 1e-5
+
+
+def test_the_seeds_spread_equals_the_sd_of_the_runs_per_seed_predictions(trained, tmp_path):
+    """Independent reference: the sd (ddof=1) of the run's own per-seed test predictions."""
+    from heads.model_folder import load_model
+
+    work, cache = trained
+    run = work / "runs" / "state" / "fold1"
+    model = load_model(_export(run, tmp_path / "model"))
+    model.record["seed_spread"]["reported"] = ["valence", "arousal"]  # whatever this tiny run's check found
+    _fold1_manifest(cache, tmp_path / "new.csv")
+    predicted = model.predict(manifest=str(tmp_path / "new.csv"), device="cpu")
+    seeds = pl.read_csv(run / "predictions.csv")
+    spread = seeds.group_by("utt_id").agg(pl.col("valence_pred").std().alias("sd_v"),
+                                          pl.col("arousal_pred").std().alias("sd_a"))
+    got = predicted.join(spread, on="utt_id")
+    assert got.height == spread.height
+    assert np.abs(got["valence_sd"] - got["sd_v"]).max() <= 1e-5 and np.abs(got["arousal_sd"] - got["sd_a"]).max() <= 1e-5
+
+
+def _seed_rows(sd: np.ndarray, error: np.ndarray) -> pl.DataFrame:
+    """Two seeds' predictions of rows whose seed spread is ``sd`` and whose mean misses the label by ``error``."""
+    n = len(sd)
+    rows = [{"utt_id": f"u{i}", "seed": s, "valence_true": 0.0, "arousal_true": 0.0,
+             "valence_pred": error[i] + (1 if s else -1) * sd[i] / np.sqrt(2), "arousal_pred": 0.0}
+            for i in range(n) for s in (0, 1)]
+    return pl.DataFrame(rows)
+
+
+def test_a_spread_is_reported_where_it_ranks_the_errors_and_withheld_where_it_does_not():
+    from scipy.stats import spearmanr
+
+    from heads.model_folder import spread_correlation
+
+    rng = np.random.default_rng(0)
+    sd = rng.uniform(0.1, 1.0, 200)
+    errors = sd * rng.uniform(0.5, 1.5, 200), rng.uniform(0.1, 1.0, 200)
+    ranked, unrelated = (spread_correlation(_seed_rows(sd, error)) for error in errors)
+    assert ranked["reported"] == ["valence"] and unrelated["reported"] == []  # arousal: no spread at all
+    assert ranked["rho_valence"] == pytest.approx(spearmanr(sd, errors[0]).statistic, abs=1e-3)
+    assert unrelated["ci_valence"][0] < 0 < unrelated["ci_valence"][1]
+
+
+def test_a_model_of_one_seed_gives_no_spread(trained, tmp_path):
+    from heads.model_folder import load_model
+
+    work, cache = trained
+    model = load_model(_exported(work, "no-state", tmp_path / "model"))
+    predicted = model.predict(CacheReader(cache).manifest["path"].to_list()[:2], device="cpu")
+    assert "valence_sd" not in predicted.columns
+    assert "One seed" in (model.folder / "README.md").read_text()
+
+
+def test_a_model_with_the_learned_state_predicts_new_audio_as_its_run_did(trained, tmp_path, tiny_wavlm):
+    """mamba: export trains the fold's updater again, checks it against the cached states, and predict runs it over
+    the new files' dialogue."""
+    from pipeline.corpora import read_iemocap
+    from pipeline.extract import ExtractConfig, extract
+    from pipeline.models.state_model import StateModelConfig
+    from pipeline.stages.prosody import ProsodyConfig
+    from pipeline.stages.speech import SpeechConfig
+    from pipeline.stages.state import StateConfig
+
+    work, cache = trained
+    copy = tmp_path / "c.h5"
+    shutil.copyfile(cache, copy)
+    manifest, _ = read_iemocap(work / "IEMOCAP_full_release")
+    learned = StateConfig(kind="mamba", model=StateModelConfig(d_model=16, d_state=8, ssm_state=4, n_layers=1),
+                          epochs=3, window=8, batch_size=8)
+    extract(copy, manifest, ["speech", "prosody", "state"], ExtractConfig(
+        speech=SpeechConfig(model=str(tiny_wavlm)), prosody=ProsodyConfig(workers=1), state=learned), device="cpu")
+    run = tmp_path / "run"
+    train_fold(load_corpus_arrays(CacheReader(copy)), 1,
+               TrainConfig(epochs=3, state_gate=False, features=FeatureConfig(use_state=True)), [0], run)
+    model = _export_in_process(run, tmp_path / "model")
+    assert json.loads((model / "model.json").read_text())["state"]["kind"] == "mamba"
+    _fold1_manifest(copy, tmp_path / "new.csv")
+    code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "new.csv"), "--out",
+                                str(tmp_path / "p.csv"), "--device", "cpu")
+    assert code == 0, err
+    assert _compare(tmp_path / "p.csv", run) <= 1e-5

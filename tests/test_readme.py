@@ -60,6 +60,8 @@ def world(tmp_path_factory, tiny_wavlm):
     write_wav(root / "a.wav", speechlike(1, 0.8))
     soundfile.write(root / "b.flac", speechlike(2, 0.7), 16000)
     (root / "calls.csv").write_text("path,dialog_id,start_s\na.wav,call1,0\nb.flac,call1,3.5\n")
+    pause = np.zeros(8000, np.float32)
+    write_wav(root / "call.wav", np.concatenate([speechlike(3, 2.5), pause, speechlike(4, 5.0), pause, speechlike(5, 1.5)]))
     (root / "shared").mkdir()
     substitutions = {"/data/IEMOCAP_full_release": str(iemocap), "/data/MSP-Podcast": str(msp),
                      "microsoft/wavlm-large": str(tiny_wavlm), "--device cuda": "--device cpu",

@@ -551,6 +551,33 @@ def context_model(inputs: StateInputs, fold: int, config: StateConfig) -> dict[s
     return {**projection, **fit_first_pass(u, inputs.targets[rows])}
 
 
+def exported_updater(inputs: StateInputs, fold: int, config: StateConfig) -> dict[str, np.ndarray]:
+    """What a model folder needs to give new audio the learned (``mamba``) state experiment ``fold``'s test rows
+    got: the updater that made those states, ``U(not fold)`` (``U(train)`` with partitions), trained again exactly
+    as the stage trained it (same rows, seed and early stopping; on the CPU), its input statistics (``z_mean``,
+    ``z_std``) and weights (``updater.<name>``). Check it with ``learned_states`` against the cached states."""
+    unit: Unit = (TRAIN_SPLIT,) if inputs.splits is not None else (fold,)
+    model, _, _ = train_updater(inputs, unit, config, torch.device("cpu"))
+    _, mean, std = zscore(inputs.z[:1], inputs.z[updater_training_rows(inputs, unit)])
+    return {"z_mean": mean, "z_std": std,
+            **{f"updater.{name}": v.detach().cpu().numpy() for name, v in model.state_dict().items()}}
+
+
+def learned_states(updater: dict[str, np.ndarray], config: StateConfig, z: np.ndarray, sequences: list[np.ndarray]
+                   ) -> np.ndarray:
+    """``[N, d_state]`` states of the rows of ``sequences`` (zeros elsewhere) from an ``exported_updater``: ``z``
+    ``[N, d_z]`` raw turn features (the state's speech layer, then prosody), standardised as in training."""
+    x = np.nan_to_num(standardise(z, updater["z_mean"], updater["z_std"]), nan=0.0).astype(np.float32)
+    model = DialogueStateUpdater(x.shape[1], config.model)
+    model.load_state_dict({name[len("updater."):]: torch.from_numpy(np.array(v)) for name, v in updater.items()
+                           if name.startswith("updater.")})
+    model.eval()
+    out = np.zeros((len(x), config.model.d_state), np.float32)
+    for row, c in states_of(model, x, sequences, torch.device("cpu")).items():
+        out[row] = c
+    return out
+
+
 def state_units(inputs: StateInputs, config: StateConfig) -> list[Unit]:
     """The units of work: one per fold for the untrained kinds, one per cross-fitted updater for ``mamba``;
     with partitions, one unit for the untrained kinds and 1 + ``CROSS_FIT_GROUPS`` updaters for ``mamba``."""
