@@ -15,12 +15,14 @@ import torch
 from cache import CacheReader
 from core.errors import InputError
 from heads.model_folder import export_model, load_model, run_context_projection
+from heads.predict import predict_audio
 from heads.runs import read_run
+from pipeline.corpora.segments import SegmentConfig
 from pipeline.models.onnx_speech import EXPORT_SECONDS, OnnxSpeechEmbedder, export_speech_onnx
 from pipeline.models.speech_model import SpeechEmbedder
 from tests.synth import RATE, speechlike
 from tests.test_cli_heads import main_in_process
-from tests.test_predict import _exported, _fold1_manifest, trained  # noqa: F401 - trained: the fixture
+from tests.test_predict import _exported, _fold1_manifest, _long_recording, trained  # noqa: F401 - a fixture
 
 LABEL_TOLERANCE = 0.01  # issue 31: largest |difference| to torch of valence or arousal, on the label scale
 
@@ -91,6 +93,18 @@ def test_onnx_runtimes_predict_within_0_01_of_torch_on_the_label_scale(onnx_mode
     speech = CacheReader(tmp_path / "c.h5").provenance("speech")
     assert speech["runtime"]["name"] == "onnxruntime" and speech["device_type"] == "cpu"
     assert ("int8" in speech["runtime"]["quantization"]) == (runtime == "onnx-int8")
+
+
+def test_a_segmented_recording_predicts_in_the_onnx_runtime_as_in_torch(onnx_model, trained, tmp_path):  # noqa: F811
+    _, cache = trained
+    path, _, _ = _long_recording(cache, tmp_path / "call.wav")
+    model = load_model(onnx_model)
+    args = dict(audio=[str(path)], manifest=None, speech_model=None, device="cpu", segments=SegmentConfig(0.8, 0.4))
+    expected, _ = predict_audio(model, **args)
+    got, failures = predict_audio(model, **args, runtime="onnx")
+    assert not failures and got.height == expected.height > 1
+    assert got["start_s"].to_list() == expected["start_s"].to_list()
+    assert max(float((got[d] - expected[d]).abs().max()) for d in ("valence", "arousal")) <= 1e-4
 
 
 def test_onnx_runtimes_are_refused_for_a_folder_exported_without_onnx(trained, tmp_path):  # noqa: F811
