@@ -104,11 +104,21 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
     if staged is not None:
         staged.move_into(out)
         model["onnx"] = staged.entry
+    _write_record(out, model)
+    if staged is not None:  # each runtime against torch on the run's own audio: predict refuses one too far off
+        from heads.onnx_heads import check_runtimes
+
+        model["onnx"]["checked"] = check_runtimes(out, record, speech_model)
+        _write_record(out, model)
+    return out
+
+
+def _write_record(out: Path, model: dict) -> None:
+    """``model.json``, the model card and CHECKSUMS (of every file in the folder)."""
     (out / MODEL_FILE).write_text(json.dumps(model, indent=1, default=str))
     (out / "README.md").write_text(model_card(model))
-    files = sorted(p.name for p in out.iterdir())
+    files = sorted(p.name for p in out.iterdir() if p.name != CHECKSUMS)
     (out / CHECKSUMS).write_text("".join(f"{_sha256(out / name)}  {name}\n" for name in files))
-    return out
 
 
 def seed_spread_check(run_dir: Path, record: dict) -> dict | None:
@@ -257,8 +267,14 @@ of the same `dialog_id` in `start_s` order; without a manifest, each file is pre
 def _onnx_note(model: dict) -> str:
     if not model.get("onnx"):
         return ""
-    return ("; with the speech model and heads as ONNX for `predict --runtime onnx` and `--runtime onnx-int8` "
+    note = ("; with the speech model and heads as ONNX for `predict --runtime onnx` and `--runtime onnx-int8` "
             "(int8 matrix products in the speech model)")
+    checked = model["onnx"].get("checked")
+    if checked:
+        note += (f". Checked against torch at export on {checked['files']} of the run's files: largest difference of "
+                 f"valence or arousal {checked['onnx']:.3g} (onnx), {checked['onnx-int8']:.3g} (onnx-int8); a runtime "
+                 "beyond 0.01 is refused by predict")
+    return note
 
 
 def _spread_text(model: dict) -> str:
@@ -340,13 +356,14 @@ class ExportedModel:
         self.context = load_numpy(str(self.folder / CONTEXT_FILE)) if self.record["state"] else None
         self.runtime, self.head_sessions = "torch", None  # with_runtime: ONNX Runtime sessions of the heads
 
-    def with_runtime(self, runtime: str) -> ExportedModel:
+    def with_runtime(self, runtime: str, checked_only: bool = True) -> ExportedModel:
         """This model with its heads run by ``runtime``: torch (this object), onnx or onnx-int8 (ONNX Runtime on
         the CPU; the folder must have been exported with ``--onnx``). The int8 runtime differs in the speech
-        model only (``onnx_speech``)."""
+        model only (``onnx_speech``). A runtime whose predictions export measured further than
+        ``heads.onnx_heads.MAX_DIFFERENCE`` from torch's is refused (``checked_only=False``: measure it anyway)."""
         import copy
 
-        from heads.onnx_heads import RUNTIMES, load_head_sessions
+        from heads.onnx_heads import MAX_DIFFERENCE, RUNTIMES, load_head_sessions
 
         if runtime not in RUNTIMES:
             raise InputError(f"--runtime {runtime}: choose {', '.join(RUNTIMES)}")
@@ -355,6 +372,12 @@ class ExportedModel:
         if not self.record.get("onnx"):
             raise InputError(f"{self.folder}: exported without ONNX files, so --runtime {runtime} cannot run it; "
                              "export its run again with --onnx (python cli.py export --run RUN --out DIR --onnx)")
+        measured = self.record["onnx"].get("checked", {}).get(runtime)
+        if checked_only and (measured is None or measured > MAX_DIFFERENCE):
+            found = "was not checked" if measured is None else f"moved valence or arousal by up to {measured:.3g}"
+            raise InputError(f"{self.folder}: --runtime {runtime} {found} against torch on the run's own files at "
+                             f"export, and it must stay within {MAX_DIFFERENCE} on the label scale; use --runtime "
+                             f"{'onnx' if runtime == 'onnx-int8' else 'torch'}")
         model = copy.copy(self)
         model.runtime, model.head_sessions = runtime, load_head_sessions(self.folder, self.record)
         return model

@@ -34,6 +34,8 @@ from pipeline.models.onnx_speech import OPSET, export_speech_onnx, quantize_spee
 BLOCKS = ("speech", "prosody", "state")
 SPEECH_FILE, SPEECH_INT8_FILE = "speech.onnx", "speech.int8.onnx"
 RUNTIMES = ("torch", "onnx", "onnx-int8")
+MAX_DIFFERENCE = 0.01  # label scale: predict refuses a runtime that export measured further than this from torch
+CHECK_FILES = 16  # files of the run's own audio each runtime is checked on at export
 
 
 def used_blocks(sizes: BlockSizes) -> tuple[str, ...]:
@@ -143,3 +145,43 @@ def onnx_files(record: dict) -> list[str]:
     """The ONNX files a ``model.json`` lists (none for a folder exported without ``--onnx``)."""
     onnx = record.get("onnx") or {}
     return [onnx["speech"], onnx["speech_int8"], *onnx["heads"]] if onnx else []
+
+
+def check_files(record: dict, count: int = CHECK_FILES) -> list[str]:
+    """Up to ``count`` readable audio files of the run's cache: its test rows first (as the run's predictions list
+    them), else any usable row. Refused when none can be read here."""
+    import polars as pl
+
+    from cache import CacheReader
+    from core.errors import InputError
+
+    cache = Path(record["cache"])
+    if not cache.is_file():
+        raise InputError(f"{cache}: export --onnx checks each runtime against torch on the run's own audio, and the "
+                         "run's cache is not here")
+    reader = CacheReader(cache)
+    rows = reader.manifest.with_columns(pl.Series("ok", reader.ok(["speech", "prosody"])))
+    rows = rows.filter(pl.col("ok")).sort(pl.col("fold") != record.get("fold"), maintain_order=True)
+    files = [p for p in rows["path"].to_list() if Path(p).is_file()][:count]
+    if not files:
+        raise InputError(f"{cache}: export --onnx checks each runtime against torch on the run's own audio, and none "
+                         "of the cache's files can be read here")
+    return files
+
+
+def check_runtimes(folder: Path, record: dict, speech_model: str | None) -> dict:
+    """Predict ``check_files`` with the exported folder in every runtime: ``{"files": n, runtime: largest
+    |difference| of valence or arousal from torch on the label scale}``."""
+    from heads.model_folder import load_model
+    from heads.predict import predict_audio
+
+    files = check_files(record)
+    model = load_model(folder)
+    reference = model.predict(files, speech_model=speech_model, device="cpu")
+    out: dict = {"files": reference.height}
+    for runtime in RUNTIMES[1:]:
+        other, _ = predict_audio(model.with_runtime(runtime, checked_only=False), files, None, None, "cpu",
+                                 runtime=runtime)
+        joined = reference.join(other, on="utt_id", suffix="_other")
+        out[runtime] = float(max((joined[d] - joined[f"{d}_other"]).abs().max() for d in ("valence", "arousal")))
+    return out

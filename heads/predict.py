@@ -55,7 +55,7 @@ def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str |
         raise InputError(f"{model.folder}: this model was exported without its label range; re-train and export it "
                          "to use --clip")
     if runtime != "torch":  # the folder's own ONNX speech model and heads
-        model = model.with_runtime(runtime)
+        model = model if model.runtime == runtime else model.with_runtime(runtime)
         speech_model, device = model.onnx_speech(speech_model, device), "cpu"
     rows, problems = prediction_manifest(audio, manifest)
     speech_id = speech_model or model.record["speech_model"].get("model_id")

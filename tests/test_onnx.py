@@ -144,3 +144,15 @@ def test_export_onnx_refuses_other_speech_weights_and_writes_nothing(trained, tm
                                 "--onnx", "--speech-model", str(other))
     assert code == 2 and "speech model weights differ" in err and "Traceback" not in err
     assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_export_checks_each_runtime_against_torch_and_predict_refuses_one_too_far_off(onnx_model, trained, tmp_path,  # noqa: F811
+                                                                                      monkeypatch):
+    checked = json.loads((onnx_model / "model.json").read_text())["onnx"]["checked"]
+    assert checked["files"] > 0 and checked["onnx"] <= 1e-4 and checked["onnx-int8"] <= LABEL_TOLERANCE
+    assert f"{checked['onnx-int8']:.3g}" in (onnx_model / "README.md").read_text()
+    monkeypatch.setattr("heads.onnx_heads.MAX_DIFFERENCE", checked["onnx-int8"] / 2)  # as if int8 were too far off
+    _, cache = trained
+    code, err = main_in_process("predict", "--model", str(onnx_model), CacheReader(cache).manifest["path"][0],
+                                "--runtime", "onnx-int8")
+    assert code == 2 and "moved valence or arousal by up to" in err and "--runtime onnx" in err
