@@ -32,6 +32,8 @@ from pipeline.stages.state import (
     turn_summaries,
 )
 
+log = logging.getLogger(__name__)
+
 
 def _config(cls: type, stored: dict, **changes: object) -> object:
     names = {f.name for f in fields(cls)}
@@ -246,6 +248,8 @@ def predict_segments(model: ExportedModel, files: pl.DataFrame, config: SegmentC
             parts.append(read_prediction_inputs(model, reader))
             manifests.append(reader.manifest)
             failures += reader.failures
+        if len(work) > chunk_segments:  # a long recording takes minutes: say how far it is
+            log.info("predict: %d of %d segments extracted", min(start + chunk_segments, len(work)), len(work))
     if not parts:
         return pl.DataFrame(), silent
     frame = predict_inputs(model, concat_inputs(parts, pl.concat(manifests)))
