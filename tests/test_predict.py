@@ -507,3 +507,40 @@ def test_a_model_with_the_learned_state_predicts_new_audio_as_its_run_did(traine
                                 str(tmp_path / "p.csv"), "--device", "cpu")
     assert code == 0, err
     assert _compare(tmp_path / "p.csv", run) <= 1e-5
+
+
+def test_a_learned_state_updater_that_does_not_reproduce_the_cached_states_is_refused(trained, tmp_path, tiny_wavlm,
+                                                                                       monkeypatch):
+    """As if the cache had been made where training gives other weights (a GPU): export must refuse, not guess."""
+    import pipeline.stages.state as state_module
+    from core.errors import InputError
+    from pipeline.corpora import read_iemocap
+    from pipeline.extract import ExtractConfig, extract
+    from pipeline.models.state_model import StateModelConfig
+    from pipeline.stages.prosody import ProsodyConfig
+    from pipeline.stages.speech import SpeechConfig
+    from pipeline.stages.state import StateConfig
+
+    work, cache = trained
+    copy = tmp_path / "c.h5"
+    shutil.copyfile(cache, copy)
+    manifest, _ = read_iemocap(work / "IEMOCAP_full_release")
+    learned = StateConfig(kind="mamba", model=StateModelConfig(d_model=16, d_state=8, ssm_state=4, n_layers=1),
+                          epochs=2, window=8, batch_size=8)
+    extract(copy, manifest, ["speech", "prosody", "state"], ExtractConfig(
+        speech=SpeechConfig(model=str(tiny_wavlm)), prosody=ProsodyConfig(workers=1), state=learned), device="cpu")
+    run = tmp_path / "run"
+    train_fold(load_corpus_arrays(CacheReader(copy)), 1,
+               TrainConfig(epochs=1, state_gate=False, features=FeatureConfig(use_state=True)), [0], run)
+    trained_again = state_module.exported_updater
+
+    def other_weights(*args):
+        updater = trained_again(*args)
+        noise = np.random.default_rng(0)  # a per-weight change (a constant shift would vanish in the LayerNorm)
+        return {k: v + noise.normal(0, 0.1, v.shape).astype(v.dtype) if k == "updater.w_in.weight" else v
+                for k, v in updater.items()}
+
+    monkeypatch.setattr(state_module, "exported_updater", other_weights)
+    with pytest.raises(InputError, match="does not reproduce the cached states of fold 1"):
+        _export_in_process(run, tmp_path / "model")
+    assert not (tmp_path / "model").exists()
