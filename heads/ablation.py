@@ -15,7 +15,7 @@ from heads.experiment import runs_per_seed, train_fold
 from heads.features import effective_features, load_corpus_arrays
 from heads.progress import TrainingProgress
 from heads.stats import StatsConfig
-from heads.streaming import STREAM_ABOVE_BYTES, float32_bytes
+from heads.streaming import float32_bytes, resident_decision
 from heads.train import TrainConfig
 from heads.variants import run_label
 
@@ -24,18 +24,19 @@ log = logging.getLogger(__name__)
 
 def _reader_and_layer(cache: str | Path, configs: list[TrainConfig]) -> tuple[CacheReader, str | None]:
     """The reader and the one layer choice all ``configs`` share (only that hidden state is read, or the block is
-    streamed for ``weighted``); None when they differ: every hidden state is read into memory, refused when its
-    float32 copy would exceed ``STREAM_ABOVE_BYTES`` (MSP-Podcast: 28 GB)."""
+    streamed for ``weighted``); None when they differ: every hidden state is read into memory, refused when this
+    machine's memory cannot hold it for training (``heads.streaming.resident_decision``; MSP-Podcast: 28 GB)."""
     reader = CacheReader(cache)
     layers = {c.features.layer for c in configs}
     if len(layers) == 1:
         return reader, layers.pop()
     if "speech" in reader.stages:
         shape = reader.dataset_shapes("speech")["pooled"]
-        if float32_bytes(shape) > STREAM_ABOVE_BYTES:
+        resident, why = resident_decision(shape)
+        if not resident:
             raise InputError(f"{cache}: variants with different layer choices ({', '.join(sorted(layers))}) need every "
-                             f"hidden state in memory ({float32_bytes(shape) / 1e9:.0f} GB as float32); run one "
-                             "ablate per layer choice")
+                             f"hidden state in memory ({float32_bytes(shape) / 1e9:.1f} GB as float32; {why}); run "
+                             "one ablate per layer choice")
     return reader, None
 
 

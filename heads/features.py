@@ -13,6 +13,7 @@ assumes the test speaker's unlabelled audio is available in advance).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -31,8 +32,10 @@ from core.protocol import (
     test_set_names,
 )
 from core.standardise import zscore
-from heads.streaming import RESIDENT_BYTES, STREAM_ABOVE_BYTES, StreamedSpeech, float32_bytes, streamed_statistics
+from heads.streaming import RESIDENT_BYTES, StreamedSpeech, float32_bytes, resident_decision, streamed_statistics
 from pipeline.features.layers import check_layer_choice, layer_index, reads_every_layer, select_layer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -163,12 +166,13 @@ def group_columns(manifest, extra: tuple[str, ...] = ()) -> dict[str, np.ndarray
 
 
 def load_corpus_arrays(reader: CacheReader, layer: str | None = None,
-                       stream_above_bytes: int = STREAM_ABOVE_BYTES, group_by: tuple[str, ...] = ()) -> CorpusArrays:
+                       stream_above_bytes: int | None = None, group_by: tuple[str, ...] = ()) -> CorpusArrays:
     """Everything the heads read. With ``layer`` (``last`` or an index) only that hidden state of the
     speech block is read: 1/(L+1) of its bytes (20 MB instead of 0.5 GB for IEMOCAP with wavlm-large).
     Without it (or with ``mean``/``weighted``) all hidden states are read, for runs that choose or mix
-    layers later; with ``weighted`` on a speech block whose float32 copy would exceed ``stream_above_bytes``
-    none is read: training streams it from the cache (``heads.streaming``)."""
+    layers later; with ``weighted`` on a speech block too large for this machine's memory
+    (``heads.streaming.resident_decision``, logged; ``stream_above_bytes``: stream when its float32 copy would exceed
+    this many bytes instead) none is read: training streams it from the cache (``heads.streaming``)."""
     m = reader.manifest
     states = {}
     if "state" in reader.stages and reader.provenance("state").get("context", True):  # False: no dialogue context
@@ -179,7 +183,13 @@ def load_corpus_arrays(reader: CacheReader, layer: str | None = None,
     if "speech" in reader.stages:
         shape = reader.dataset_shapes("speech")["pooled"]
         total = shape[1]
-        if layer == "weighted" and float32_bytes(shape) > stream_above_bytes:
+        if layer == "weighted":
+            if stream_above_bytes is None:
+                resident, why = resident_decision(shape)
+                log.info("%s", why)
+            else:
+                resident = float32_bytes(shape) <= stream_above_bytes
+        if layer == "weighted" and not resident:
             held, streamed = tuple(range(total)), True
         elif layer is None or reads_every_layer(check_layer_choice(layer)):
             speech, held = reader.read("speech", "pooled"), tuple(range(total))

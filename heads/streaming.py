@@ -2,7 +2,8 @@
 
 ``--layer weighted`` trains on every hidden state: ``[N, L+1, D]``. At MSP-Podcast scale with wavlm-large that
 is 270k x 25 x 1024 float16 = 14 GB on disk and 28 GB as float32, more than the machines it must run on. So a
-split whose float32 block would exceed ``STREAM_ABOVE_BYTES`` is a ``StreamedSpeech``: its rows stay in the
+split whose in-memory training would not fit the machine's available memory (``resident_decision``) is a
+``StreamedSpeech``: its rows stay in the
 cache and are read ``block_rows`` at a time, z-scored per (layer, dimension) with training-row statistics
 computed in one streaming pass (float64 sums).
 
@@ -16,6 +17,7 @@ take at most ``RESIDENT_BYTES`` (MSP-Podcast's dev partition: 1.8 GB). A run tha
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -26,7 +28,32 @@ from core.standardise import CLIP
 from pipeline.runtime.allocator import release_free_memory
 
 RESIDENT_BYTES = 2 << 30  # a streamed validation split up to this size (float16) is read once and kept
-STREAM_ABOVE_BYTES = 1 << 30  # stream when the float32 [N, L+1, D] block would exceed 1 GiB (IEMOCAP: 0.96 GiB)
+PEAK_PER_FLOAT32 = 5  # training a weighted mix in memory peaks at ~5x the float32 block (docs/benchmarks.md)
+RESIDENT_SHARE = 0.75  # ... and is chosen when that peak fits in this share of the memory available
+
+
+def available_memory_bytes() -> int:
+    """Memory the kernel says a new allocation can have without swapping (``MemAvailable``, Linux), else the free
+    physical pages."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_decision(shape: tuple[int, ...], available: int | None = None) -> tuple[bool, str]:
+    """Whether a ``[N, L+1, D]`` speech block is held in memory for training (True) or streamed, and why: held when
+    its in-memory peak (``PEAK_PER_FLOAT32`` x its float32 bytes) fits in ``RESIDENT_SHARE`` of ``available`` bytes
+    (default: what this machine has available now)."""
+    available = available_memory_bytes() if available is None else available
+    peak = PEAK_PER_FLOAT32 * float32_bytes(shape)
+    resident = peak <= RESIDENT_SHARE * available
+    return resident, (f"speech block {tuple(shape)} {'held in memory' if resident else 'streamed from the cache'}: "
+                      f"training it in memory peaks at ~{peak / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available "
+                      f"(held up to {RESIDENT_SHARE:.0%} of it)")
 
 def float32_bytes(shape: tuple[int, ...]) -> int:
     """Bytes of a speech block of ``shape`` as float32 (what holding it in memory for training takes)."""

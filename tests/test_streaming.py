@@ -99,7 +99,7 @@ def test_ablate_refuses_mixed_layer_choices_over_a_block_too_large_for_memory(pl
     import heads.ablation as ablation
     from core.errors import InputError
 
-    monkeypatch.setattr(ablation, "STREAM_ABOVE_BYTES", 0)
+    monkeypatch.setattr("heads.streaming.available_memory_bytes", lambda: 0)  # a machine with no memory to spare
     configs = [TrainConfig(features=FeatureConfig(layer="last")), TrainConfig(features=FeatureConfig(layer="2"))]
     with pytest.raises(InputError, match="one ablate per layer choice"):
         ablation.run_ablation(planted, configs, [1], [0], tmp_path / "out")
@@ -128,3 +128,18 @@ def test_a_final_model_trains_with_a_streamed_block_and_no_test_rows(planted, tm
     arrays = load_corpus_arrays(CacheReader(planted), "weighted", stream_above_bytes=0)
     predictions = train_fold(arrays, ALL_FOLDS, TrainConfig(features=WEIGHTED, epochs=2), [0], tmp_path / "final")
     assert predictions.height == 0 and json.loads((tmp_path / "final" / "run.json").read_text())["speech_streamed"]
+
+
+def test_the_speech_block_is_held_or_streamed_by_the_memory_available_and_the_reason_is_logged(planted, caplog):
+    import logging
+
+    from heads.streaming import PEAK_PER_FLOAT32, RESIDENT_SHARE, float32_bytes, resident_decision
+
+    shape = CacheReader(planted).dataset_shapes("speech")["pooled"]
+    peak = PEAK_PER_FLOAT32 * float32_bytes(shape)
+    assert resident_decision(shape, available=int(peak / RESIDENT_SHARE) + 1)[0]
+    held_not, why = resident_decision(shape, available=int(peak / RESIDENT_SHARE) - 1)
+    assert not held_not and "streamed from the cache" in why and "GiB available" in why
+    with caplog.at_level(logging.INFO, logger="heads.features"):
+        arrays = load_corpus_arrays(CacheReader(planted), "weighted")
+    assert arrays.speech is not None and "held in memory" in caplog.text  # a tiny cache on any machine
