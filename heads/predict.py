@@ -20,6 +20,7 @@ from pipeline.corpora.manifest import normalise_manifest
 from pipeline.corpora.prediction import prediction_manifest
 from pipeline.corpora.segments import SegmentConfig, plan_file_segments, write_segments
 from pipeline.extract import ExtractConfig, extract
+from pipeline.features.audio import AudioError
 from pipeline.features.context import context_states
 from pipeline.features.layers import select_layer
 from pipeline.stages.prosody import ProsodyConfig
@@ -76,7 +77,7 @@ def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str |
             reader = CacheReader(path)
             check_speech_weights(model, reader, str(speech_id))
             frame, failures = predict_cached(model, reader), reader.failures
-    if clip:
+    if clip and frame.height:
         frame = frame.with_columns(pl.col(d).clip(*model.record["target_range"][d]) for d in ("valence", "arousal"))
     return frame, once_per_file(missing + failures)
 
@@ -207,10 +208,11 @@ def predict_cached(model: ExportedModel, reader: CacheReader) -> pl.DataFrame:
 def segment_rows(file: dict, bounds: np.ndarray, first: int, folder: Path) -> list[dict]:
     """Prediction-manifest rows of segments ``first..`` of one file (``bounds`` ``[k, 2]`` seconds), their audio at
     ``folder/<k>.wav``: one dialogue per file (the context runs over its segments in time order), the segment's
-    start as ``start_s`` (after the file's own ``start_s``)."""
+    start as ``start_s``. A manifest's ``dialog_id`` does not join files here: two files' segments would
+    interleave by time."""
     return [{**file, "utt_id": f"{file['utt_id']}@{first + k}", "path": str(folder / f"{first + k}.wav"),
-             "duration_s": float(end - start), "start_s": float((file["start_s"] or 0.0) + start),
-             "dialog_id": file["dialog_id"]} for k, (start, end) in enumerate(bounds)]
+             "duration_s": float(end - start), "start_s": float(start), "dialog_id": f"file:{file['utt_id']}"}
+            for k, (start, end) in enumerate(bounds)]
 
 
 def predict_segments(model: ExportedModel, files: pl.DataFrame, config: SegmentConfig, speech_id: str, device: str,
@@ -221,13 +223,19 @@ def predict_segments(model: ExportedModel, files: pl.DataFrame, config: SegmentC
     memory and disk hold one chunk plus, per segment, the features the heads read (``PredictionInputs``).
     Rows: ``utt_id`` (the file's), ``segment``, ``start_s``, ``end_s`` (seconds in the file), ``path``, valence,
     arousal (+ attention weights). A segment that fails is reported as ``path@start-end s``."""
-    plans = [(file, plan_file_segments(file["path"], file["duration_s"] or 0.0, config))
-             for file in files.to_dicts()]
+    plans, silent = [], []
+    for file in files.to_dicts():
+        try:
+            bounds = plan_file_segments(file["path"], config)
+        except AudioError as err:  # unreadable: reported, the other files predicted
+            silent.append(Failure(file["utt_id"], "segments", file["path"], str(err)))
+            continue
+        if not len(bounds):
+            silent.append(Failure(file["utt_id"], "segments", file["path"], "no speech found (no stretch louder than "
+                                  "12 dB over the recording's noise floor); --split fixed predicts it anyway"))
+        plans.append((file, bounds))
     work = [(f, k) for f, (_, bounds) in enumerate(plans) for k in range(len(bounds))]
     parts, manifests, failures = [], [], []
-    silent = [Failure(file["utt_id"], "segments", file["path"], "no speech found (no stretch louder than 12 dB over the "
-                      "recording's noise floor); --split fixed predicts it anyway") for file, bounds in plans
-              if not len(bounds)]
     for start in range(0, len(work), chunk_segments):
         chunk = work[start : start + chunk_segments]
         with tempfile.TemporaryDirectory(prefix="predict-segments-") as tmp, quiet("pipeline", "cache"):
@@ -250,9 +258,11 @@ def predict_segments(model: ExportedModel, files: pl.DataFrame, config: SegmentC
             failures += reader.failures
         if len(work) > chunk_segments:  # a long recording takes minutes: say how far it is
             log.info("predict: %d of %d segments extracted", min(start + chunk_segments, len(work)), len(work))
-    if not parts:
-        return pl.DataFrame(), silent
-    frame = predict_inputs(model, concat_inputs(parts, pl.concat(manifests)))
+    inputs = concat_inputs(parts, pl.concat(manifests)) if parts else None
+    if inputs is None or not inputs.ok.any():  # nothing to predict: the failures say why
+        return pl.DataFrame(schema={"utt_id": pl.String, "valence": pl.Float64, "arousal": pl.Float64}), \
+            silent + [_segment_failure(f, plans) for f in failures]
+    frame = predict_inputs(model, inputs)
     # back from segment rows to files and times
     origin = pl.DataFrame([{"utt_id": f"{file['utt_id']}@{k}", "file_id": file["utt_id"], "file_path": file["path"],
                             "segment": k, "seg_start_s": float(start), "end_s": float(end)}

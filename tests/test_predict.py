@@ -32,7 +32,7 @@ def trained(tmp_path_factory, tiny_wavlm):
     extract(cache, manifest, ["speech", "prosody", "state"],
             ExtractConfig(speech=SpeechConfig(model=str(tiny_wavlm)), prosody=ProsodyConfig(workers=1)), device="cpu")
     arrays = load_corpus_arrays(CacheReader(cache))
-    config = TrainConfig(epochs=3, features=FeatureConfig(use_state=True))
+    config = TrainConfig(epochs=3, state_gate=False, features=FeatureConfig(use_state=True))  # the state kept
     train_fold(arrays, 1, config, [0, 1], work / "runs" / "state" / "fold1")
     train_fold(arrays, 1, TrainConfig(epochs=3, features=FeatureConfig(use_state=False)), [0],
                work / "runs" / "no-state" / "fold1")
@@ -297,6 +297,7 @@ def test_a_segmented_recording_is_predicted_as_its_segments_cut_by_hand_in_one_d
 
     work, cache = trained
     model = load_model(_exported(work, run, tmp_path / "model"))
+    assert bool(model.record["state"]) == (run == "state")  # the context is what is tested
     path, wave, rate = _long_recording(cache, tmp_path / "call.wav")
     from heads.predict import predict_audio
 
@@ -544,3 +545,45 @@ def test_a_learned_state_updater_that_does_not_reproduce_the_cached_states_is_re
     with pytest.raises(InputError, match="does not reproduce the cached states of fold 1"):
         _export_in_process(run, tmp_path / "model")
     assert not (tmp_path / "model").exists()
+
+
+def test_two_files_segments_are_two_dialogues_even_when_a_manifest_gives_them_one(trained, tmp_path):
+    """Whole files of one dialog_id follow each other; segments would interleave by time, so each file's segments
+    are their own dialogue: predicting both files at once equals predicting each alone."""
+    from heads.model_folder import load_model
+    from heads.predict import predict_audio
+    from pipeline.corpora.segments import SegmentConfig
+
+    work, cache = trained
+    model = load_model(_exported(work, "state", tmp_path / "model"))
+    a, _, _ = _long_recording(cache, tmp_path / "a.wav", files=2)
+    b, _, _ = _long_recording(cache, tmp_path / "b.wav", files=3)
+    pl.DataFrame({"path": [str(a), str(b)], "dialog_id": ["call", "call"]}).write_csv(tmp_path / "m.csv")
+    config = SegmentConfig(0.8, 0.4, "fixed")
+    both, _ = predict_audio(model, None, str(tmp_path / "m.csv"), None, "cpu", segments=config)
+    alone = pl.concat([predict_audio(model, [str(f)], None, None, "cpu", segments=config)[0] for f in (a, b)])
+    joined = both.join(alone, on=["utt_id", "segment"], suffix="_alone")
+    assert joined.height == both.height == alone.height
+    assert np.abs(joined["valence"] - joined["valence_alone"]).max() <= 1e-6
+
+
+def test_segments_of_an_unreadable_file_are_skipped_and_an_all_failing_recording_is_reported(trained, tmp_path):
+    import soundfile
+
+    from heads.model_folder import load_model
+    from heads.predict import predict_audio
+    from pipeline.corpora.segments import SegmentConfig
+
+    work, cache = trained
+    model = load_model(_exported(work, "no-state", tmp_path / "model"))
+    good, wave, rate = _long_recording(cache, tmp_path / "call.wav", files=2)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not audio")
+    for split in ("fixed", "energy"):
+        frame, failures = predict_audio(model, [str(good), str(tmp_path / "broken.wav")], None, None, "cpu",
+                                        segments=SegmentConfig(1.0, 0.5, split), clip=True)
+        assert set(frame["utt_id"]) == {"call"}
+        assert [f.path for f in failures] == [str((tmp_path / "broken.wav").resolve())]
+    soundfile.write(tmp_path / "loud.wav", wave * 5000, rate, subtype="FLOAT")  # every segment fails the peak check
+    frame, failures = predict_audio(model, [str(tmp_path / "loud.wav")], None, None, "cpu",
+                                    segments=SegmentConfig(1.0, 0.5, "fixed"), clip=True)
+    assert frame.height == 0 and failures and all("loud.wav" in f.path for f in failures)

@@ -71,7 +71,8 @@ def test_a_long_speech_region_is_cut_into_windows_inside_it():
 def test_energies_read_in_blocks_equal_those_of_the_whole_file(tmp_path):
     wave, _ = _bursts()
     path = write_wav(tmp_path / "long.wav", wave, subtype="FLOAT")
-    blocked, duration = file_energy_db(str(path), block_s=0.37)  # blocks that split frames
+    blocked, duration, hop_s, frame_s = file_energy_db(str(path), block_s=0.37)  # blocks that split frames
+    assert (hop_s, frame_s) == (0.01, 0.025)
     assert duration == pytest.approx(len(wave) / RATE)
     assert np.allclose(blocked, frame_energy_db(wave, RATE), atol=1e-9)
 
@@ -90,7 +91,7 @@ def test_a_written_segment_holds_that_stretch_of_the_recording_mixed_to_mono(tmp
 def test_the_energy_split_plans_segments_from_the_file(tmp_path):
     wave, truth = _bursts()
     path = write_wav(tmp_path / "long.wav", wave, subtype="FLOAT")
-    planned = plan_file_segments(str(path), len(wave) / RATE, SegmentConfig(4.0, 2.0, "energy"))
+    planned = plan_file_segments(str(path), SegmentConfig(4.0, 2.0, "energy"))
     assert len(planned) == len(truth)
 
 
@@ -114,3 +115,28 @@ def test_silence_and_steady_noise_hold_no_speech_segments():
     noise = np.random.default_rng(3).normal(0, 0.01, RATE * 3).astype(np.float32)
     for wave in (np.zeros(RATE * 3, np.float32), noise):
         assert energy_segments(frame_energy_db(wave, RATE), 3.0, 4.0, 2.0).shape == (0, 2)
+
+
+def test_energy_segments_do_not_drift_at_a_rate_whose_hop_is_not_a_whole_number_of_samples(tmp_path):
+    """22.05 kHz: a 10 ms hop is 220.5 samples; frames every 220 samples must be timed as 220 samples."""
+    rate = 22050
+    wave = np.random.default_rng(4).normal(0, 1e-3, rate * 60).astype(np.float32)
+    wave[55 * rate : 58 * rate] += harmonic_tone(200, 3.0, rate=rate)  # 60 s x 0.23 % would be 0.13 s late
+    path = tmp_path / "long22k.wav"
+    soundfile.write(path, wave, rate, subtype="FLOAT")
+    (start, end), = plan_file_segments(str(path), SegmentConfig(4.0, 2.0, "energy"))
+    assert abs(start - 54.9) < 0.03 and abs(end - 58.1) < 0.03  # the tone, with the 0.1 s hangover
+
+
+def test_an_unreadable_or_non_finite_file_is_an_audio_error_naming_the_reason(tmp_path):
+    from pipeline.features.audio import AudioError
+
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not audio")
+    nan = np.zeros(RATE, np.float32)
+    nan[100] = np.nan
+    soundfile.write(tmp_path / "nan.wav", nan, RATE, subtype="FLOAT")
+    for split in ("fixed", "energy"):
+        with pytest.raises(AudioError, match="cannot decode"):
+            plan_file_segments(str(tmp_path / "broken.wav"), SegmentConfig(4.0, 2.0, split))
+    with pytest.raises(AudioError, match="NaN or inf"):
+        plan_file_segments(str(tmp_path / "nan.wav"), SegmentConfig(4.0, 2.0, "energy"))

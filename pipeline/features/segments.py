@@ -46,7 +46,7 @@ def speech_threshold_db(energy_db: np.ndarray, above_floor_db: float = 12.0, bel
     the frames), kept within ``[peak - below_peak_db, peak - min_range_db]`` of the loud frames (the 99th
     percentile): digital silence (-120 dB) must not pull the threshold down to breath noise, and a recording
     with hardly any pause must keep its quiet speech. A recording whose loud frames are within ``min_range_db`` of
-    its floor (silence, steady noise) has no speech to find: +inf."""
+    its floor (silence, steady noise; also speech in fewer than 1 % of the frames) has no speech to find: +inf."""
     floor, peak = np.percentile(energy_db, 10), np.percentile(energy_db, 99)
     if peak - floor < min_range_db:
         return float("inf")
