@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -57,8 +58,6 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
     and the heads as ONNX (``heads.onnx_heads``)."""
     record, _ = read_run(run_dir)
     features = record["effective_features"]
-    provenance = record.get("cache_provenance", {})
-    state = provenance.get("state", {})
     if features.get("per_speaker_norm") and features.get("use_prosody") and not _has_stat(run_dir, record, "prosody_fill"):
         raise InputError(f"{run_dir}: a speaker-normalised run trained before its prosody fill values were saved; "
                          "train it again to export it")
@@ -73,14 +72,33 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
         if out.is_symlink() or not out.is_dir() or (any(out.iterdir()) and not (out / MODEL_FILE).is_file()):
             raise InputError(f"{out}: not a model folder written by export; --overwrite replaces only those "
                              "(nothing was deleted)")
+    # Built beside ``out`` and renamed into place at the end: a refusal or a crash (the ONNX check included) leaves
+    # the old folder, or none, never a half-written one.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = out.parent / f".{out.name}.export-{os.getpid()}"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir()
+    try:
+        _write_folder(building, Path(run_dir), record, heads, context, onnx, speech_model)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(building, out)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return out
+
+
+def _write_folder(out: Path, run_dir: Path, record: dict, heads: list[Path], context: dict[str, np.ndarray] | None,
+                  onnx: bool, speech_model: str | None) -> None:
+    """Every file of the model folder into the empty folder ``out`` (``export_model``)."""
+    features = record["effective_features"]
+    provenance = record.get("cache_provenance", {})
+    state = provenance.get("state", {})
     staged = None
-    if onnx:  # before anything is deleted or written: a refusal leaves no trace
+    if onnx:
         from heads.onnx_heads import stage_onnx
 
-        staged = stage_onnx(Path(run_dir), record, provenance.get("speech", {}).get("model", {}), speech_model, out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+        staged = stage_onnx(run_dir, record, provenance.get("speech", {}).get("model", {}), speech_model, out)
     for head in heads:
         shutil.copyfile(head, out / head.name)
     if features.get("use_state"):
@@ -96,7 +114,7 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
         "prosody_config": provenance.get("prosody", {}).get("config", {}),
         "state": {"kind": state.get("kind"), "config": state.get("config")} if features.get("use_state") else None,
         "target_range": record.get("target_range"),  # the training labels' range: predict --clip
-        "seed_spread": seed_spread_check(Path(run_dir), record),
+        "seed_spread": seed_spread_check(run_dir, record),
         "training": {"cache": record.get("cache"), "split_sizes": record.get("split_sizes"),
                      "validation_speakers": record.get("validation_speakers"),
                      "metrics_per_seed": record.get("metrics_per_seed")},
@@ -110,7 +128,6 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
 
         model["onnx"]["checked"] = check_runtimes(out, record, speech_model)
         _write_record(out, model)
-    return out
 
 
 def _write_record(out: Path, model: dict) -> None:
@@ -151,13 +168,17 @@ def spread_correlation(predictions: pl.DataFrame) -> dict:
         rho = float(spearmanr(sd, error).statistic) if defined else float("nan")
         half = norm.ppf(0.975) * np.sqrt(1.06 / max(n - 3, 1))
         low, high = (np.tanh(np.arctanh(np.clip(rho, -0.9999, 0.9999)) + s) for s in (-half, half))
+        if not np.isfinite(rho):  # undefined (a constant column): stored as null, never reported
+            out[f"rho_{d}"], out[f"ci_{d}"] = None, None
+            continue
         out[f"rho_{d}"], out[f"ci_{d}"] = round(rho, 3), [round(float(low), 3), round(float(high), 3)]
-        if np.isfinite(rho) and low > 0:
+        if low > 0:
             out["reported"].append(d)
     return out
 
 
 def _has_stat(run_dir: str | Path, record: dict, name: str) -> bool:
+    """Whether the run's first head file holds the normalisation statistic ``name`` (``stats.<name>``)."""
     from safetensors import safe_open
 
     with safe_open(str(Path(run_dir) / f"head_seed{record['seeds'][0]}.safetensors"), "np") as f:
@@ -285,7 +306,8 @@ def _spread_text(model: dict) -> str:
         return ("No held-out rows to check the seeds' spread against (a `--fold all` model), so `predict` gives no "
                 "`valence_sd`/`arousal_sd`: export a fold run of the same settings to get them with their check.")
     measured = "; ".join(f"{d}: Spearman's rho {check[f'rho_{d}']:.2f} [{check[f'ci_{d}'][0]:.2f}, "
-                         f"{check[f'ci_{d}'][1]:.2f}]" for d in ("valence", "arousal"))
+                         f"{check[f'ci_{d}'][1]:.2f}]" if check[f"rho_{d}"] is not None else f"{d}: undefined (no spread)"
+                         for d in ("valence", "arousal"))
     shipped = ", ".join(f"`{d}_sd`" for d in check["reported"]) or "no spread column"
     return (f"The sd of the {len(model['seeds'])} seeds' predictions against the absolute error on this run's "
             f"{check['rows']} held-out rows: {measured}. `predict` gives {shipped}: a spread is reported only where "
@@ -399,15 +421,16 @@ class ExportedModel:
 
     def predict(self, audio: list[str] | None = None, manifest: str | None = None, speech_model: str | None = None,
                 device: str = "auto", on_error: str = "skip", cache: str | None = None,
-                clip: bool = False, runtime: str = "torch"):  # noqa: ANN201
+                clip: bool = False, runtime: str = "torch", segments=None, batch_seconds: float = 0.0):  # noqa: ANN001, ANN201
         """Valence and arousal of new audio (``heads.predict.predict_audio``); returns a polars DataFrame.
-        ``runtime``: torch, onnx or onnx-int8 (``with_runtime``)."""
+        ``runtime``: torch, onnx or onnx-int8 (``with_runtime``); ``segments``: a
+        ``pipeline.corpora.segments.SegmentConfig`` to predict each file as a time series."""
         import logging
 
         from heads.predict import predict_audio
 
         frame, skipped = predict_audio(self, audio, manifest, speech_model, device, on_error, cache, clip,
-                                       runtime=runtime)
+                                       segments=segments, batch_seconds=batch_seconds, runtime=runtime)
         for failure in skipped:
             logging.getLogger(__name__).warning("skipped %s: %s", failure.path, failure.reason)
         return frame

@@ -156,3 +156,23 @@ def test_export_checks_each_runtime_against_torch_and_predict_refuses_one_too_fa
     code, err = main_in_process("predict", "--model", str(onnx_model), CacheReader(cache).manifest["path"][0],
                                 "--runtime", "onnx-int8")
     assert code == 2 and "moved valence or arousal by up to" in err and "--runtime onnx" in err
+
+
+def test_a_speaker_normalised_run_exports_with_onnx_checked_on_one_speakers_files(trained, tmp_path,  # noqa: F811
+                                                                                   monkeypatch):
+    from heads.experiment import train_fold
+    from heads.features import FeatureConfig, load_corpus_arrays
+    from heads.train import TrainConfig
+
+    work, cache = trained
+    run = tmp_path / "run"
+    train_fold(load_corpus_arrays(CacheReader(cache)), 1,
+               TrainConfig(epochs=1, features=FeatureConfig(use_state=False, per_speaker_norm=True)), [0], run)
+    old = export_model(run, tmp_path / "model", None)
+    with pytest.raises(InputError, match="no speaker with 10"):  # the tiny corpus has 2-3 files per speaker
+        export_model(run, old, None, overwrite=True, onnx=True)
+    assert "onnx" not in json.loads((old / "model.json").read_text())  # the old folder, whole
+    assert not list(tmp_path.glob(".model.*"))  # nothing half-written beside it
+    monkeypatch.setattr("heads.predict.MIN_SPEAKER_ROWS", 2)
+    checked = json.loads((export_model(run, old, None, overwrite=True, onnx=True) / "model.json").read_text())
+    assert checked["onnx"]["checked"]["files"] >= 2 and checked["onnx"]["checked"]["onnx"] <= 1e-4
