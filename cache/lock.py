@@ -13,17 +13,8 @@ from pathlib import Path
 
 from cache.paths import CachePaths, temp_for
 from core.errors import InputError
+from core.processes import process_alive
 from core.provenance import utc_now
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class CacheLock:
@@ -53,7 +44,7 @@ class CacheLock:
                     return self
                 except FileExistsError:
                     other = self._read_owner()
-                    stale = other is not None and other.get("host") == self.owner["host"] and not _alive(int(other["pid"]))
+                    stale = other is not None and other.get("host") == self.owner["host"] and not process_alive(int(other["pid"]))
                     if not stale:
                         who = f"pid {other['pid']} on {other['host']} since {other['since']}" if other else "an unknown process"
                         raise InputError(f"{self.cache}: another extract is writing this cache ({who}); wait for it "

@@ -8,7 +8,7 @@ Layout (N utterances, in manifest order; row i of every dataset is utterance ``m
     /speech/ok                 [N]   bool            row holds a real value (False: see /failures)
     /prosody/values            [N, F] float32        Praat features, NaN where undefined
     /prosody/defined           [N, F] bool           False where the feature is undefined (NaN)
-    /prosody/names             [F]   str             feature names (see pipeline/prosody.py)
+    /prosody/names             [F]   str             feature names (see pipeline/features/prosody.py)
     /prosody/ok                [N]   bool
     /state/fold_<k>            [N, d_state] float32  dialogue state for fold k's experiments
     /state/ok                  [N]   bool
@@ -16,8 +16,9 @@ Layout (N utterances, in manifest order; row i of every dataset is utterance ``m
     /<stage> attrs: provenance (JSON: model id, weights checksum, feature-set version, config,
                     package versions, created_utc)
 
-Datasets are contiguous in rows (chunked along N only), so a fold is read with one slice per dataset,
-never one HDF5 read per utterance. Numeric datasets carry Fletcher-32 chunk checksums, text datasets and
+Datasets are chunked in ~4 MiB blocks of rows (the speech block per hidden state as well, ``(rows, 1, D)``, so
+one layer reads 1/(L+1) of it; ``cache.integrity``), and a fold is read with one slice per dataset, never one
+HDF5 read per utterance. Numeric datasets carry Fletcher-32 chunk checksums, text datasets and
 JSON attributes a SHA-256 digest (``cache.integrity``): a damaged file is an error, never different data.
 """
 

@@ -31,6 +31,7 @@ from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 
 from core.errors import InputError
+from core.processes import process_alive
 from core.provenance import utc_now
 from core.standardise import standardise
 from heads.models import BlockSizes
@@ -52,8 +53,8 @@ def _sha256(path: Path) -> str:
 
 def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.ndarray] | None,
                  overwrite: bool = False, onnx: bool = False, speech_model: str | None = None) -> Path:
-    """Write the model folder of the run in ``run_dir`` to ``out``. ``context`` is the state projection the run's
-    states were made with (``pipeline.stages.state.context_projection``), None for a run without state. ``onnx``:
+    """Write the model folder of the run in ``run_dir`` to ``out``. ``context`` is what gives new audio the run's
+    dialogue context (``run_context_projection``), None for a run without state. ``onnx``:
     also the speech model (from ``speech_model``, default the id the cache recorded; other weights are refused)
     and the heads as ONNX (``heads.onnx_heads``)."""
     record, _ = read_run(run_dir)
@@ -75,6 +76,10 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
     # Built beside ``out`` and renamed into place at the end: a refusal or a crash (the ONNX check included) leaves
     # the old folder, or none, never a half-written one.
     out.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in out.parent.glob(f".{out.name}.export-*"):  # of an export that was killed
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
     building = out.parent / f".{out.name}.export-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()

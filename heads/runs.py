@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from cache.paths import temp_for
 from core.errors import InputError
+from core.processes import process_alive
 from heads.models import BlockSizes, build_head
 from heads.train import TrainConfig
 
@@ -135,16 +136,6 @@ def read_run(run_dir: str | Path) -> tuple[dict, pl.DataFrame]:
     return record, predictions
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def new_run_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder to write a run into; it becomes ``out_dir`` when the block ends without an
@@ -159,7 +150,7 @@ def new_run_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
             raise InputError(f"{out_dir}: a run is already there; pass --overwrite to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):  # of writers killed before their rename
-        if leftover.name.rsplit("-", 1)[-1].isdigit() and not _alive(int(leftover.name.rsplit("-", 1)[-1])):
+        if leftover.name.rsplit("-", 1)[-1].isdigit() and not process_alive(int(leftover.name.rsplit("-", 1)[-1])):
             shutil.rmtree(leftover, ignore_errors=True)
     tmp = temp_for(out_dir)
     shutil.rmtree(tmp, ignore_errors=True)

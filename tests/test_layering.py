@@ -1,4 +1,5 @@
-"""The floors of the code base: a package imports only the floors below it (read from the source with ast).
+"""The floors of the code base: a module imports only the floors below it (read from the source with ast:
+absolute and relative imports, imports inside functions, ``importlib.import_module`` of a literal name).
 
     package    may import (besides itself)        what it is
     -------    ------------------------------     -------------------------------------------------
@@ -8,6 +9,11 @@
     heads      core, cache, pipeline              head models, training, evaluation, reports
     testing    core, cache, pipeline              helpers for tests, benchmarks and the demo
     cli, demo  everything                         applications on top
+
+Inside ``pipeline/`` the rooms have floors too: ``features`` (pure feature maths) and ``runtime`` (processes and
+devices) import only the ground; ``models`` may use ``features``; ``corpora`` (manifests) may use ``features``;
+``stages`` build on those (never on ``corpora``); ``extract`` runs the stages; ``launch`` spreads ``extract`` over
+processes.
 """
 
 import ast
@@ -16,6 +22,7 @@ from pathlib import Path
 from tests.conftest import REPO
 
 OURS = ("core", "cache", "pipeline", "heads", "testing", "cli", "demo", "tests", "scripts", "benchmarks")
+TOP_LEVEL_MODULES = {"cli.py", "demo.py"}  # the applications; any other module at the top needs a floor here
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "cache": {"core"},
@@ -23,27 +30,69 @@ ALLOWED: dict[str, set[str]] = {
     "heads": {"core", "cache", "pipeline"},
     "testing": {"core", "cache", "pipeline"},
 }
+PIPELINE_ROOMS: dict[str, set[str]] = {  # room -> the rooms of pipeline/ it may import (besides itself)
+    "pipeline.features": set(),
+    "pipeline.runtime": set(),
+    "pipeline.models": {"pipeline.features"},
+    "pipeline.corpora": {"pipeline.features"},
+    "pipeline.stages": {"pipeline.features", "pipeline.runtime", "pipeline.models"},
+    "pipeline.extract": {"pipeline.features", "pipeline.runtime", "pipeline.models", "pipeline.stages"},
+    "pipeline.launch": {"pipeline.features", "pipeline.runtime", "pipeline.models", "pipeline.stages",
+                        "pipeline.extract"},
+    "pipeline": set(),  # the package's __init__: its docstring
+}
 
 
-def imported_packages(path: Path) -> list[tuple[int, str]]:
-    """``(line, top-level name)`` of every import in a file, also those inside functions."""
+def module_name(path: Path, root: Path) -> list[str]:
+    """``pipeline/stages/speech.py`` -> ``["pipeline", "stages", "speech"]`` (a package's ``__init__``: the package)."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return parts[:-1] if parts[-1] == "__init__" else parts
+
+
+def imported_modules(path: Path, root: Path) -> list[tuple[int, str]]:
+    """``(line, dotted module)`` of every import in a file: ``import a.b``, ``from a.b import c`` (as ``a.b.c`` when
+    ``c`` may be a module), relative imports resolved against the file's package, and
+    ``importlib.import_module("a.b")`` / ``import_module("a.b")`` with a literal name; also inside functions."""
     found = []
+    package = module_name(path, root)
+    if path.name != "__init__.py":
+        package = package[:-1]
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name.split(".")[0]) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.append((node.lineno, node.module.split(".")[0]))
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # from . import x, from ..a import b
+                base = package[: len(package) - (node.level - 1)]
+                module = ".".join(base + (node.module.split(".") if node.module else []))
+            else:
+                module = node.module or ""
+            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            found.append((node.lineno, node.args[0].value))
     return found
 
 
+def pipeline_room(dotted: list[str]) -> str:
+    """The room of a pipeline module: ``pipeline.<sub-package or module>`` (``pipeline`` for the package itself)."""
+    return ".".join(dotted[:2]) if len(dotted) > 1 else "pipeline"
+
+
 def violations(root: Path) -> list[str]:
-    """``file:line imports X`` for every import of one of our packages that its floor does not allow."""
+    """``file:line imports X`` for every import of one of our modules that its floor (or room) does not allow."""
     out = []
     for package, allowed in ALLOWED.items():
         for path in sorted((root / package).rglob("*.py")):
-            for line, name in imported_packages(path):
+            here = module_name(path, root)
+            for line, module in imported_modules(path, root):
+                parts = module.split(".")
+                name = parts[0]
                 if name in OURS and name != package and name not in allowed:
                     out.append(f"{path.relative_to(root)}:{line} imports {name}")
+                elif package == "pipeline" and name == "pipeline":
+                    room, target = pipeline_room(here), pipeline_room(parts)
+                    if target != room and target in PIPELINE_ROOMS and target not in PIPELINE_ROOMS.get(room, set()):
+                        out.append(f"{path.relative_to(root)}:{line} imports {target} (room {room})")
     return out
 
 
@@ -51,9 +100,12 @@ def test_every_package_imports_only_the_floors_below_it():
     assert violations(REPO) == []
 
 
-def test_every_package_of_ours_has_a_floor():
+def test_every_package_and_top_level_module_of_ours_has_a_floor():
     packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests", "scripts", "benchmarks"}
     assert packages == set(ALLOWED)
+    assert {p.name for p in REPO.glob("*.py")} == TOP_LEVEL_MODULES
+    rooms = {pipeline_room(module_name(p, REPO)) for p in (REPO / "pipeline").rglob("*.py")}
+    assert rooms == set(PIPELINE_ROOMS)
 
 
 def test_the_check_finds_an_upward_import(tmp_path):
@@ -62,3 +114,19 @@ def test_the_check_finds_an_upward_import(tmp_path):
     (tmp_path / "cache" / "reader.py").write_text("def f():\n    from pipeline.corpora import manifest\n")
     (tmp_path / "pipeline" / "stage.py").write_text("import heads.train\nimport numpy\nfrom cache import paths\n")
     assert violations(tmp_path) == ["cache/reader.py:2 imports pipeline", "pipeline/stage.py:1 imports heads"]
+
+
+def test_the_check_finds_relative_and_importlib_imports_and_rooms_inside_pipeline(tmp_path):
+    for package in (*ALLOWED, "pipeline/features", "pipeline/stages"):
+        (tmp_path / package).mkdir()
+    (tmp_path / "pipeline" / "__init__.py").write_text("")
+    (tmp_path / "pipeline" / "features" / "__init__.py").write_text("")
+    (tmp_path / "pipeline" / "features" / "maths.py").write_text(
+        "from ..stages import speech\nfrom ...heads import train\n")
+    (tmp_path / "cache" / "writer.py").write_text("import importlib\nm = importlib.import_module('heads.report')\n")
+    (tmp_path / "pipeline" / "stages" / "speech.py").write_text("from ..features import maths\nfrom . import runner\n")
+    assert violations(tmp_path) == [
+        "cache/writer.py:2 imports heads",
+        "pipeline/features/maths.py:1 imports pipeline.stages (room pipeline.features)",
+        "pipeline/features/maths.py:2 imports heads",
+    ]

@@ -53,3 +53,16 @@ def test_readers_work_while_a_writer_holds_the_lock(tmp_path):
         assert reader.read("speech", "pooled").shape[0] == 50
         add_stage(cache, "extra", {"ok": np.ones(50, bool)}, {}, [])  # the writer replaces the file meanwhile
         assert reader.read("prosody", "values").shape == (50, 8)
+
+
+def test_a_process_is_alive_until_it_has_exited_and_been_reaped():
+    import os
+    import subprocess
+    import sys
+
+    from core.processes import process_alive
+
+    assert process_alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert not process_alive(child.pid)
