@@ -329,7 +329,7 @@ def export(
                                                "are refused)"),
 ) -> None:
     """Write a self-contained model folder (safetensors, statistics, config, model card) for `predict`."""
-    from heads.model_folder import export_model, run_context_projection
+    from heads.export import export_model, run_context_projection
     from heads.runs import read_run
 
     if speech_model and not onnx:
@@ -371,8 +371,7 @@ def predict(
                                 "int8 matrix products in the speech model (a model folder exported with --onnx)"),
 ) -> None:
     """Valence and arousal of new recordings with an exported model."""
-    from heads.model_folder import load_model
-    from heads.predict import predict_audio
+    from heads.predict import load_model, predict_audio
     from pipeline.corpora.segments import SegmentConfig
 
     if (hop is not None or split is not None) and segment is None:

@@ -13,7 +13,8 @@ import typer
 
 from core.errors import InputError
 from heads.ablation import run_ablation
-from heads.model_folder import export_model, load_model, run_context_projection
+from heads.export import export_model, run_context_projection
+from heads.predict import load_model
 from heads.report import write_report
 from heads.runs import read_run
 from heads.train import TrainConfig

@@ -106,8 +106,8 @@ def model_folder(work: Path) -> Path:
     from cache import CacheReader
     from demo import SHARED_EMODB
     from heads.experiment import train_fold
+    from heads.export import export_model
     from heads.features import FeatureConfig, load_corpus_arrays
-    from heads.model_folder import export_model
     from heads.train import TrainConfig
     from pipeline.corpora import build_manifest
     from pipeline.extract import ExtractConfig, extract

@@ -6,7 +6,7 @@ Files: the EmoDB utterances in ../shared/corpora/emodb (all 535 by default). Spe
 initialised WavLM of wavlm-base-plus size (~95 M parameters) saved like a checkpoint; CPU.
 
 1. A model to predict with: speech + prosody extracted once into a cache, a `separate-attn` head trained
-   on fold 1 (10 epochs; its quality is beside the point), exported (`heads.model_folder.export_model`).
+   on fold 1 (10 epochs; its quality is beside the point), exported (`heads.export.export_model`).
 2. Timed, in this order: **A** `extract` (speech + prosody) of the files into a new cache, then the exported
    heads applied to that cache (`heads.predict.predict_cached`); **B** `predict` on the same files
    (`load_model(...).predict`: extraction into a temporary cache, then the heads). Both include loading
@@ -39,9 +39,9 @@ def main() -> None:
     from cache import CacheReader
     from demo import SHARED_EMODB
     from heads.experiment import train_fold
+    from heads.export import export_model
     from heads.features import FeatureConfig, load_corpus_arrays
-    from heads.model_folder import export_model, load_model
-    from heads.predict import predict_cached
+    from heads.predict import load_model, predict_cached
     from heads.train import TrainConfig
     from pipeline.corpora import build_manifest
     from pipeline.extract import ExtractConfig, extract

@@ -24,7 +24,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 from torch import nn
 
@@ -36,7 +35,6 @@ BLOCKS = ("speech", "prosody", "state")
 SPEECH_FILE, SPEECH_INT8_FILE = "speech.onnx", "speech.int8.onnx"
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 MAX_DIFFERENCE = 0.01  # label scale: predict refuses a runtime that export measured further than this from torch
-CHECK_FILES = 16  # files of the run's own audio each runtime is checked on at export
 
 
 def used_blocks(sizes: BlockSizes) -> tuple[str, ...]:
@@ -146,56 +144,3 @@ def onnx_files(record: dict) -> list[str]:
     """The ONNX files a ``model.json`` lists (none for a folder exported without ``--onnx``)."""
     onnx = record.get("onnx") or {}
     return [onnx["speech"], onnx["speech_int8"], *onnx["heads"]] if onnx else []
-
-
-def check_files(record: dict, count: int = CHECK_FILES) -> pl.DataFrame:
-    """Up to ``count`` readable, usable rows of the run's cache (``utt_id, path, speaker, dialog_id, start_s``): its
-    test fold first; for a speaker-normalised model the rows of one speaker with enough of them
-    (``heads.predict.MIN_SPEAKER_ROWS``), since predict normalises each speaker by their own files. Refused when
-    none can be read here."""
-    from cache import CacheReader
-    from core.errors import InputError
-    from heads.predict import MIN_SPEAKER_ROWS
-
-    cache = Path(record["cache"])
-    if not cache.is_file():
-        raise InputError(f"{cache}: export --onnx checks each runtime against torch on the run's own audio, and the "
-                         "run's cache is not here")
-    reader = CacheReader(cache)
-    rows = reader.manifest.with_columns(pl.Series("ok", reader.ok(["speech", "prosody"])))
-    rows = rows.filter(pl.col("ok") & pl.col("path").map_elements(lambda p: Path(p).is_file(), return_dtype=pl.Boolean))
-    rows = rows.sort(pl.col("fold") != record.get("fold"), maintain_order=True)
-    if record["effective_features"].get("per_speaker_norm"):
-        counts = rows.group_by("speaker", maintain_order=True).len().filter(pl.col("len") >= MIN_SPEAKER_ROWS)
-        rows = rows.filter(pl.col("speaker") == counts["speaker"][0]) if counts.height else rows.head(0)
-        count = max(count, MIN_SPEAKER_ROWS)
-    rows = rows.head(count).select("utt_id", "path", "speaker", "dialog_id", "start_s")
-    if not rows.height:
-        raise InputError(f"{cache}: export --onnx checks each runtime against torch on the run's own audio, and no "
-                         "usable file of the cache (for a speaker-normalised model: no speaker with "
-                         f"{MIN_SPEAKER_ROWS} of them) can be read here")
-    return rows
-
-
-def check_runtimes(folder: Path, record: dict, speech_model: str | None) -> dict:
-    """Predict ``check_files`` (as a manifest: their speakers and dialogue order too) with the exported folder in
-    every runtime: ``{"files": n, runtime: largest |difference| of valence or arousal from torch on the label
-    scale}``."""
-    from core.errors import InputError
-    from heads.model_folder import load_model
-    from heads.predict import predict_audio
-
-    model = load_model(folder)
-    with tempfile.TemporaryDirectory(prefix="onnx-check-") as tmp:
-        manifest = Path(tmp) / "check.csv"
-        check_files(record).write_csv(manifest)
-        reference, _ = predict_audio(model, None, str(manifest), speech_model, "cpu")
-        out: dict = {"files": reference.height}
-        for runtime in RUNTIMES[1:]:
-            other, _ = predict_audio(model.with_runtime(runtime, checked_only=False), None, str(manifest), None, "cpu",
-                                     runtime=runtime)
-            joined = reference.join(other, on="utt_id", suffix="_other")
-            if not joined.height:
-                raise InputError(f"{folder}: no check file could be predicted with --runtime {runtime}")
-            out[runtime] = float(max((joined[d] - joined[f"{d}_other"]).abs().max() for d in ("valence", "arousal")))
-    return out

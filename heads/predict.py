@@ -42,6 +42,26 @@ def _config(cls: type, stored: dict, **changes: object) -> object:
     return cls(**{**values, **changes})
 
 
+class Model(ExportedModel):
+    """A loaded model folder that predicts new audio: ``load_model(folder).predict(files)``."""
+
+    def predict(self, audio: list[str] | None = None, manifest: str | None = None, speech_model: str | None = None,
+                device: str = "auto", on_error: str = "skip", cache: str | None = None, clip: bool = False,
+                runtime: str = "torch", segments: SegmentConfig | None = None, batch_seconds: float = 0.0
+                ) -> pl.DataFrame:
+        """Valence and arousal of new audio (``predict_audio``; files that fail are logged as warnings)."""
+        frame, skipped = predict_audio(self, audio, manifest, speech_model, device, on_error, cache, clip,
+                                       segments=segments, batch_seconds=batch_seconds, runtime=runtime)
+        for failure in skipped:
+            log.warning("skipped %s: %s", failure.path, failure.reason)
+        return frame
+
+
+def load_model(folder: str | Path) -> Model:
+    """Load a folder written by ``cli.py export`` (checksums verified first), ready to predict."""
+    return Model(folder)
+
+
 def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str | None, speech_model: str | None,
                   device: str = "auto", on_error: str = "skip", cache: str | None = None, clip: bool = False,
                   segments: SegmentConfig | None = None, batch_seconds: float = 0.0, runtime: str = "torch"

@@ -130,3 +130,55 @@ def test_the_check_finds_relative_and_importlib_imports_and_rooms_inside_pipelin
         "pipeline/features/maths.py:1 imports pipeline.stages (room pipeline.features)",
         "pipeline/features/maths.py:2 imports heads",
     ]
+
+
+def import_cycles(root: Path, packages: tuple[str, ...] = tuple(ALLOWED)) -> list[list[str]]:
+    """Groups of our modules that import each other in a circle (strongly connected components of the import
+    graph, imports inside functions included: a late import hides a cycle, it does not remove it)."""
+    modules = {".".join(module_name(p, root)): p for package in packages for p in (root / package).rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for _, module in imported_modules(path, root):
+            parts = module.split(".")
+            found = next((".".join(parts[:k]) for k in range(len(parts), 0, -1) if ".".join(parts[:k]) in modules),
+                         None)
+            if found and found != name and not name.startswith(found + "."):  # a package's own __init__ is not a cycle
+                targets.add(found)
+        graph[name] = targets
+    order, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+                on_stack.discard(group[-1])
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in order:
+            visit(v)
+    return cycles
+
+
+def test_no_modules_of_ours_import_each_other_in_a_circle():
+    assert import_cycles(REPO) == []
+
+
+def test_the_cycle_check_finds_a_cycle_hidden_in_a_function(tmp_path):
+    (tmp_path / "heads").mkdir()
+    (tmp_path / "heads" / "folder.py").write_text("def load():\n    from heads.predict import run\n")
+    (tmp_path / "heads" / "predict.py").write_text("from heads.folder import load\n")
+    (tmp_path / "heads" / "train.py").write_text("from heads import folder\n")
+    assert import_cycles(tmp_path, ("heads",)) == [["heads.folder", "heads.predict"]]

@@ -14,8 +14,8 @@ import torch
 
 from cache import CacheReader
 from core.errors import InputError
-from heads.model_folder import export_model, load_model, run_context_projection
-from heads.predict import predict_audio
+from heads.export import export_model, run_context_projection
+from heads.predict import load_model, predict_audio
 from heads.runs import read_run
 from pipeline.corpora.segments import SegmentConfig
 from pipeline.models.onnx_speech import EXPORT_SECONDS, OnnxSpeechEmbedder, export_speech_onnx
@@ -173,6 +173,7 @@ def test_a_speaker_normalised_run_exports_with_onnx_checked_on_one_speakers_file
         export_model(run, old, None, overwrite=True, onnx=True)
     assert "onnx" not in json.loads((old / "model.json").read_text())  # the old folder, whole
     assert not list(tmp_path.glob(".model.*"))  # nothing half-written beside it
-    monkeypatch.setattr("heads.predict.MIN_SPEAKER_ROWS", 2)
+    monkeypatch.setattr("heads.predict.MIN_SPEAKER_ROWS", 2)  # predict's rule and export's choice of check files
+    monkeypatch.setattr("heads.export.MIN_SPEAKER_ROWS", 2)
     checked = json.loads((export_model(run, old, None, overwrite=True, onnx=True) / "model.json").read_text())
     assert checked["onnx"]["checked"]["files"] >= 2 and checked["onnx"]["checked"]["onnx"] <= 1e-4

@@ -46,7 +46,7 @@ def _export(run_dir, out):
 
 
 def _export_in_process(run_dir, out):
-    from heads.model_folder import export_model, run_context_projection
+    from heads.export import export_model, run_context_projection
     from heads.runs import read_run
 
     return export_model(run_dir, out, run_context_projection(read_run(run_dir)[0]))
@@ -119,7 +119,7 @@ def test_a_model_with_the_predicted_context_predicts_new_audio_as_its_run_did(tr
 
 
 def test_the_python_api_on_plain_files_equals_the_runs_predictions_for_a_model_without_state(trained, tmp_path):
-    from heads.model_folder import load_model
+    from heads.predict import load_model
 
     work, cache = trained
     model = _exported(work, "no-state", tmp_path / "model")
@@ -144,7 +144,7 @@ def test_other_speech_weights_are_refused_with_one_error_line(trained, tmp_path)
 
 
 def test_a_missing_file_is_reported_and_the_rest_predicted(trained, tmp_path, caplog):
-    from heads.model_folder import load_model
+    from heads.predict import load_model
 
     work, cache = trained
     model = _exported(work, "no-state", tmp_path / "model")
@@ -169,7 +169,7 @@ def test_predict_reports_each_bad_file_once_and_no_internal_steps(trained, tmp_p
 
 
 def test_clip_keeps_predictions_inside_the_training_labels_range(trained, tmp_path):
-    from heads.model_folder import load_model
+    from heads.predict import load_model
 
     work, cache = trained
     model = load_model(_exported(work, "no-state", tmp_path / "model"))
@@ -184,7 +184,7 @@ def test_clip_keeps_predictions_inside_the_training_labels_range(trained, tmp_pa
 
 def test_a_changed_model_file_is_refused(trained, tmp_path):
     from core.errors import InputError
-    from heads.model_folder import load_model
+    from heads.predict import load_model
 
     work, _ = trained
     model = _exported(work, "no-state", tmp_path / "model")
@@ -199,7 +199,7 @@ def test_a_changed_model_file_is_refused(trained, tmp_path):
 @pytest.mark.parametrize("damage", ["empty listing", "line removed", "head swapped for a link"])
 def test_a_model_folder_whose_listing_leaves_out_a_needed_file_or_holds_a_link_is_refused(trained, tmp_path, damage):
     from core.errors import InputError
-    from heads.model_folder import load_model
+    from heads.predict import load_model
 
     work, _ = trained
     model = _exported(work, "no-state", tmp_path / "model")
@@ -233,7 +233,7 @@ def test_export_overwrite_replaces_only_a_model_folder(trained, tmp_path):
 
 
 def test_a_final_model_trains_on_every_labelled_row_and_predicts_after_export(trained, tmp_path):
-    from heads.model_folder import load_model
+    from heads.predict import load_model
     from heads.runs import read_run
 
     work, cache = trained
@@ -292,7 +292,7 @@ def test_a_segmented_recording_is_predicted_as_its_segments_cut_by_hand_in_one_d
     time order (so a model with a dialogue state gets the same context)."""
     import soundfile
 
-    from heads.model_folder import load_model
+    from heads.predict import load_model
     from pipeline.corpora.segments import SegmentConfig
 
     work, cache = trained
@@ -320,8 +320,7 @@ def test_a_segmented_recording_is_predicted_as_its_segments_cut_by_hand_in_one_d
 
 
 def test_segments_are_extracted_in_chunks_with_the_same_result(trained, tmp_path):
-    from heads.model_folder import load_model
-    from heads.predict import predict_segments
+    from heads.predict import load_model, predict_segments
     from pipeline.corpora.prediction import prediction_manifest
     from pipeline.corpora.segments import SegmentConfig
 
@@ -354,8 +353,7 @@ def test_predict_segment_writes_one_row_per_segment_and_a_report_with_the_time_s
 def test_a_recording_without_speech_is_reported_not_silently_left_out(trained, tmp_path):
     import soundfile
 
-    from heads.model_folder import load_model
-    from heads.predict import predict_audio
+    from heads.predict import load_model, predict_audio
     from pipeline.corpora.segments import SegmentConfig
 
     work, cache = trained
@@ -411,8 +409,7 @@ def test_files_predicted_one_at_a_time_equal_files_predicted_in_padded_batches(t
     """Lengths 1.0-1.8 s: with a large batch budget, files of similar length share a padded batch."""
     import soundfile
 
-    from heads.model_folder import load_model
-    from heads.predict import predict_audio
+    from heads.predict import load_model, predict_audio
 
     work, cache = trained
     model = load_model(_exported(work, "no-state", tmp_path / "model"))
@@ -431,7 +428,7 @@ def test_files_predicted_one_at_a_time_equal_files_predicted_in_padded_batches(t
 
 def test_the_seeds_spread_equals_the_sd_of_the_runs_per_seed_predictions(trained, tmp_path):
     """Independent reference: the sd (ddof=1) of the run's own per-seed test predictions."""
-    from heads.model_folder import load_model
+    from heads.predict import load_model
 
     work, cache = trained
     run = work / "runs" / "state" / "fold1"
@@ -459,7 +456,7 @@ def _seed_rows(sd: np.ndarray, error: np.ndarray) -> pl.DataFrame:
 def test_a_spread_is_reported_where_it_ranks_the_errors_and_withheld_where_it_does_not():
     from scipy.stats import spearmanr
 
-    from heads.model_folder import spread_correlation
+    from heads.export import spread_correlation
 
     rng = np.random.default_rng(0)
     sd = rng.uniform(0.1, 1.0, 200)
@@ -471,7 +468,7 @@ def test_a_spread_is_reported_where_it_ranks_the_errors_and_withheld_where_it_do
 
 
 def test_a_model_of_one_seed_gives_no_spread(trained, tmp_path):
-    from heads.model_folder import load_model
+    from heads.predict import load_model
 
     work, cache = trained
     model = load_model(_exported(work, "no-state", tmp_path / "model"))
@@ -550,8 +547,7 @@ def test_a_learned_state_updater_that_does_not_reproduce_the_cached_states_is_re
 def test_two_files_segments_are_two_dialogues_even_when_a_manifest_gives_them_one(trained, tmp_path):
     """Whole files of one dialog_id follow each other; segments would interleave by time, so each file's segments
     are their own dialogue: predicting both files at once equals predicting each alone."""
-    from heads.model_folder import load_model
-    from heads.predict import predict_audio
+    from heads.predict import load_model, predict_audio
     from pipeline.corpora.segments import SegmentConfig
 
     work, cache = trained
@@ -570,8 +566,7 @@ def test_two_files_segments_are_two_dialogues_even_when_a_manifest_gives_them_on
 def test_segments_of_an_unreadable_file_are_skipped_and_an_all_failing_recording_is_reported(trained, tmp_path):
     import soundfile
 
-    from heads.model_folder import load_model
-    from heads.predict import predict_audio
+    from heads.predict import load_model, predict_audio
     from pipeline.corpora.segments import SegmentConfig
 
     work, cache = trained
