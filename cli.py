@@ -413,8 +413,9 @@ def eval_runs(
     bootstrap: int = typer.Option(2000, help=_BOOTSTRAP_HELP),
 ) -> None:
     """CCC, Pearson, MSE, RMSE per fold, across folds and pooled, with intervals; differences from a baseline."""
-    from heads.evaluate import evaluate_runs, write_evaluation
+    from heads.evaluate import evaluate_runs
     from heads.runs import expand_runs, read_run
+    from heads.tables import write_evaluation
 
     run_dirs = expand_runs(runs)
     baseline_label = baseline

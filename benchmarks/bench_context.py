@@ -107,9 +107,10 @@ def main() -> None:
 
     from cache import CacheReader
     from demo import SHARED_EMODB
-    from heads.evaluate import evaluate_runs, write_evaluation
+    from heads.evaluate import evaluate_runs
     from heads.experiment import train_fold
     from heads.features import load_corpus_arrays
+    from heads.tables import write_evaluation
     from heads.train import TrainConfig
     from heads.variants import parse_variant
     from pipeline.runtime.allocator import keep_freed_memory

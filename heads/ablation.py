@@ -10,12 +10,13 @@ import torch
 
 from cache.reader import CacheReader
 from core.errors import InputError
-from heads.evaluate import Evaluation, evaluate_runs, write_evaluation
+from heads.evaluate import Evaluation, evaluate_runs
 from heads.experiment import runs_per_seed, train_fold
 from heads.features import effective_features, load_corpus_arrays
 from heads.progress import TrainingProgress
 from heads.stats import StatsConfig
 from heads.streaming import float32_bytes, resident_decision
+from heads.tables import write_evaluation
 from heads.train import TrainConfig
 from heads.variants import run_label
 

@@ -21,11 +21,12 @@ from cache.reader import CacheReader
 from core.errors import InputError
 from core.labels import to_common
 from core.protocol import partition_folds, test_set_names
-from heads.evaluate import Evaluation, evaluate_runs, write_evaluation
+from heads.evaluate import Evaluation, evaluate_runs
 from heads.experiment import train_fold
 from heads.features import CorpusArrays, load_corpus_arrays
 from heads.progress import TrainingProgress
 from heads.stats import StatsConfig
+from heads.tables import write_evaluation
 from heads.train import TrainConfig
 from heads.variants import run_label
 

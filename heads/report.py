@@ -17,23 +17,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from core.files import write_atomically  # noqa: E402
 from core.provenance import code_version  # noqa: E402
-from heads.evaluate import (  # noqa: E402
-    MEANING,
+from heads.evaluate import MEANING, Evaluation, experiment_title, learning_histories, run_warnings, summarise  # noqa: E402
+from heads.plots import plot_attention, plot_forest, plot_learning_curves, plot_per_fold, plot_scatter  # noqa: E402
+from heads.stats import StatsConfig  # noqa: E402
+from heads.tables import (  # noqa: E402
     TABLE_COLUMNS,
-    Evaluation,
     comparison_markdown,
-    experiment_title,
     headline,
     interval_note,
     interval_text,
-    learning_histories,
     p_text,
     results_table,
-    run_warnings,
-    summarise,
 )
-from heads.plots import plot_attention, plot_forest, plot_learning_curves, plot_per_fold, plot_scatter  # noqa: E402
-from heads.stats import StatsConfig  # noqa: E402
 
 
 def _png_data_uri(draw, *args, **options) -> str:  # noqa: ANN001, ANN003 - a heads.plots function
@@ -175,7 +170,7 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
                  stats: StatsConfig = StatsConfig(), baseline: str | None = None, results: dict | None = None) -> Path:
     """Write the HTML report to ``path`` (images embedded, no external files): results first, then the
     comparisons, figures, per-fold / per-speaker / per-category tables, and the provenance collapsed.
-    ``results`` from ``heads.evaluate.write_evaluation`` avoids computing the intervals twice."""
+    ``results`` from ``heads.tables.write_evaluation`` avoids computing the intervals twice."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     results = results or summarise(evaluation, stats, baseline)

@@ -196,7 +196,8 @@ def test_the_state_gates_fold_without_state_equals_one_prepared_without_it(tmp_p
 
 
 def test_a_speaker_shared_between_folds_is_a_warning_in_the_run_and_in_every_table(tmp_path):
-    from heads.evaluate import evaluate_runs, write_evaluation
+    from heads.evaluate import evaluate_runs
+    from heads.tables import write_evaluation
 
     arrays = load_corpus_arrays(CacheReader(planted_cache(tmp_path / "c.h5", n_per_speaker=20, shared_speaker=True,
                                                           dialogues=False)))
