@@ -52,6 +52,38 @@ def _export_in_process(run_dir, out):
     return export_model(run_dir, out, run_context_projection(read_run(run_dir)[0]))
 
 
+def _run_with_state_kind(trained, tmp_path, tiny_wavlm, state, epochs: int = 3):
+    """A copy of the ``trained`` cache whose state stage is made again with ``state`` (speech and prosody kept), and
+    a fold-1 run that keeps the state (no gate): ``(cache copy, run folder)``."""
+    from pipeline.corpora import read_iemocap
+    from pipeline.extract import ExtractConfig, extract
+    from pipeline.stages.prosody import ProsodyConfig
+    from pipeline.stages.speech import SpeechConfig
+
+    work, cache = trained
+    copy = tmp_path / "c.h5"
+    shutil.copyfile(cache, copy)
+    manifest, _ = read_iemocap(work / "IEMOCAP_full_release")
+    extract(copy, manifest, ["speech", "prosody", "state"],  # only the state stage is recomputed
+            ExtractConfig(speech=SpeechConfig(model=str(tiny_wavlm)), prosody=ProsodyConfig(workers=1), state=state),
+            device="cpu")
+    assert CacheReader(copy).provenance("state")["kind"] == state.kind
+    run = tmp_path / "run"
+    train_fold(load_corpus_arrays(CacheReader(copy)), 1,
+               TrainConfig(epochs=epochs, state_gate=False, features=FeatureConfig(use_state=True)), [0], run)
+    return copy, run
+
+
+def _predicted_as_run(cache, model, run, tmp_path) -> float:
+    """``cli.py predict`` (in process) of the cache's fold-1 files with their manifest columns: the largest
+    difference from the run's own test predictions."""
+    _fold1_manifest(cache, tmp_path / "new.csv")
+    code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "new.csv"), "--out",
+                                str(tmp_path / "p.csv"), "--device", "cpu")
+    assert code == 0, err
+    return _compare(tmp_path / "p.csv", run)
+
+
 def _exported(work, name, out):
     return _export_in_process(work / "runs" / name / "fold1", out)
 
@@ -92,30 +124,12 @@ def test_predict_with_dialogue_order_equals_the_runs_test_predictions_in_a_fresh
 
 def test_a_model_with_the_predicted_context_predicts_new_audio_as_its_run_did(trained, tmp_path, tiny_wavlm):
     """ema-predictions: the exported first-pass predictor gives new files the context the run's test rows got."""
-    from pipeline.corpora import read_iemocap
-    from pipeline.extract import ExtractConfig, extract
-    from pipeline.stages.prosody import ProsodyConfig
-    from pipeline.stages.speech import SpeechConfig
     from pipeline.stages.state import StateConfig
 
-    work, cache = trained
-    copy = tmp_path / "c.h5"
-    shutil.copyfile(cache, copy)
-    manifest, _ = read_iemocap(work / "IEMOCAP_full_release")
-    extract(copy, manifest, ["speech", "prosody", "state"],  # only the state stage is recomputed
-            ExtractConfig(speech=SpeechConfig(model=str(tiny_wavlm)), prosody=ProsodyConfig(workers=1),
-                          state=StateConfig(kind="ema-predictions")), device="cpu")
-    assert CacheReader(copy).provenance("state")["kind"] == "ema-predictions"
-    run = tmp_path / "run"
-    train_fold(load_corpus_arrays(CacheReader(copy)), 1,
-               TrainConfig(epochs=3, state_gate=False, features=FeatureConfig(use_state=True)), [0], run)
+    copy, run = _run_with_state_kind(trained, tmp_path, tiny_wavlm, StateConfig(kind="ema-predictions"))
     model = _export_in_process(run, tmp_path / "model")
     assert json.loads((model / "model.json").read_text())["state"]["kind"] == "ema-predictions"
-    _fold1_manifest(copy, tmp_path / "new.csv")
-    code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "new.csv"), "--out",
-                                str(tmp_path / "p.csv"), "--device", "cpu")
-    assert code == 0, err
-    assert _compare(tmp_path / "p.csv", run) <= 1e-5
+    assert _predicted_as_run(copy, model, run, tmp_path) <= 1e-5
 
 
 def test_the_python_api_on_plain_files_equals_the_runs_predictions_for_a_model_without_state(trained, tmp_path):
@@ -383,11 +397,7 @@ def test_a_speaker_normalised_model_predicts_new_audio_with_each_speakers_own_st
     train_fold(load_corpus_arrays(CacheReader(cache)), 1,
                TrainConfig(epochs=3, features=FeatureConfig(use_state=False, per_speaker_norm=True)), [0], run)
     model = _export_in_process(run, tmp_path / "model")
-    _fold1_manifest(cache, tmp_path / "new.csv")
-    code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "new.csv"), "--out",
-                                str(tmp_path / "p.csv"), "--device", "cpu")
-    assert code == 0, err
-    assert _compare(tmp_path / "p.csv", run) <= 1e-5
+    assert _predicted_as_run(cache, model, run, tmp_path) <= 1e-5
 
 
 def test_a_speaker_normalised_model_refuses_files_without_speakers_or_too_few_per_speaker(trained, tmp_path):
@@ -477,34 +487,22 @@ def test_a_model_of_one_seed_gives_no_spread(trained, tmp_path):
     assert "One seed" in (model.folder / "README.md").read_text()
 
 
+def _learned_state():
+    """The learned (mamba) state kind, small enough for a test."""
+    from pipeline.models.state_model import StateModelConfig
+    from pipeline.stages.state import StateConfig
+
+    return StateConfig(kind="mamba", model=StateModelConfig(d_model=16, d_state=8, ssm_state=4, n_layers=1), epochs=3,
+                       window=8, batch_size=8)
+
+
 def test_a_model_with_the_learned_state_predicts_new_audio_as_its_run_did(trained, tmp_path, tiny_wavlm):
     """mamba: export trains the fold's updater again, checks it against the cached states, and predict runs it over
     the new files' dialogue."""
-    from pipeline.corpora import read_iemocap
-    from pipeline.extract import ExtractConfig, extract
-    from pipeline.models.state_model import StateModelConfig
-    from pipeline.stages.prosody import ProsodyConfig
-    from pipeline.stages.speech import SpeechConfig
-    from pipeline.stages.state import StateConfig
-
-    work, cache = trained
-    copy = tmp_path / "c.h5"
-    shutil.copyfile(cache, copy)
-    manifest, _ = read_iemocap(work / "IEMOCAP_full_release")
-    learned = StateConfig(kind="mamba", model=StateModelConfig(d_model=16, d_state=8, ssm_state=4, n_layers=1),
-                          epochs=3, window=8, batch_size=8)
-    extract(copy, manifest, ["speech", "prosody", "state"], ExtractConfig(
-        speech=SpeechConfig(model=str(tiny_wavlm)), prosody=ProsodyConfig(workers=1), state=learned), device="cpu")
-    run = tmp_path / "run"
-    train_fold(load_corpus_arrays(CacheReader(copy)), 1,
-               TrainConfig(epochs=3, state_gate=False, features=FeatureConfig(use_state=True)), [0], run)
+    copy, run = _run_with_state_kind(trained, tmp_path, tiny_wavlm, _learned_state())
     model = _export_in_process(run, tmp_path / "model")
     assert json.loads((model / "model.json").read_text())["state"]["kind"] == "mamba"
-    _fold1_manifest(copy, tmp_path / "new.csv")
-    code, err = main_in_process("predict", "--model", str(model), "--manifest", str(tmp_path / "new.csv"), "--out",
-                                str(tmp_path / "p.csv"), "--device", "cpu")
-    assert code == 0, err
-    assert _compare(tmp_path / "p.csv", run) <= 1e-5
+    assert _predicted_as_run(copy, model, run, tmp_path) <= 1e-5
 
 
 def test_a_learned_state_updater_that_does_not_reproduce_the_cached_states_is_refused(trained, tmp_path, tiny_wavlm,
@@ -512,24 +510,8 @@ def test_a_learned_state_updater_that_does_not_reproduce_the_cached_states_is_re
     """As if the cache had been made where training gives other weights (a GPU): export must refuse, not guess."""
     import pipeline.stages.state as state_module
     from core.errors import InputError
-    from pipeline.corpora import read_iemocap
-    from pipeline.extract import ExtractConfig, extract
-    from pipeline.models.state_model import StateModelConfig
-    from pipeline.stages.prosody import ProsodyConfig
-    from pipeline.stages.speech import SpeechConfig
-    from pipeline.stages.state import StateConfig
 
-    work, cache = trained
-    copy = tmp_path / "c.h5"
-    shutil.copyfile(cache, copy)
-    manifest, _ = read_iemocap(work / "IEMOCAP_full_release")
-    learned = StateConfig(kind="mamba", model=StateModelConfig(d_model=16, d_state=8, ssm_state=4, n_layers=1),
-                          epochs=2, window=8, batch_size=8)
-    extract(copy, manifest, ["speech", "prosody", "state"], ExtractConfig(
-        speech=SpeechConfig(model=str(tiny_wavlm)), prosody=ProsodyConfig(workers=1), state=learned), device="cpu")
-    run = tmp_path / "run"
-    train_fold(load_corpus_arrays(CacheReader(copy)), 1,
-               TrainConfig(epochs=1, state_gate=False, features=FeatureConfig(use_state=True)), [0], run)
+    _, run = _run_with_state_kind(trained, tmp_path, tiny_wavlm, _learned_state(), epochs=1)
     trained_again = state_module.exported_updater
 
     def other_weights(*args):
