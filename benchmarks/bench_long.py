@@ -103,25 +103,14 @@ def write_long(path: Path, minutes: float, waves: list[np.ndarray], rng: np.rand
 
 def model_folder(work: Path) -> Path:
     """An exported model: random tiny WavLM, a separate-attn head trained on 60 EmoDB files (fold 1)."""
-    from cache import CacheReader
+    from bench_model import train_random_model
+
     from demo import SHARED_EMODB
-    from heads.experiment import train_fold
     from heads.export import export_model
-    from heads.features import FeatureConfig, load_corpus_arrays
-    from heads.train import TrainConfig
     from pipeline.corpora import build_manifest
-    from pipeline.extract import ExtractConfig, extract
-    from pipeline.stages.speech import SpeechConfig
-    from testing.random_wavlm import save_random_wavlm
 
     manifest, _ = build_manifest("emodb", root=str(SHARED_EMODB))
-    manifest = manifest.sample(60, seed=0)
-    speech = save_random_wavlm(work / "wavlm", "tiny", norm="layer")
-    extract(work / "train.h5", manifest, ["speech", "prosody"],
-            ExtractConfig(speech=SpeechConfig(model=str(speech))), device="cpu")
-    run = work / "run"
-    train_fold(load_corpus_arrays(CacheReader(work / "train.h5")), 1,
-               TrainConfig(epochs=5, features=FeatureConfig(use_state=False)), [0], run)
+    run, _ = train_random_model(manifest.sample(60, seed=0), work, "tiny", "layer", fold=1, epochs=5)
     return export_model(run, work / "model", None)
 
 

@@ -46,20 +46,16 @@ def main() -> None:
 
     import numpy as np
     import torch
+    from bench_model import train_random_model
 
-    from cache import CacheReader
     from core.protocol import ALL_FOLDS
     from demo import SHARED_EMODB
-    from heads.experiment import train_fold
     from heads.export import export_model
-    from heads.features import FeatureConfig, load_corpus_arrays
     from heads.predict import load_model, predict_audio
-    from heads.train import TrainConfig
     from pipeline.corpora import build_manifest
     from pipeline.extract import ExtractConfig, extract
     from pipeline.runtime.allocator import keep_freed_memory
     from pipeline.stages.speech import SpeechConfig
-    from testing.random_wavlm import save_random_wavlm
 
     if not SHARED_EMODB.is_dir():
         raise SystemExit(f"bench_onnx needs the EmoDB corpus at {SHARED_EMODB}")
@@ -68,17 +64,11 @@ def main() -> None:
     manifest, _ = build_manifest("emodb", root=str(SHARED_EMODB))
     spaced = np.linspace(0, manifest.height - 1, min(args.files, manifest.height)).round().astype(int)
     manifest = manifest[spaced.tolist()]
-    model_dir = save_random_wavlm(work / "wavlm", args.size, norm="group")
     minutes = float(manifest["duration_s"].sum()) / 60
     print(f"{manifest.height} EmoDB files ({minutes:.1f} min of audio), random WavLM {args.size} (group norm), CPU, "
           f"{torch.get_num_threads()} threads (torch and ONNX Runtime)")
 
-    training_cache = work / "train.h5"
-    extract(training_cache, manifest, ["speech", "prosody"], ExtractConfig(speech=SpeechConfig(model=str(model_dir))),
-            device="cpu")
-    run = work / "run"
-    train_fold(load_corpus_arrays(CacheReader(training_cache)), ALL_FOLDS,
-               TrainConfig(epochs=10, features=FeatureConfig(use_state=False)), [0], run)
+    run, model_dir = train_random_model(manifest, work, args.size, "group", fold=ALL_FOLDS, epochs=10)
     started = time.perf_counter()
     model = export_model(run, work / "model", None, overwrite=True, onnx=True, speech_model=str(model_dir))
     print(f"export --onnx: {time.perf_counter() - started:.1f} s; speech.onnx "

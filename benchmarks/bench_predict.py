@@ -35,19 +35,16 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     import torch
+    from bench_model import train_random_model
 
     from cache import CacheReader
     from demo import SHARED_EMODB
-    from heads.experiment import train_fold
     from heads.export import export_model
-    from heads.features import FeatureConfig, load_corpus_arrays
     from heads.predict import load_model, predict_cached
-    from heads.train import TrainConfig
     from pipeline.corpora import build_manifest
     from pipeline.extract import ExtractConfig, extract
     from pipeline.runtime.allocator import keep_freed_memory
     from pipeline.stages.speech import SpeechConfig
-    from testing.random_wavlm import save_random_wavlm
 
     if not SHARED_EMODB.is_dir():
         raise SystemExit(f"bench_predict needs the EmoDB corpus at {SHARED_EMODB}")
@@ -55,17 +52,12 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_predict-"))
     manifest, _ = build_manifest("emodb", root=str(SHARED_EMODB))
     manifest = manifest.head(args.files)
-    model_dir = save_random_wavlm(work / "wavlm", args.size, norm="group")
-    config = ExtractConfig(speech=SpeechConfig(model=str(model_dir)))
     hours = float(manifest["duration_s"].sum()) / 3600
     print(f"{manifest.height} EmoDB files ({hours * 60:.1f} min of audio), random WavLM {args.size}, CPU, "
           f"{torch.get_num_threads()} threads")
 
-    training_cache = work / "train.h5"
-    extract(training_cache, manifest, ["speech", "prosody"], config, device="cpu")
-    arrays = load_corpus_arrays(CacheReader(training_cache))
-    run = work / "run"
-    train_fold(arrays, 1, TrainConfig(epochs=10, features=FeatureConfig(use_state=False)), [0], run)
+    run, model_dir = train_random_model(manifest, work, args.size, "group", fold=1, epochs=10)
+    config = ExtractConfig(speech=SpeechConfig(model=str(model_dir)))
     model = export_model(run, work / "model", None)
 
     started = time.perf_counter()
