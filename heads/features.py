@@ -242,8 +242,12 @@ class FoldTensors:
     stats: dict[str, np.ndarray]  # normalisation statistics, saved with the head
 
 
-def per_speaker_zscore(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
-    """Each speaker's rows of ``x`` ``[n, ...]`` z-scored with that speaker's own statistics (``zscore``)."""
+def speaker_normalised(x: np.ndarray, speakers: np.ndarray, fill: np.ndarray | None = None) -> np.ndarray:
+    """``--speaker-norm``: each speaker's rows of ``x`` ``[n, ...]`` z-scored with that speaker's own statistics
+    (``zscore``), NaN first replaced by ``fill`` (the prosody block: a speaker may lack a feature entirely). Training
+    (``prepare_fold``) and prediction (``heads.model_folder.head_outputs``) both go through here."""
+    if fill is not None:
+        x = np.where(np.isnan(x), fill, x)
     out = np.empty_like(x)
     for speaker in np.unique(speakers):
         rows = speakers == speaker
@@ -313,10 +317,9 @@ def prepare_fold(arrays: CorpusArrays, split: FoldSplit, config: FeatureConfig) 
 
     def block(values: np.ndarray, name: str) -> np.ndarray:
         if config.per_speaker_norm and name != "state":
-            if name == "prosody":  # impute first: a speaker may lack a feature entirely
-                stats["prosody_fill"] = np.nanmean(values[train], 0)  # saved: predict imputes new speakers alike
-                values = np.where(np.isnan(values), stats["prosody_fill"], values)
-            values = per_speaker_zscore(values, arrays.speakers)
+            if name == "prosody":  # saved: predict imputes new speakers alike
+                stats["prosody_fill"] = np.nanmean(values[train], 0)
+            values = speaker_normalised(values, arrays.speakers, stats.get(f"{name}_fill"))
         z, stats[f"{name}_mean"], stats[f"{name}_std"] = zscore(values, values[train])
         return np.nan_to_num(z, nan=0.0, copy=False).astype(np.float32, copy=False)  # NaN (undefined) -> the mean
 

@@ -152,7 +152,7 @@ def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.nd
     ``valence_sd`` and ``arousal_sd`` (sd over the seeds, where ``spread_correlation`` reported it) and the
     attention weights. A speaker-normalised model
     (``--speaker-norm``) first z-scores speech and prosody with each of ``speakers``' own rows, as training did."""
-    from heads.features import SplitTensors, per_speaker_zscore
+    from heads.features import SplitTensors, speaker_normalised
     from heads.train import attention_columns, predict
 
     n = len(prosody if prosody is not None else speech)
@@ -162,9 +162,7 @@ def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.nd
         if values is None or f"{name}_mean" not in stats:
             return torch.zeros(n, 0)
         if by_speaker and name != "state":
-            if name == "prosody":
-                values = np.where(np.isnan(values), stats["prosody_fill"], values)
-            values = per_speaker_zscore(values, speakers)
+            values = speaker_normalised(values, speakers, stats.get(f"{name}_fill"))
         z = standardise(values, stats[f"{name}_mean"], stats[f"{name}_std"])  # as in training
         return torch.from_numpy(np.nan_to_num(z, nan=0.0).astype(np.float32))
 

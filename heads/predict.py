@@ -225,12 +225,17 @@ def predict_cached(model: ExportedModel, reader: CacheReader) -> pl.DataFrame:
     return predict_inputs(model, read_prediction_inputs(model, reader))
 
 
+def segment_id(utt_id: str, k: int) -> str:
+    """The row id of segment ``k`` of file ``utt_id`` (``_segment_failure`` reads it back from the right)."""
+    return f"{utt_id}@{k}"
+
+
 def segment_rows(file: dict, bounds: np.ndarray, first: int, folder: Path) -> list[dict]:
     """Prediction-manifest rows of segments ``first..`` of one file (``bounds`` ``[k, 2]`` seconds), their audio at
     ``folder/<k>.wav``: one dialogue per file (the context runs over its segments in time order), the segment's
     start as ``start_s``. A manifest's ``dialog_id`` does not join files here: two files' segments would
     interleave by time."""
-    return [{**file, "utt_id": f"{file['utt_id']}@{first + k}", "path": str(folder / f"{first + k}.wav"),
+    return [{**file, "utt_id": segment_id(file["utt_id"], first + k), "path": str(folder / f"{first + k}.wav"),
              "duration_s": float(end - start), "start_s": float(start), "dialog_id": f"file:{file['utt_id']}"}
             for k, (start, end) in enumerate(bounds)]
 
@@ -284,8 +289,8 @@ def predict_segments(model: ExportedModel, files: pl.DataFrame, config: SegmentC
             silent + [_segment_failure(f, plans) for f in failures]
     frame = predict_inputs(model, inputs)
     # back from segment rows to files and times
-    origin = pl.DataFrame([{"utt_id": f"{file['utt_id']}@{k}", "file_id": file["utt_id"], "file_path": file["path"],
-                            "segment": k, "seg_start_s": float(start), "end_s": float(end)}
+    origin = pl.DataFrame([{"utt_id": segment_id(file["utt_id"], k), "file_id": file["utt_id"],
+                            "file_path": file["path"], "segment": k, "seg_start_s": float(start), "end_s": float(end)}
                            for file, bounds in plans for k, (start, end) in enumerate(bounds)])
     frame = (frame.join(origin, on="utt_id", how="left")
              .drop("utt_id", "path").rename({"file_id": "utt_id", "file_path": "path", "seg_start_s": "start_s"})
