@@ -358,7 +358,8 @@ def predict(
                                                     "(the heads are regressions: without it a prediction can leave "
                                                     "the scale)"),
     segment: Optional[float] = typer.Option(None, metavar="SECONDS", help="predict each file as a time series of "
-                                            "segments this long (4 suits long recordings; default: whole files)"),
+                                            "segments at most this long (4 suits long recordings; default: whole "
+                                            "files)"),
     hop: Optional[float] = typer.Option(None, metavar="SECONDS", help="seconds between segment starts (default: "
                                         "half of --segment)"),
     split: Optional[str] = typer.Option(None, help="energy (default): the speech between pauses, long stretches cut "
@@ -368,7 +369,8 @@ def predict(
     batch_seconds: float = typer.Option(0.0, help="padded audio seconds per speech batch (0 = automatic: 120 on "
                                         "CUDA, 8 on CPU); results do not depend on it"),
     runtime: str = typer.Option("torch", help="torch | onnx | onnx-int8: ONNX Runtime on the CPU, fp32 or with "
-                                "int8 matrix products in the speech model (a model folder exported with --onnx)"),
+                                "int8 matrix products in the speech model (a model folder exported with --onnx; "
+                                "refused where export measured it more than 0.01 from torch)"),
 ) -> None:
     """Valence and arousal of new recordings with an exported model."""
     from heads.predict import load_model, predict_audio
