@@ -25,6 +25,6 @@ python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet -r "$root/requirements.lock" 2>&1 \
     | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
 # pip's exit status is lost in the pipe above: verify the imports instead.
-"$venv/bin/python" -c "import torch, torchaudio, transformers, parselmouth, h5py, polars, typer, soundfile, safetensors, matplotlib, onnx, onnxruntime" \
+"$venv/bin/python" -c "import torch, torchaudio, transformers, parselmouth, h5py, polars, typer, soundfile, safetensors, matplotlib, onnx, onnxruntime, opensmile" \
     || { echo "[bootstrap] the environment is incomplete; see pip's messages above" >&2; exit 1; }
 echo "$want" > "$stamp"

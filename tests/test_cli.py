@@ -50,7 +50,7 @@ def test_extract_then_cache_info_lists_stages_provenance_and_failures(tmp_path, 
     assert "speech: 10 of 11 utterances, 1 failed" in result.stdout
     info = run_cli("cache", "info", "--cache", str(cache))
     assert "[speech] 10 of 11 ok" in info.stdout and "[prosody] 10 of 11 ok" in info.stdout
-    assert "weights sha256" in info.stdout and "praat-v1, 67 features" in info.stdout
+    assert "weights sha256" in info.stdout and "praat-v2, 67 features" in info.stdout
     assert "16a01Wz" in info.stdout and "empty" in info.stdout
     assert "11 utterances, 0.00 h of audio, 10 speakers" in info.stdout and "labels: valence 1.50-1.50" in info.stdout
     assert "folds: 1: 2 (03, 08)" in info.stdout and "categories: anger 11" in info.stdout

@@ -1,6 +1,6 @@
 """Utterance-level Praat (parselmouth) prosody and voice features: pure functions of a waveform.
 
-Feature set ``praat-v1`` (names in ``FEATURE_NAMES``; units in the names). Frame step 10 ms; pitch range
+Feature set ``praat-v2`` (names in ``FEATURE_NAMES``; units in the names). Frame step 10 ms; pitch range
 75-600 Hz; semitones are relative to 27.5 Hz (as in eGeMAPS). A feature that is undefined for an
 utterance (no voiced frames, silence, too few pitch periods) is NaN; the cache stores a defined-mask and
 the heads see NaN replaced by the training mean (never NaN or inf).
@@ -16,6 +16,8 @@ Groups:
   apq11, dda), HNR mean/sd (cross-correlation), CPPS (smoothed cepstral peak prominence, 10 ms frames).
 * Formants (Burg, 5 formants up to 5500 Hz, voiced frames): F1-F3 mean/sd and bandwidths.
 * Spectrum: LTAS slope 0-1 kHz vs 1-4 kHz, alpha ratio, Hammarberg index, centroid, sd, skewness.
+  The alpha ratio follows eGeMAPS (``alphaRatioV``): per 20 ms Hamming frame 10*log10(E(1-5 kHz) /
+  E(50-1000 Hz)), averaged over voiced frames (``praat-v1`` had the inverse ratio over the whole utterance).
 * Duration (seconds).
 """
 
@@ -27,7 +29,8 @@ import numpy as np
 import parselmouth
 from parselmouth.praat import call
 
-FEATURE_SET_VERSION = "praat-v1"
+# v2: alpha ratio in eGeMAPS' convention (sign and voiced frames); caches of v1 are refused, not mixed.
+FEATURE_SET_VERSION = "praat-v2"
 TIME_STEP_S = 0.01
 PITCH_FLOOR_HZ = 75.0
 PITCH_CEILING_HZ = 600.0
@@ -35,6 +38,10 @@ SEMITONE_REFERENCE_HZ = 27.5
 PAUSE_MIN_S = 0.3
 SILENCE_BELOW_MAX_DB = 25.0
 NUCLEUS_MIN_DIP_DB = 2.0
+# eGeMAPS' alpha ratio (Eyben et al. 2016; openSMILE cSpectral on its 20 ms Hamming frames, 10 ms step).
+ALPHA_FRAME_S = 0.020
+ALPHA_LOW_BAND_HZ = (50.0, 1000.0)  # the paper's band; openSMILE's code sums from 0 Hz
+ALPHA_HIGH_BAND_HZ = (1000.0, 5000.0)
 
 _PERCENTILES = (5, 20, 50, 80, 95)
 FEATURE_NAMES: tuple[str, ...] = (
@@ -215,15 +222,46 @@ def formant_features(sound: parselmouth.Sound, voiced_times_s: np.ndarray) -> di
     return out
 
 
+def alpha_ratio_frames_db(wave: np.ndarray, rate_hz: int, times_s: np.ndarray) -> np.ndarray:
+    """Alpha ratio of 20 ms Hamming frames centred on ``times_s``: ``10*log10(E(1-5 kHz) / E(50-1000 Hz))``.
+
+    ``wave``: [S] float mono; ``times_s``: [T] frame centres in seconds. Band energies are sums of the power
+    spectrum (zero-padded FFT) over [50, 1000) Hz and [1000, 5000] Hz, as openSMILE's cSpectral sums bins
+    (below 1 kHz vs from 1 kHz up to 5 kHz). Returns [T] float64 dB (negative when the low band is
+    stronger, as for most voiced speech); NaN for a frame with no energy in a band.
+    """
+    n = int(round(ALPHA_FRAME_S * rate_hz))
+    x = np.pad(np.asarray(wave, dtype=np.float64), (n, n))  # frames at the edges read zeros
+    starts = np.round(np.asarray(times_s) * rate_hz).astype(np.int64) - n // 2 + n
+    frames = x[np.clip(starts, 0, len(x) - n)[:, None] + np.arange(n)] * np.hamming(n)  # [T, n]
+    n_fft = 1 << (n - 1).bit_length()
+    power = np.abs(np.fft.rfft(frames, n_fft, axis=1)) ** 2  # [T, n_fft/2+1]
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / rate_hz)
+    low = power[:, (freqs >= ALPHA_LOW_BAND_HZ[0]) & (freqs < ALPHA_LOW_BAND_HZ[1])].sum(axis=1)
+    high = power[:, (freqs >= ALPHA_HIGH_BAND_HZ[0]) & (freqs <= ALPHA_HIGH_BAND_HZ[1])].sum(axis=1)
+    out = np.full(len(frames), NAN)
+    ok = (low > 0) & (high > 0)
+    out[ok] = 10.0 * np.log10(high[ok] / low[ok])
+    return out
+
+
+def alpha_ratio_db(wave: np.ndarray, rate_hz: int, voiced_times_s: np.ndarray) -> float:
+    """eGeMAPS' ``alphaRatioV`` convention: the mean per-frame alpha ratio (dB) over voiced frames; NaN if none.
+
+    Voicing is Praat's (the pitch track's frames with F0 > 0); openSMILE uses its own SHS pitch tracker and
+    smooths the contour over 3 frames first, which moves a mean only at the ends of voiced runs.
+    """
+    frames = alpha_ratio_frames_db(wave, rate_hz, voiced_times_s)
+    frames = frames[np.isfinite(frames)]
+    return float(frames.mean()) if len(frames) else NAN
+
+
 def spectral_features(sound: parselmouth.Sound) -> dict[str, float]:
-    """Long-term spectrum shape: LTAS slope, alpha ratio, Hammarberg index, spectral moments."""
+    """Long-term spectrum shape: LTAS slope, Hammarberg index, spectral moments (alpha ratio: ``alpha_ratio_db``)."""
     ltas = call(sound, "To Ltas", 100)
     spectrum = sound.to_spectrum()
-    low = _praat_number(spectrum, "Get band energy", 50, 1000)
-    high = _praat_number(spectrum, "Get band energy", 1000, 5000)
     return {
         "ltas_slope_db": _praat_number(ltas, "Get slope", 0, 1000, 1000, 4000, "energy"),
-        "alpha_ratio_db": 10 * math.log10(low / high) if low > 0 and high > 0 else NAN,
         "hammarberg_db": _praat_number(ltas, "Get maximum", 0, 2000, "None")
         - _praat_number(ltas, "Get maximum", 2000, 5000, "None"),
         "spectral_centroid_hz": _praat_number(spectrum, "Get centre of gravity", 2),
@@ -251,6 +289,7 @@ def prosody_features(wave: np.ndarray, rate_hz: int) -> np.ndarray:
     features.update(_or_nan(lambda: voice_quality_features(sound, pitch), _VOICE_QUALITY))
     features.update(_or_nan(lambda: formant_features(sound, times[voiced]), _FORMANTS))
     features.update(_or_nan(lambda: spectral_features(sound), _SPECTRAL))
+    features["alpha_ratio_db"] = alpha_ratio_db(wave, rate_hz, times[voiced])
     assert set(features) == set(FEATURE_NAMES), set(features) ^ set(FEATURE_NAMES)
     return np.array([features[name] for name in FEATURE_NAMES], dtype=np.float64)
 
@@ -277,8 +316,7 @@ def _intensity_on(sound: parselmouth.Sound, times_s: np.ndarray) -> np.ndarray:
 
 _VOICE_QUALITY = [n for n in FEATURE_NAMES if n.startswith(("jitter", "shimmer", "hnr", "cpps"))]
 _FORMANTS = [n for n in FEATURE_NAMES if n[:2] in ("f1", "f2", "f3")]
-_SPECTRAL = ["ltas_slope_db", "alpha_ratio_db", "hammarberg_db", "spectral_centroid_hz", "spectral_sd_hz",
-             "spectral_skewness"]
+_SPECTRAL = ["ltas_slope_db", "hammarberg_db", "spectral_centroid_hz", "spectral_sd_hz", "spectral_skewness"]
 
 
 def _praat_number(obj, command: str, *args) -> float:  # noqa: ANN001 - parselmouth objects
