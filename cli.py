@@ -74,12 +74,15 @@ def extract(
     speech_model: str = typer.Option("microsoft/wavlm-large", help="hub id or local folder of a WavLM-family model"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     stages: str = typer.Option("speech,prosody,state", help="comma-separated stages to run if the cache lacks them"),
+    prosody: str = typer.Option("praat", help="the feature sets the prosody stage computes: praat | egemaps "
+                                "(openSMILE eGeMAPS v02, 88 functionals) | praat,egemaps; a set added later is "
+                                "computed without recomputing the others"),
     on_error: str = typer.Option("skip", help="skip: record bad files in the failures table; fail: stop (exit 2)"),
     batch_seconds: float = typer.Option(0.0, help="padded audio seconds per speech batch (0 = auto: 120 on CUDA, 8 on CPU)"),
     window_s: float = typer.Option(30.0, help="longer utterances are embedded in windows of this many seconds"),
     precision: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16"),
     frame_layers: str = typer.Option("", help="also store the frame sequences of these hidden states, e.g. 12,24"),
-    workers: int = typer.Option(0, help="prosody processes (0 = all cores)"),
+    workers: int = typer.Option(0, help="prosody (praat, egemaps) processes (0 = all cores)"),
     loader_workers: int = typer.Option(1, help="DataLoader processes decoding audio for the speech stage"),
     state_grouping: str = typer.Option("dialog", help="state sequences: dialog | speaker | utterance"),
     state_kind: Optional[str] = typer.Option(None, help="dialogue state: ema-predictions (default with 3 folds or "
@@ -104,7 +107,9 @@ def extract(
     from pipeline.extract import ExtractConfig
     from pipeline.launch import launch_extract
     from pipeline.models.state_model import StateModelConfig
+    from pipeline.stages.egemaps import EgemapsConfig
     from pipeline.stages.prosody import ProsodyConfig
+    from pipeline.stages.registry import requested_stages
     from pipeline.stages.speech import SpeechConfig
     from pipeline.stages.state import StateConfig, default_kind
 
@@ -117,10 +122,12 @@ def extract(
                             precision=precision, num_workers=loader_workers,
                             frame_layers=_int_list(frame_layers, "--frame-layers")),
         prosody=ProsodyConfig(workers=workers),
+        egemaps=EgemapsConfig(workers=workers),
         state=StateConfig(kind=state_kind, model=StateModelConfig(ema=ema, learn_ema=learn_ema, d_state=state_width),
                           grouping=state_grouping, epochs=state_epochs),
     )
-    wanted = [s.strip() for s in stages.split(",") if s.strip()]
+    wanted = requested_stages([s.strip() for s in stages.split(",") if s.strip()],
+                              {"prosody": [s.strip() for s in prosody.split(",") if s.strip()]})
     launched = launch_extract(cache, df, wanted, config, device, on_error, force, shard, update_manifest)
     if not launched.published:
         _echo_shard(str(launched.shard), launched.failures)
@@ -139,7 +146,9 @@ def _stored_state_kind(cache: Path) -> str | None:
         reader = CacheReader(cache) if cache.is_file() else None
     except InputError:
         return None  # a damaged cache: extract reports it
-    return reader.provenance("state").get("kind") if reader is not None and "state" in reader.stages else None
+    from pipeline.models.state_kinds import state_kind
+
+    return state_kind(reader.provenance("state")).name if reader is not None and "state" in reader.stages else None
 
 
 def _echo_shard(shard: str, failures: dict) -> None:
@@ -150,29 +159,15 @@ def _echo_shard(shard: str, failures: dict) -> None:
 def _echo_extracted(cache: Path, rows: int, wanted: list[str], failures: dict, state_kind: str) -> None:
     for stage, stage_failures in failures.items():
         if stage == "state":
-            how = {"mamba": "cross-fitted updaters",
-                   "ema-predictions": "cross-fitted first-pass predictions"}.get(state_kind, "no labels used")
+            from pipeline.models.state_kinds import state_kind as kind_of
+
+            how = kind_of(state_kind).label_use
             typer.echo(f"state: {state_kind} dialogue states for every fold or test set ({how})")
             continue
         typer.echo(f"{stage}: {rows - len(stage_failures)} of {rows} utterances"
                    + (f", {len(stage_failures)} failed (see `cache info`)" if stage_failures else ""))
     if not failures:
         typer.echo(f"{cache}: already holds {', '.join(wanted)}; nothing to do")
-
-
-def _train_config(variant: str, layer: Optional[str], no_speech: bool, no_prosody: bool, state: bool,
-                  speaker_norm: bool, **settings):  # noqa: ANN003 - TrainConfig fields given on the command line
-    """The TrainConfig of a command: its defaults, the options given (None = not given), then the spec's switches."""
-    from dataclasses import replace
-
-    from heads.train import TrainConfig
-    from heads.variants import parse_variant
-
-    base = TrainConfig()
-    features = replace(base.features, use_speech=not no_speech, use_prosody=not no_prosody, use_state=state,
-                       per_speaker_norm=speaker_norm, **({"layer": layer} if layer is not None else {}))
-    return parse_variant(variant, replace(base, features=features,
-                                          **{k: v for k, v in settings.items() if v is not None}))
 
 
 _RUNS_HELP = "run folders, or folders holding run folders (repeat: --runs a --runs b)"
@@ -188,6 +183,8 @@ _HEAD_OPTIONS = dict(
     layer=typer.Option(None, help="speech layer: last (default) | mean | N (0 = CNN output) | weighted (learned mix)"),
     no_speech=typer.Option(False, "--no-speech", help="leave the speech block out"),
     no_prosody=typer.Option(False, "--no-prosody", help="leave the prosody block out"),
+    prosody=typer.Option(None, "--prosody", help="feature sets of the prosody block: praat (default) | egemaps | "
+                         "praat/egemaps (side by side); the cache must hold them (extract --prosody)"),
     state=typer.Option(False, "--state/--no-state", help="use the dialogue state (off by default: no state kind met the "
                                                         "context target on held-out data; README 'The dialogue state')"),
     speaker_norm=typer.Option(False, "--speaker-norm", help="z-score speech/prosody per speaker (unlabelled stats)"),
@@ -256,7 +253,8 @@ def train_heads(
                                                    "every setting that differs from the defaults)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out (whole)"),
     layer: Optional[str] = _HEAD_OPTIONS["layer"], no_speech: bool = _HEAD_OPTIONS["no_speech"],
-    no_prosody: bool = _HEAD_OPTIONS["no_prosody"], state: bool = _HEAD_OPTIONS["state"],
+    no_prosody: bool = _HEAD_OPTIONS["no_prosody"], prosody: Optional[str] = _HEAD_OPTIONS["prosody"],
+    state: bool = _HEAD_OPTIONS["state"],
     speaker_norm: bool = _HEAD_OPTIONS["speaker_norm"], epochs: Optional[int] = _HEAD_OPTIONS["epochs"],
     lr: Optional[float] = _HEAD_OPTIONS["lr"], lr_valence: Optional[float] = _HEAD_OPTIONS["lr_valence"],
     lr_arousal: Optional[float] = _HEAD_OPTIONS["lr_arousal"],
@@ -268,53 +266,32 @@ def train_heads(
     """Train valence/arousal heads for one fold (or several) from the cache (never runs the speech model)."""
     import time
 
-    from cache.reader import CacheReader
-    from core.metrics import dimension_metrics
-    from core.protocol import ALL_FOLDS
-    from heads.experiment import runs_per_seed, train_fold
-    from heads.features import add_final_states, corpus_experiments, load_corpus_arrays
-    from heads.progress import TrainingProgress
-    from heads.runs import read_run
-    from heads.variants import parse_experiments
+    from heads.experiment import train_experiments
+    from heads.variants import config_from_options
     from pipeline.runtime.device import resolve_device
 
-    config = _train_config(variant, layer, no_speech, no_prosody, state, speaker_norm, epochs=epochs, lr=lr,
-                           lr_valence=lr_valence, lr_arousal=lr_arousal, loss_weight_valence=loss_weight_valence,
-                           loss_weight_arousal=loss_weight_arousal, mse_weight=mse_weight, batch_size=batch_size)
-    if sum(x is not None for x in (fold, folds, split)) != 1:
-        raise InputError("give one of --fold K (one run folder), --folds 1-5 (a folder of run folders) or, with "
-                         "predefined partitions, --split Test1")
+    config = config_from_options(variant, layer, no_speech, no_prosody, prosody, state, speaker_norm, epochs=epochs,
+                                 lr=lr, lr_valence=lr_valence, lr_arousal=lr_arousal,
+                                 loss_weight_valence=loss_weight_valence, loss_weight_arousal=loss_weight_arousal,
+                                 mse_weight=mse_weight, batch_size=batch_size)
     seed_list = _seed_list(seeds, seed)
     started = time.perf_counter()
-    reader = CacheReader(cache)
-    arrays = load_corpus_arrays(reader, config.features.layer, group_by=_names(group_by))
+    trained = train_experiments(cache, config, seed_list, out, fold, folds, split, resolve_device(device), label,
+                                overwrite, _names(group_by))
     if fold == "all":
-        if config.features.use_state:
-            add_final_states(arrays, reader)
-        train_fold(arrays, ALL_FOLDS, config, seed_list, out, resolve_device(device), label, overwrite)
-        record, _ = read_run(out)
-        report = "the test sets' scores" if arrays.splits is not None else "the cross-validated one"
+        record = trained[0].record
+        report = "the test sets' scores" if record.get("protocol") == "partitions" else "the cross-validated one"
         typer.echo(f"{out}: final model '{record['label']}' trained on {record['split_sizes']['train']} utterances "
                    f"(validation speakers {', '.join(record['validation_speakers'])}); no test rows, so no score: "
                    f"report {report}. Next: python cli.py export --run {out} --out MODEL_DIR")
         return
-    _, test_sets = corpus_experiments(reader.manifest)
-    fold_list = parse_experiments(str(_int(fold, "--fold")) if fold is not None else folds, split,
-                                  arrays.experiments(), test_sets, "--fold" if fold is not None else "--folds")
-    one_folder = fold is not None or (split is not None and "," not in split and split != "all")
-    runs = sum(runs_per_seed(arrays, config, k) for k in fold_list) * len(seed_list)
-    with TrainingProgress(runs) as progress:
-        for k in fold_list:
-            run_dir = out if one_folder else out / arrays.experiment_folder(k)
-            preds = train_fold(arrays, k, config, seed_list, run_dir, resolve_device(device), label, overwrite,
-                               progress)
-            m = dimension_metrics(preds)
-            typer.echo(f"{run_dir}: {arrays.experiment_name(k)}, {label or read_run(run_dir)[0]['label']}, "
-                       f"{len(seed_list)} seed(s); "
-                       f"test CCC-V {m['ccc_v']:.3f} CCC-A {m['ccc_a']:.3f} MSE-V {m['mse_v']:.3f} "
-                       f"MSE-A {m['mse_a']:.3f}")
-    typer.echo(f"{len(fold_list)} {'test set' if test_sets else 'fold'}(s) in {time.perf_counter() - started:.1f} s"
-               + (f"; evaluate with: python cli.py eval --runs {out}" if len(fold_list) > 1 else ""))
+    for run in trained:
+        m = run.metrics
+        typer.echo(f"{run.run_dir}: {run.name}, {label or run.label}, {len(seed_list)} seed(s); "
+                   f"test CCC-V {m['ccc_v']:.3f} CCC-A {m['ccc_a']:.3f} MSE-V {m['mse_v']:.3f} MSE-A {m['mse_a']:.3f}")
+    partitions = trained[0].record.get("protocol") == "partitions"
+    typer.echo(f"{len(trained)} {'test set' if partitions else 'fold'}(s) in {time.perf_counter() - started:.1f} s"
+               + (f"; evaluate with: python cli.py eval --runs {out}" if len(trained) > 1 else ""))
 
 
 @app.command()
@@ -454,7 +431,8 @@ def ablate(
     cache: Path = typer.Option(..., help="a cache with the stages the variants need"),
     variants: str = typer.Option("shared,separate,separate-attn,linear",
                                  help="comma-separated specs: variant[+no-speech|+no-prosody|+state|+speaker-norm|"
-                                      "+layer=last|mean|weighted|N]; variants: shared, separate, separate-attn, linear"),
+                                      "+layer=last|mean|weighted|N|+prosody=praat|egemaps|praat/egemaps]; variants: "
+                                      "shared, separate, separate-attn, linear"),
     folds: str = typer.Option("all", help="e.g. 1-5, 1,3 or all"),
     split: Optional[str] = typer.Option(None, help="with predefined partitions: test sets, e.g. Test1,Test2 "
                                                    "(default: all)"),
@@ -471,22 +449,22 @@ def ablate(
     """All variants x folds x seeds in one process, the cache loaded once; table with intervals, differences
     from the baseline, plots and report."""
     import time
-    from dataclasses import replace
 
     from cache.reader import CacheReader
     from heads.ablation import run_ablation
     from heads.features import corpus_experiments
     from heads.report import write_report
     from heads.train import TrainConfig
-    from heads.variants import parse_experiments, parse_variant, run_label
+    from heads.variants import config_from_options, parse_experiments, run_label
     from pipeline.runtime.device import resolve_device
 
-    given = {k: v for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size)) if v is not None}
-    base = replace(TrainConfig(), **given)
-    configs = [parse_variant(spec, base) for spec in variants.split(",") if spec.strip()]
+    def build(spec: str) -> TrainConfig:
+        return config_from_options(spec, epochs=epochs, lr=lr, batch_size=batch_size)
+
+    configs = [build(spec) for spec in variants.split(",") if spec.strip()]
     if not configs:
         raise InputError("--variants is empty")
-    baseline_label = run_label(parse_variant(baseline, base)) if baseline else None
+    baseline_label = run_label(build(baseline)) if baseline else None
     if baseline_label and baseline_label not in {run_label(c) for c in configs}:
         raise InputError(f"--baseline {baseline} is not among --variants")
     seed_list = _seed_list(seeds, seed)
@@ -524,22 +502,19 @@ def cross(
     """Does it transfer? Train on each corpus, test on every other (and on itself by folds): a matrix with
     intervals, per-group results and a report."""
     import time
-    from dataclasses import replace
 
     import polars as pl
 
     from core.files import write_atomically
     from heads.cross import matrix, matrix_markdown, run_cross
     from heads.report import write_cross_report
-    from heads.train import TrainConfig
-    from heads.variants import parse_variant
+    from heads.variants import config_from_options
     from pipeline.runtime.device import resolve_device
 
     paths = [Path(c.strip()) for c in caches.split(",") if c.strip()]
     if len(paths) < 2:
         raise InputError("--caches needs two caches or more, e.g. --caches iemocap.h5,msp.h5")
-    base = replace(TrainConfig(), **({"epochs": epochs} if epochs is not None else {}))
-    configs = [parse_variant(spec, base) for spec in variants.split(",") if spec.strip()]
+    configs = [config_from_options(spec, epochs=epochs) for spec in variants.split(",") if spec.strip()]
     seed_list = _seed_list(seeds, seed)
     started = time.perf_counter()
     cells = run_cross(paths, configs, seed_list, out, resolve_device(device), _stats(bootstrap), scale, overwrite,
@@ -586,13 +561,6 @@ def demo(
     run_demo(out, corpus, seeds)
 
 
-def _int(text: str, option: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise InputError(f"{option} '{text}': expected a fold number or 'all'") from None
-
-
 def _int_list(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -627,9 +595,10 @@ def cache_info(
 
     from cache.reader import CacheReader
     from cache.summary import cache_summary, format_summary
+    from pipeline.stages.registry import stage_facts
 
     reader = CacheReader(_cache_path(cache, cache_argument, "info"))
-    summary = cache_summary(reader)
+    summary = cache_summary(reader, stage_facts(reader))
     if as_json:
         record = {**summary, "config": reader.config, "provenance": {s: reader.provenance(s) for s in reader.stages},
                   "failure_list": [asdict(f) for f in reader.failures]}
@@ -651,7 +620,9 @@ def cache_merge(
     path = _cache_path(cache, cache_argument, "merge")
     failures = merge_shards(path, device)
     reader = CacheReader(path)
-    kind = reader.provenance("state").get("kind", "mamba") if "state" in reader.stages else ""
+    from pipeline.models.state_kinds import state_kind
+
+    kind = state_kind(reader.provenance("state")).name if "state" in reader.stages else ""
     _echo_extracted(path, len(reader), list(failures), failures, kind)
 
 

@@ -88,7 +88,8 @@ def main() -> None:
     from pipeline.features.audio import load_audio
     from pipeline.models.speech_model import SpeechEmbedder
     from pipeline.stages.batching import plan_fixed_chunks, plan_length_buckets
-    from pipeline.stages.prosody import ProsodyConfig, prosody_units
+    from pipeline.stages.feature_table import feature_table_units
+    from pipeline.stages.prosody import PRAAT, ProsodyConfig
     from pipeline.stages.speech import SpeechConfig, resolve_batch_seconds
     from testing.random_wavlm import save_random_wavlm
 
@@ -131,7 +132,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
 
     def prosody(workers: int):
-        return lambda: list(prosody_units(ProsodyConfig(workers=workers), files, ids, units))
+        return lambda: list(feature_table_units(PRAAT, ProsodyConfig(workers=workers), files, ids, units))
 
     cpu: dict[str, float] = {}
     t = best_of({"1": prosody(1), "all": prosody(cores)}, args.rounds, cpu)

@@ -21,7 +21,7 @@ from cache.integrity import (
     read_numeric,
     read_text,
 )
-from cache.schema import MANIFEST_GROUP, NULL_SUFFIX, OK_DATASET, PROVENANCE_ATTR, READABLE_SCHEMAS, STAGES
+from cache.schema import MANIFEST_GROUP, NULL_SUFFIX, OK_DATASET, PROVENANCE_ATTR, READABLE_SCHEMAS
 from cache.writer import read_failures
 from core.columns import ALL_COLUMNS, OPTIONAL_COLUMNS
 from core.errors import InputError
@@ -56,7 +56,7 @@ class CacheReader:
                     check_members(file[name], f"{self.path}: {name if name == '/' else '/' + name}")
                 self.config = read_json_attr(file, "config", f"{self.path}")
                 self.created_utc = str(get_text_attr(file, "created_utc", ""))
-                self.stages = [s for s in STAGES if s in file]
+                self.stages = stage_groups(file)
                 self.manifest = _read_manifest(file[MANIFEST_GROUP], version, self.path)
                 self.failures = read_failures(file)
                 self._provenance = {s: read_json_attr(file[s], PROVENANCE_ATTR, f"{self.path}: /{s}")
@@ -165,3 +165,10 @@ def _read_manifest(group: h5py.Group, version: int, path: Path) -> pl.DataFrame:
     height = len(columns["utt_id"])
     return pl.DataFrame({name: values if values is not None else pl.Series(name, [None] * height, dtype=ALL_COLUMNS[name])
                          for name, values in columns.items()})
+
+
+def stage_groups(file: h5py.File) -> list[str]:
+    """The stages a cache holds: its groups with a provenance, in the order they were written (caches written
+    before the order was tracked list theirs alphabetically)."""
+    names = [name for name in file if isinstance(file[name], h5py.Group) and PROVENANCE_ATTR in file[name].attrs]
+    return names

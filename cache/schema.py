@@ -10,6 +10,7 @@ Layout (N utterances, in manifest order; row i of every dataset is utterance ``m
     /prosody/defined           [N, F] bool           False where the feature is undefined (NaN)
     /prosody/names             [F]   str             feature names (see pipeline/features/prosody.py)
     /prosody/ok                [N]   bool
+    /egemaps/{values,defined,names,ok}                openSMILE eGeMAPS v02 functionals, as /prosody (F = 88)
     /state/fold_<k>            [N, d_state] float32  dialogue state for fold k's experiments
     /state/ok                  [N]   bool
     /failures/{utt_id,stage,path,reason}  [M] str    utterances a stage could not process, and why
@@ -20,6 +21,10 @@ Datasets are chunked in ~4 MiB blocks of rows (the speech block per hidden state
 one layer reads 1/(L+1) of it; ``cache.integrity``), and a fold is read with one slice per dataset, never one
 HDF5 read per utterance. Numeric datasets carry Fletcher-32 chunk checksums, text datasets and
 JSON attributes a SHA-256 digest (``cache.integrity``): a damaged file is an error, never different data.
+
+Every group with a ``provenance`` attribute is a stage. Which stages exist, and what each one's datasets
+mean, is the pipeline's stage registry (``pipeline.stages.registry``); this layer knows only the layout.
+Groups are kept in the order they were written (HDF5 link creation order).
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ from dataclasses import dataclass
 SCHEMA_VERSION = 2  # 2: explicit null masks, checksums (cache.integrity); 1 is still read
 READABLE_SCHEMAS = (1, 2)
 NULL_SUFFIX = ".null"  # /manifest/<column>.null [N] bool: the rows where <column> is null (schema 2)
-STAGES = ("speech", "prosody", "state")
 MANIFEST_GROUP = "manifest"
 FAILURES_GROUP = "failures"
 FAILURE_FIELDS = ("utt_id", "stage", "path", "reason")

@@ -109,7 +109,7 @@ def create_cache(path: str | Path, manifest: pl.DataFrame, config: dict) -> None
     tmp = temp_for(path)
     with interrupts_deferred():
         try:
-            with h5py.File(tmp, "w") as file:
+            with h5py.File(tmp, "w", track_order=True) as file:  # stages listed in the order written
                 file.attrs["schema_version"] = SCHEMA_VERSION
                 set_text_attr(file, "created_utc", utc_now())
                 write_json_attr(file, "config", config)
@@ -128,7 +128,7 @@ def _rewrite(path: Path, replaced: set[str], write_new: Callable[[h5py.File, h5p
     tmp = temp_for(path)
     with interrupts_deferred():
         try:
-            with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
+            with h5py.File(path, "r") as src, h5py.File(tmp, "w", track_order=True) as dst:
                 for key, value in src.attrs.items():
                     dst.attrs[key] = value
                 for name in src:

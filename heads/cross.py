@@ -23,7 +23,7 @@ from core.labels import to_common
 from core.protocol import partition_folds, test_set_names
 from heads.evaluate import Evaluation, evaluate_runs
 from heads.experiment import train_fold
-from heads.features import CorpusArrays, load_corpus_arrays
+from heads.features import CorpusArrays, feature_tables, load_corpus_arrays
 from heads.progress import TrainingProgress
 from heads.stats import StatsConfig
 from heads.tables import write_evaluation
@@ -52,11 +52,12 @@ def check_compatible(readers: dict[str, CacheReader]) -> None:
     difference: heads trained on one cannot read the other's features."""
     def facts(reader: CacheReader) -> dict[str, object]:
         speech = reader.provenance("speech").get("model", {}) if "speech" in reader.stages else {}
-        prosody = reader.provenance("prosody") if "prosody" in reader.stages else {}
+        tables = feature_tables(reader)
         return {"speech model weights": speech.get("weights_sha256"),
                 "hidden states": reader.dataset_shapes("speech")["pooled"][1:] if "speech" in reader.stages else None,
-                "prosody feature set": prosody.get("feature_set_version"),
-                "prosody features": list(reader.read("prosody", "names")) if "prosody" in reader.stages else None}
+                "prosody feature sets": {name: reader.provenance(stage).get("feature_set_version")
+                                         for name, stage in tables.items()},
+                "prosody features": {name: list(reader.read(stage, "names")) for name, stage in tables.items()}}
 
     names = list(readers)
     first = facts(readers[names[0]])
@@ -107,7 +108,9 @@ def combined_arrays(train: CorpusArrays, test: CorpusArrays, train_name: str, te
     groups["corpus"] = np.array([train_name] * len(a) + [test_name] * len(b), dtype=object)
     emotions = both(train.emotions, test.emotions)
     return CorpusArrays(
-        speech=both(train.speech, test.speech), prosody=both(train.prosody, test.prosody), states={},
+        speech=both(train.speech, test.speech),
+        prosody_sets={k: both(v, test.prosody_sets[k]) for k, v in train.prosody_sets.items() if k in test.prosody_sets},
+        states={},
         targets=np.concatenate([train.targets[a], test.targets[b]]), utt_ids=named(train.utt_ids, test.utt_ids),
         speakers=named(train.speakers, test.speakers), dialogs=named(train.dialogs, test.dialogs),
         folds=partition_folds(splits), usable=np.ones(len(a) + len(b), bool), emotions=emotions,

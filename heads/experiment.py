@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +174,58 @@ def _train_seeds(arrays: CorpusArrays, split: FoldSplit, fold: FoldTensors, conf
         "speech_streamed": isinstance(fold.train.speech, StreamedSpeech),
     })
     return predictions
+
+
+@dataclass(frozen=True)
+class TrainedExperiment:
+    """One experiment ``train_experiments`` trained: its name (``fold 3``, ``Test1``, ``all``), run folder, label,
+    test metrics (None for a final model, which has no test rows) and run record."""
+
+    name: str
+    run_dir: Path
+    label: str
+    metrics: dict | None
+    record: dict
+
+
+def train_experiments(cache: str | Path, config: TrainConfig, seeds: list[int], out: Path, fold: str | None = None,
+                      folds: str | None = None, split: str | None = None, device: torch.device = torch.device("cpu"),
+                      label: str | None = None, overwrite: bool = False,
+                      group_by: tuple[str, ...] = ()) -> list[TrainedExperiment]:
+    """``train-heads``: the experiments named by exactly one of ``fold`` (one fold, or ``all`` for a final model
+    trained on every labelled row: ``out`` is the run folder), ``folds`` (``1-5``: ``out`` holds a run folder per
+    fold) or ``split`` (predefined partitions: ``Test1``, ``Test1,Test2`` or ``all``), each trained with every seed."""
+    from cache.reader import CacheReader
+    from heads.features import add_final_states, corpus_experiments, load_corpus_arrays
+    from heads.runs import read_run
+    from heads.variants import parse_experiments
+
+    if sum(x is not None for x in (fold, folds, split)) != 1:
+        raise InputError("give one of --fold K (one run folder), --folds 1-5 (a folder of run folders) or, with "
+                         "predefined partitions, --split Test1")
+    reader = CacheReader(cache)
+    arrays = load_corpus_arrays(reader, config.features.layer, group_by=group_by)
+    if fold == "all":
+        if config.features.use_state:
+            add_final_states(arrays, reader)
+        train_fold(arrays, ALL_FOLDS, config, seeds, out, device, label, overwrite)
+        record, _ = read_run(out)
+        return [TrainedExperiment("all", out, record["label"], None, record)]
+    if fold is not None:
+        try:
+            fold = str(int(fold))
+        except ValueError:
+            raise InputError(f"--fold '{fold}': expected a fold number or 'all'") from None
+    _, test_sets = corpus_experiments(reader.manifest)
+    numbers = parse_experiments(fold if fold is not None else folds, split, arrays.experiments(), test_sets,
+                                "--fold" if fold is not None else "--folds")
+    one_folder = fold is not None or (split is not None and "," not in split and split != "all")
+    trained = []
+    with TrainingProgress(sum(runs_per_seed(arrays, config, k) for k in numbers) * len(seeds)) as progress:
+        for k in numbers:
+            run_dir = out if one_folder else out / arrays.experiment_folder(k)
+            predictions = train_fold(arrays, k, config, seeds, run_dir, device, label, overwrite, progress)
+            record, _ = read_run(run_dir)
+            trained.append(TrainedExperiment(arrays.experiment_name(k), run_dir, record["label"],
+                                             dimension_metrics(predictions), record))
+    return trained

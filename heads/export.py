@@ -19,6 +19,7 @@ from safetensors.numpy import save_file as save_numpy
 from core.errors import InputError
 from core.processes import process_alive
 from core.provenance import utc_now
+from heads.features import tables_of_provenance
 from heads.model_folder import CHECKSUMS, CONTEXT_FILE, FORMAT_VERSION, MODEL_FILE, sha256_file
 from heads.onnx_heads import RUNTIMES, stage_onnx
 from heads.predict import MIN_SPEAKER_ROWS, load_model, predict_audio
@@ -91,6 +92,7 @@ def _write_folder(out: Path, run_dir: Path, record: dict, heads: list[Path], con
         "speech_model": speech.get("model", {}), "speech_config": speech.get("config", {}),
         "prosody_feature_set": provenance.get("prosody", {}).get("feature_set_version"),
         "prosody_config": provenance.get("prosody", {}).get("config", {}),
+        "feature_tables": used_feature_tables(features, provenance),
         "state": {"kind": state.get("kind"), "config": state.get("config")} if features.get("use_state") else None,
         "target_range": record.get("target_range"),  # the training labels' range: predict --clip
         "seed_spread": seed_spread_check(run_dir, record),
@@ -105,6 +107,18 @@ def _write_folder(out: Path, run_dir: Path, record: dict, heads: list[Path], con
     if staged is not None:  # each runtime against torch on the run's own audio: predict refuses one too far off
         model["onnx"]["checked"] = check_runtimes(out, record, speech_model)
         _write_record(out, model)
+
+
+def used_feature_tables(features: dict, provenance: dict[str, dict]) -> dict[str, dict]:
+    """Stage -> ``{"feature_set", "feature_set_version", "config"}`` of the feature sets the model's prosody block
+    reads (``predict`` runs those stages with these settings)."""
+    if not features.get("use_prosody"):
+        return {}
+    tables = tables_of_provenance(provenance)
+    return {tables[name]: {"feature_set": name,
+                           "feature_set_version": provenance[tables[name]].get("feature_set_version"),
+                           "config": provenance[tables[name]].get("config", {})}
+            for name in features.get("prosody_sets", ["praat"])}
 
 
 def _write_record(out: Path, model: dict) -> None:
@@ -163,13 +177,17 @@ def _has_stat(run_dir: str | Path, record: dict, name: str) -> bool:
 
 
 def run_context_projection(record: dict) -> dict[str, np.ndarray] | None:
-    """What gives new audio the context the run's test rows got (``pipeline.stages.state.context_model``): the turn
-    projection fitted, as in the state stage, on the usable rows outside the run's test fold (all usable rows for
-    ``--fold all``), and for ``ema-predictions`` the first-pass predictor fitted there. None without a state."""
+    """What gives new audio the context the run's test rows got (``StateKind.exported``,
+    ``pipeline.models.state_kinds``): for the untrained kinds the turn projection fitted, as in the state stage, on
+    the usable rows outside the run's test fold (all usable rows for ``--fold all``), and for ``ema-predictions`` the
+    first-pass predictor fitted there; for the learned kind its updater, checked (``checked_updater``). None
+    without a state."""
     if not record["effective_features"].get("use_state"):
         return None
     from cache import CacheReader
-    from pipeline.stages.state import context_model, load_state_inputs, state_config_from_dict
+    from pipeline.models.state_kinds import state_kind
+    from pipeline.models.state_model import state_config_from_dict
+    from pipeline.stages.state import load_state_inputs  # the cache's rows as the state stage reads them
 
     path = Path(record["cache"])
     if not path.is_file():
@@ -177,24 +195,26 @@ def run_context_projection(record: dict) -> dict[str, np.ndarray] | None:
     reader = CacheReader(path)
     config = state_config_from_dict(reader.provenance("state")["config"])
     inputs = load_state_inputs(reader, config)
-    if config.kind != "mamba":
-        return context_model(inputs, record["fold"], config)
+    if not state_kind(config).learned:
+        return state_kind(config).exported(inputs, record["fold"], config)
     return checked_updater(reader, inputs, record["fold"], config)
 
 
 def checked_updater(reader, inputs, fold: int, config) -> dict[str, np.ndarray]:  # noqa: ANN001
-    """The learned state's updater for ``fold`` (``pipeline.stages.state.exported_updater``), refused unless it
-    reproduces the states the cache holds for the fold's test rows: a cache made on a GPU, or by other package
-    versions, can hold states that training again here does not give exactly."""
+    """The learned state's updater for ``fold`` (``StateKind.exported``: ``pipeline.models.state_updater.
+    exported_updater``), refused unless it reproduces the states the cache holds for the fold's test rows: a cache
+    made on a GPU, or by other package versions, can hold states that training again here does not give exactly."""
     from core.protocol import TRAIN_SPLIT
-    from pipeline.stages.state import exported_updater, learned_states
+    from pipeline.models.state_kinds import state_kind
 
-    updater = exported_updater(inputs, fold, config)
+    kind = state_kind(config)
+    updater = kind.exported(inputs, fold, config)
     usable_test = inputs.usable & (inputs.folds == fold) if inputs.splits is None else \
         inputs.usable & (inputs.splits != TRAIN_SPLIT)
     sequences = [s for s in inputs.sequences if usable_test[s].any()]
     cast = {k: np.asarray(v, np.float32) for k, v in updater.items()}  # as saved in the model folder
-    mine = learned_states(cast, config, inputs.z, sequences)[usable_test]
+    mine = kind.replay(cast, config, inputs.z[:, : inputs.speech_width], inputs.z[:, inputs.speech_width :],
+                       sequences, inputs.speakers)[usable_test]
     cached = reader.read("state", f"fold_{fold}")[usable_test]
     largest = float(np.abs(mine - cached).max()) if len(mine) else 0.0
     if largest > 1e-4:
@@ -231,9 +251,9 @@ def model_card(model: dict) -> str:
 * head: `{model['variant']}`, {len(model['seeds'])} seed(s) averaged; blocks: speech {model['features']['use_speech']}
   (layer `{model['features']['layer']}`), prosody {model['features']['use_prosody']}, dialogue state
   {state['kind'] if state else 'none'}
-* speech model: `{speech.get('model_id')}` (weights sha256 `{speech.get('weightssha256_file')}`); predictions with
+* speech model: `{speech.get('model_id')}` (weights sha256 `{speech.get('weights_sha256')}`); predictions with
   any other weights are refused
-* prosody: feature set `{model['prosody_feature_set']}`
+* prosody: feature set(s) {', '.join(f"`{t['feature_set_version']}`" for t in model.get('feature_tables', {}).values()) or 'none'}
 * training corpus: `{model['training']['cache']}`, fold `{'all (final model)' if fold == 0 else fold}`, split {model['training']['split_sizes']}
 * training labels span {_ranges(model.get('target_range'))}; the heads are regressions and a prediction can leave
   that range (`predict --clip` limits it)

@@ -2,7 +2,8 @@
 
 * speech: the chosen layer (``pipeline.features.layers``: last, N, mean, or all layers for a learned mix),
   z-scored per dimension;
-* prosody: NaN (undefined) replaced by the training mean, z-scored, clipped to +-10;
+* prosody: the chosen feature sets side by side (``praat``, ``egemaps``: any feature table the cache holds), NaN
+  (undefined) replaced by the training mean, z-scored;
 * state: the fold's own dialogue states (``/state/fold_<k>``), z-scored;
 * targets: valence, arousal z-scored by the training mean/sd (metrics are reported on the original scale).
 
@@ -45,6 +46,7 @@ class FeatureConfig:
     layer: str = "last"  # last | mean | weighted | N: an index into the L+1 hidden states
     use_speech: bool = True
     use_prosody: bool = True
+    prosody_sets: tuple[str, ...] = ("praat",)  # feature tables of the prosody block (``extract --prosody``), in order
     # Off by default: no state kind met the context target on data it was not tuned on (README, "The dialogue
     # state"); ``+state`` switches it on, where the cache holds states with context.
     use_state: bool = False
@@ -56,7 +58,7 @@ class CorpusArrays:
     """Everything the heads read from a cache, loaded once (one contiguous read per dataset)."""
 
     speech: np.ndarray | None  # [N, len(speech_layers), D] float16
-    prosody: np.ndarray | None  # [N, F] float32 with NaN
+    prosody_sets: dict[str, np.ndarray]  # feature set (praat, egemaps, ...) -> [N, F] float32 with NaN
     states: dict[int, np.ndarray]  # fold -> [N, d_state] float32
     targets: np.ndarray  # [N, 2] float64: valence, arousal on the corpus scale
     utt_ids: np.ndarray
@@ -65,7 +67,7 @@ class CorpusArrays:
     folds: np.ndarray  # [N] int: the fold, or with partitions the test set's number (0: train / dev)
     usable: np.ndarray  # [N] bool: every stage the cache holds processed the row
     emotions: np.ndarray | None = None  # [N] category labels where the manifest has them (None: no column values)
-    prosody_names: list[str] = field(default_factory=list)
+    prosody_names: dict[str, list[str]] = field(default_factory=dict)  # feature set -> its F feature names
     provenance: dict = field(default_factory=dict)
     speech_layers: tuple[int, ...] = ()  # which of the cache's L+1 hidden states ``speech`` holds
     num_hidden_states: int = 0  # L+1 in the cache
@@ -76,6 +78,16 @@ class CorpusArrays:
     groups: dict[str, np.ndarray] = field(default_factory=dict)  # column -> [N] str: per-group results (gender, ...)
     # targets on the common scale (heads.cross) and test rows reported on this (low, high) scale instead; None: as is
     report_scale: tuple[float, float] | None = None
+
+    def prosody(self, sets: tuple[str, ...]) -> np.ndarray:
+        """The prosody block of feature sets ``sets`` side by side: ``[N, sum F]`` float32 with NaN."""
+        missing = [name for name in sets if name not in self.prosody_sets]
+        if missing:
+            raise InputError(f"{self.source}: no {', '.join(missing)} feature set in this cache (it holds "
+                             f"{', '.join(self.prosody_sets) or 'none'}); add it with `extract --prosody "
+                             f"{','.join(dict.fromkeys([*self.prosody_sets, *sets]))}` (the other stages are kept), or train on "
+                             f"what it holds (switch +prosody={'/'.join(self.prosody_sets) or '...'})")
+        return np.concatenate([self.prosody_sets[name] for name in sets], axis=1)
 
     def experiments(self) -> list[int]:
         """Every fold, or every test set's number (partitions), of the usable rows."""
@@ -101,14 +113,17 @@ def add_final_states(arrays: CorpusArrays, reader: CacheReader) -> None:
     if arrays.splits is not None and arrays.states:  # partitions: every experiment has the train partition's states
         arrays.states[ALL_FOLDS] = next(iter(arrays.states.values()))
         return
-    from pipeline.stages.state import context_fold_states, load_state_inputs, state_config_from_dict
+    from pipeline.models.state_kinds import state_kind
+    from pipeline.models.state_model import state_config_from_dict
+    from pipeline.stages.state import load_state_inputs
 
     config = state_config_from_dict(reader.provenance("state")["config"])
-    if config.kind == "mamba":
-        raise InputError(f"{reader.path}: a final model (--fold all) with the learned mamba state needs an updater "
-                         "trained on every fold, which this version does not build; leave the state out, or use a cache "
-                         "made with --state-kind ema-features")
-    arrays.states[ALL_FOLDS] = context_fold_states(load_state_inputs(reader, config), ALL_FOLDS, config)
+    kind = state_kind(config)
+    if not kind.final_model:
+        raise InputError(f"{reader.path}: a final model (--fold all) with the learned {kind.name} state needs an "
+                         "updater trained on every fold, which this version does not build; leave the state out, or use "
+                         "a cache made with --state-kind ema-features")
+    arrays.states[ALL_FOLDS] = kind.fold_states(load_state_inputs(reader, config), ALL_FOLDS, config)
 
 
 def corpus_experiments(manifest) -> tuple[list[int], list[str] | None]:  # noqa: ANN001 - polars.DataFrame
@@ -165,6 +180,22 @@ def group_columns(manifest, extra: tuple[str, ...] = ()) -> dict[str, np.ndarray
     return {c: manifest[c].cast(str).fill_null("unknown").to_numpy() for c in dict.fromkeys(wanted)}
 
 
+def feature_tables(reader: CacheReader) -> dict[str, str]:
+    """The feature sets of the prosody block a cache holds: set name (``praat``, ``egemaps``) -> its stage (group).
+    A feature table is a stage with a ``feature_set_version`` (``pipeline.stages.feature_table``); ``prosody`` always
+    is (the Praat set)."""
+    return tables_of_provenance({stage: reader.provenance(stage) for stage in reader.stages})
+
+
+def tables_of_provenance(provenance: dict[str, dict]) -> dict[str, str]:
+    """``feature_tables`` from the stages' provenance records (stage -> provenance), e.g. a run's."""
+    tables = {}
+    for stage, record in provenance.items():
+        if "feature_set_version" in record or stage == "prosody":
+            tables[record.get("feature_set", "praat" if stage == "prosody" else stage)] = stage  # older: praat
+    return tables
+
+
 def load_corpus_arrays(reader: CacheReader, layer: str | None = None,
                        stream_above_bytes: int | None = None, group_by: tuple[str, ...] = ()) -> CorpusArrays:
     """Everything the heads read. With ``layer`` (``last`` or an index) only that hidden state of the
@@ -174,6 +205,7 @@ def load_corpus_arrays(reader: CacheReader, layer: str | None = None,
     (``heads.streaming.resident_decision``, logged; ``stream_above_bytes``: stream when its float32 copy would exceed
     this many bytes instead) none is read: training streams it from the cache (``heads.streaming``)."""
     m = reader.manifest
+    tables = feature_tables(reader)
     states = {}
     if "state" in reader.stages and reader.provenance("state").get("context", True):  # False: no dialogue context
         for name in reader.dataset_shapes("state"):
@@ -198,14 +230,14 @@ def load_corpus_arrays(reader: CacheReader, layer: str | None = None,
             speech, held = reader.read("speech", "pooled", np.s_[:, index : index + 1]), (index,)
     return CorpusArrays(
         speech=speech, speech_layers=held, num_hidden_states=total,
-        prosody=reader.read("prosody", "values") if "prosody" in reader.stages else None,
+        prosody_sets={name: reader.read(stage, "values") for name, stage in tables.items()},
         states=states,
         targets=m.select("valence", "arousal").to_numpy().astype(np.float64),
         utt_ids=m["utt_id"].to_numpy(), speakers=m["speaker"].to_numpy(), dialogs=m["dialog_id"].to_numpy(),
         folds=m["fold"].to_numpy(),
         usable=reader.ok(reader.stages),
         emotions=m["emotion"].to_numpy() if m["emotion"].null_count() < m.height else None,
-        prosody_names=list(reader.read("prosody", "names")) if "prosody" in reader.stages else [],
+        prosody_names={name: list(reader.read(stage, "names")) for name, stage in tables.items()},
         provenance={s: reader.provenance(s) for s in reader.stages}, source=str(reader.path),
         splits=manifest_splits(m),
         speech_reader=reader if streamed else None,
@@ -272,7 +304,8 @@ def effective_features(arrays: CorpusArrays, config: FeatureConfig, fold: int) -
     """``config`` with the blocks the cache lacks switched off (a run is labelled by what it really used)."""
     effective = replace(config, use_speech=config.use_speech and (arrays.speech is not None or
                                                                   arrays.speech_reader is not None),
-                        use_prosody=config.use_prosody and arrays.prosody is not None,
+                        use_prosody=config.use_prosody and (bool(arrays.prosody_sets) or
+                                                            config.prosody_sets != FeatureConfig.prosody_sets),
                         use_state=config.use_state and fold in arrays.states)
     if not (effective.use_speech or effective.use_prosody or effective.use_state):
         raise InputError(f"{arrays.source}: every feature block is switched off or missing from the cache")
@@ -328,7 +361,7 @@ def prepare_fold(arrays: CorpusArrays, split: FoldSplit, config: FeatureConfig) 
     else:
         speech = block(select_speech(arrays, config.layer), "speech") if use_speech else np.zeros((n, 0), np.float32)
         speech_of = lambda rows, every_epoch=False: torch.from_numpy(speech[rows])  # noqa: E731
-    prosody = block(arrays.prosody, "prosody") if use_prosody else np.zeros((n, 0), np.float32)
+    prosody = block(arrays.prosody(config.prosody_sets), "prosody") if use_prosody else np.zeros((n, 0), np.float32)
     state = block(arrays.states[split.fold], "state") if use_state else np.zeros((n, 0), np.float32)
     target_mean, target_std = arrays.targets[train].mean(0), arrays.targets[train].std(0)
     target_std = np.where(target_std > 1e-8, target_std, 1.0)

@@ -21,17 +21,12 @@ from pipeline.corpora.prediction import prediction_manifest
 from pipeline.corpora.segments import SegmentConfig, plan_file_segments, write_segments
 from pipeline.extract import ExtractConfig, extract
 from pipeline.features.audio import AudioError
-from pipeline.features.context import context_states
+from pipeline.features.context import build_sequences
 from pipeline.features.layers import select_layer
-from pipeline.stages.prosody import ProsodyConfig
+from pipeline.models.state_kinds import state_kind
+from pipeline.models.state_model import state_config_from_dict
+from pipeline.stages.registry import stage_spec
 from pipeline.stages.speech import SpeechConfig
-from pipeline.stages.state import (
-    build_sequences,
-    first_pass_predictions,
-    learned_states,
-    state_config_from_dict,
-    turn_summaries,
-)
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +87,8 @@ def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str |
     else:
         with tempfile.TemporaryDirectory(prefix="predict-") as tmp, quiet("pipeline", "cache"):
             path = Path(cache) if cache else Path(tmp) / "predict.h5"
-            extract(path, rows, ["speech", "prosody"], extract_config(model, str(speech_id), rows.height, batch_seconds),
-                    device=device, on_error=on_error)
+            extract(path, rows, prediction_stages(model),
+                    extract_config(model, str(speech_id), rows.height, batch_seconds), device=device, on_error=on_error)
             reader = CacheReader(path)
             check_speech_weights(model, reader, str(speech_id))
             frame, failures = predict_cached(model, reader), reader.failures
@@ -102,15 +97,32 @@ def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str |
     return frame, once_per_file(missing + failures)
 
 
+def feature_table_records(model: ExportedModel) -> dict[str, dict]:
+    """Stage -> ``{"feature_set", "feature_set_version", "config"}`` of every feature table the model reads: its
+    prosody block's sets, and Praat's for a dialogue state (the state's turn summaries read it). Folders exported
+    before feature sets were chosen hold Praat's only."""
+    record = model.record
+    tables = dict(record.get("feature_tables") or {})
+    if "prosody" not in tables and (record["state"] or "feature_tables" not in record):
+        tables["prosody"] = {"feature_set": "praat", "feature_set_version": record.get("prosody_feature_set"),
+                             "config": record.get("prosody_config", {})}
+    return tables
+
+
+def prediction_stages(model: ExportedModel) -> list[str]:
+    """The stages new audio goes through for ``model``: speech and the feature tables it reads."""
+    return ["speech", *feature_table_records(model)]
+
+
 def extract_config(model: ExportedModel, speech_id: str, num_files: int, batch_seconds: float = 0.0) -> ExtractConfig:
-    """The speech and prosody settings the model was trained with, for ``num_files`` new files."""
+    """The speech and feature-table settings the model was trained with, for ``num_files`` new files."""
     few = num_files <= 32  # a handful of files is done before worker processes would have started
     stored_speech = model.record["speech_config"]
+    tables = {stage: _config(stage_spec(stage).config_type, table["config"], workers=1 if few else 0)
+              for stage, table in feature_table_records(model).items()}
     return ExtractConfig(
         speech=_config(SpeechConfig, stored_speech, model=speech_id, batch_seconds=batch_seconds, frame_layers=(),
-                       num_workers=0 if few else stored_speech.get("num_workers", 1)),
-        prosody=_config(ProsodyConfig, model.record["prosody_config"], workers=1 if few else 0),
-    )
+                       num_workers=0 if few else stored_speech.get("num_workers", 1)), **tables)
 
 
 def check_speech_weights(model: ExportedModel, reader: CacheReader, speech_id: str) -> None:
@@ -146,7 +158,8 @@ def quiet(*loggers: str):  # noqa: ANN202
 class PredictionInputs:
     """What the heads and the dialogue context need of new audio, row-aligned with ``manifest``:
     ``speech`` ``[n, D]`` float32 (the model's layer) or ``[n, L+1, D]`` float16 (``weighted``, as cached),
-    ``state_speech`` ``[n, D]`` float32 (the state's layer, None without a state), ``prosody`` ``[n, P]``;
+    ``state_speech`` ``[n, D]`` float32 (the state's layer, None without a state), ``prosody`` ``[n, P]`` (the
+    model's feature sets side by side), ``state_prosody`` ``[n, F]`` (Praat's, for the state; None without one);
     ``ok`` ``[n]`` bool."""
 
     manifest: pl.DataFrame
@@ -154,17 +167,24 @@ class PredictionInputs:
     speech: np.ndarray
     prosody: np.ndarray
     state_speech: np.ndarray | None
+    state_prosody: np.ndarray | None
 
 
 def read_prediction_inputs(model: ExportedModel, reader: CacheReader) -> PredictionInputs:
-    """The rows of a cache holding the speech and prosody stages of new audio, reduced to what ``model`` reads."""
+    """The rows of a cache holding the speech stage and feature tables of new audio, reduced to what ``model``
+    reads."""
     pooled = reader.read("speech", "pooled")
-    layer = model.record["features"]["layer"]
+    features = model.record["features"]
+    layer = features["layer"]
     state_layer = state_config_from_dict(model.record["state"]["config"]).speech_layer if model.record["state"] else None
-    return PredictionInputs(reader.manifest, reader.ok(["speech", "prosody"]),
-                            pooled if layer == "weighted" else select_layer(pooled, layer),
-                            reader.read("prosody", "values"),
-                            None if state_layer is None else select_layer(pooled, state_layer))
+    tables = {table.get("feature_set", "praat"): stage for stage, table in feature_table_records(model).items()}
+    sets = features.get("prosody_sets", ["praat"]) if features["use_prosody"] else []
+    prosody = np.concatenate([reader.read(tables[name], "values") for name in sets], axis=1) if sets else \
+        np.zeros((len(reader), 0), np.float32)
+    return PredictionInputs(reader.manifest, reader.ok(prediction_stages(model)),
+                            pooled if layer == "weighted" else select_layer(pooled, layer), prosody,
+                            None if state_layer is None else select_layer(pooled, state_layer),
+                            None if state_layer is None else reader.read("prosody", "values"))
 
 
 def concat_inputs(parts: list[PredictionInputs], manifest: pl.DataFrame) -> PredictionInputs:
@@ -172,7 +192,8 @@ def concat_inputs(parts: list[PredictionInputs], manifest: pl.DataFrame) -> Pred
     states = [p.state_speech for p in parts]
     return PredictionInputs(manifest, np.concatenate([p.ok for p in parts]),
                             np.concatenate([p.speech for p in parts]), np.concatenate([p.prosody for p in parts]),
-                            None if states[0] is None else np.concatenate(states))
+                            None if states[0] is None else np.concatenate(states),
+                            None if states[0] is None else np.concatenate([p.state_prosody for p in parts]))
 
 
 def predict_inputs(model: ExportedModel, inputs: PredictionInputs) -> pl.DataFrame:
@@ -181,16 +202,8 @@ def predict_inputs(model: ExportedModel, inputs: PredictionInputs) -> pl.DataFra
     state = None
     if model.record["state"]:
         config = state_config_from_dict(model.record["state"]["config"])
-        sequences = build_sequences(m, ok, config.grouping)
-        if config.kind == "mamba":  # the learned updater over the turns' features
-            z = np.concatenate([inputs.state_speech, inputs.prosody], axis=1)
-            state = learned_states(model.context, config, z, sequences)
-        else:
-            u = turn_summaries(inputs.state_speech, inputs.prosody, model.context)
-            if config.kind == "ema-predictions":  # the previous turns' predicted valence/arousal, not their features
-                u = first_pass_predictions(u, model.context)
-            state = context_states(u, sequences, m["speaker"].to_numpy(), config.context_decay,
-                                   speaker_aware=config.kind in ("ema-features-speaker", "ema-predictions"))
+        state = state_kind(config).replay(model.context, config, inputs.state_speech, inputs.state_prosody,
+                                          build_sequences(m, ok, config.grouping), m["speaker"].to_numpy())
     rows = np.flatnonzero(ok)
     speakers = m["speaker"].to_numpy()[rows]
     if features.get("per_speaker_norm"):
@@ -274,8 +287,8 @@ def predict_segments(model: ExportedModel, files: pl.DataFrame, config: SegmentC
                 rows += segment_rows(file, bounds[ks], ks[0], folder)
             manifest = normalise_manifest(pl.DataFrame(rows, infer_schema_length=None))
             path = Path(tmp) / "segments.h5"
-            extract(path, manifest, ["speech", "prosody"], extract_config(model, speech_id, len(rows), batch_seconds),
-                    device=device, on_error=on_error)
+            extract(path, manifest, prediction_stages(model),
+                    extract_config(model, speech_id, len(rows), batch_seconds), device=device, on_error=on_error)
             reader = CacheReader(path)
             check_speech_weights(model, reader, speech_id)
             parts.append(read_prediction_inputs(model, reader))

@@ -2,7 +2,8 @@
 and fold ranges.
 
 A spec is a variant, then ``+``-separated switches: feature switches (``no-speech``, ``no-prosody``,
-``state`` (use the dialogue state; off by default), ``no-state``, ``speaker-norm``, ``layer=last|mean|weighted|N``) and
+``state`` (use the dialogue state; off by default), ``no-state``, ``speaker-norm``, ``layer=last|mean|weighted|N``,
+``prosody=praat|egemaps|praat/egemaps``: the feature sets of the prosody block, side by side) and
 training settings as ``name=value``
 with the ``TrainConfig`` field in kebab case (``lr=3e-4``, ``batch-size=64``, ``mse-weight=0.5``). A run's
 label is its spec with every setting that differs from the defaults, so runs that differ only in
@@ -14,11 +15,22 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 from core.errors import InputError
+from heads.features import FeatureConfig
 from heads.models import VARIANTS
 from heads.train import TrainConfig
 from pipeline.features.layers import check_layer_choice
 
 SWITCHES = ("no-speech", "no-prosody", "state", "no-state", "speaker-norm")
+
+
+def prosody_sets(text: str, spec: str = "") -> tuple[str, ...]:
+    """``praat/egemaps`` -> ``("egemaps", "praat")``: the sets in one canonical order, so equal choices get equal
+    labels (whether the cache holds them is checked when the arrays are read)."""
+    sets = tuple(sorted({part.strip() for part in text.split("/") if part.strip()}))
+    if not sets or not all(part.replace("-", "").replace("_", "").isalnum() for part in sets):
+        raise InputError(f"'{spec or text}': prosody=... names feature sets separated by '/', e.g. prosody=egemaps or "
+                         "prosody=praat/egemaps")
+    return sets
 
 
 def _settings() -> dict[str, str]:
@@ -61,15 +73,32 @@ def parse_variant(spec: str, base: TrainConfig) -> TrainConfig:
             features = replace(features, per_speaker_norm=True)
         elif key == "layer" and value:
             features = replace(features, layer=check_layer_choice(value))
+        elif key == "prosody" and value:
+            features = replace(features, prosody_sets=prosody_sets(value, spec))
         elif key in _settings() and value:
             settings[_settings()[key]] = _setting_value(_settings()[key], value, spec)
         else:
-            raise InputError(f"unknown switch '{switch}' in '{spec}' ({', '.join(SWITCHES)}, layer=..., or a "
+            raise InputError(f"unknown switch '{switch}' in '{spec}' ({', '.join(SWITCHES)}, layer=..., prosody=..., or a "
                              f"setting: {', '.join(f'{k}=...' for k in _settings())})")
     if name == "linear" and features.layer == "weighted":
         raise InputError(f"'{spec}': the linear head is fitted in closed form on one speech layer; "
                          "use layer=last, layer=mean or layer=N")
     return replace(base, variant=name, features=features, **settings)
+
+
+def config_from_options(spec: str, layer: str | None = None, no_speech: bool = False, no_prosody: bool = False,
+                        prosody: str | None = None, state: bool = False, speaker_norm: bool = False,
+                        **settings: float | int | None) -> TrainConfig:
+    """The one way a command builds its ``TrainConfig``: the defaults, then the options given on the command line
+    (``None``: not given), then the switches of ``spec`` (``parse_variant``), which win."""
+    base = TrainConfig()
+    features = replace(base.features, use_speech=not no_speech, use_prosody=not no_prosody, use_state=state,
+                       per_speaker_norm=speaker_norm, **({"layer": check_layer_choice(layer)} if layer is not None else {}),
+                       **({"prosody_sets": prosody_sets(prosody, "--prosody")} if prosody is not None else {}))
+    unknown = [k for k in settings if k not in _settings().values()]
+    if unknown:
+        raise TypeError(f"not TrainConfig settings: {unknown}")
+    return parse_variant(spec, replace(base, features=features, **{k: v for k, v in settings.items() if v is not None}))
 
 
 def run_label(config: TrainConfig) -> str:
@@ -82,6 +111,8 @@ def run_label(config: TrainConfig) -> str:
                               ("state", f.use_state), ("speaker-norm", f.per_speaker_norm)) if on]
     if f.layer != "last":
         parts.append(f"layer={f.layer}")
+    if f.use_prosody and f.prosody_sets != FeatureConfig.prosody_sets:
+        parts.append(f"prosody={'/'.join(f.prosody_sets)}")
     defaults = TrainConfig()
     for name, field_name in _settings().items():
         value = getattr(config, field_name)

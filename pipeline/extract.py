@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,36 +23,23 @@ from core.columns import manifest_splits
 from core.errors import InputError
 from core.protocol import partition_folds
 from pipeline.features.audio import file_stats
-from pipeline.models.state_model import StateModelConfig
 from pipeline.runtime.device import resolve_device
-from pipeline.stages.prosody import ProsodyConfig, run_prosody_stage
+from pipeline.stages.registry import STAGES, ExtractConfig, StageCall, run_order, stage_config_dict
 from pipeline.stages.runner import StageWork
-from pipeline.stages.speech import SpeechConfig, resolve_batch_seconds, run_speech_stage
-from pipeline.stages.state import CROSS_FITTED, StateConfig, run_state_stage, state_columns
+from pipeline.stages.speech import resolve_batch_seconds
 
-STAGES = ("speech", "prosody", "state")
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ExtractConfig:
-    """All settings of ``extract`` (saved in the cache; each stage also stores its own part)."""
-
-    speech: SpeechConfig = field(default_factory=SpeechConfig)
-    prosody: ProsodyConfig = field(default_factory=ProsodyConfig)
-    state: StateConfig = field(default_factory=StateConfig)
-
-
 def extract_config_from_dict(data: dict) -> ExtractConfig:
-    """Inverse of ``asdict(ExtractConfig)`` (as stored in a cache or a sharded run's description)."""
-    speech = {**data["speech"], "frame_layers": tuple(data["speech"]["frame_layers"])}
-    state = {**data["state"], "model": StateModelConfig(**data["state"]["model"])}
-    return ExtractConfig(SpeechConfig(**speech), ProsodyConfig(**data["prosody"]), StateConfig(**state))
+    """Inverse of ``ExtractConfig.to_dict`` (as stored in a cache or a sharded run's description)."""
+    return ExtractConfig.from_dict(data)
 
 
-def check_request(stages: list[str], on_error: str, manifest: pl.DataFrame, state_kind: str = "mamba") -> None:
-    """Refuse unknown stages, ``--on-error`` values, folds that contradict the partitions, and a corpus the state
-    stage cannot cross-fit, before any expensive work (the kinds that learn from labels cross-fit over folds: they need 3)."""
+def check_request(stages: list[str], on_error: str, manifest: pl.DataFrame,
+                  config: ExtractConfig | None = None) -> None:
+    """Refuse unknown stages, ``--on-error`` values, folds that contradict the partitions, and a manifest a stage
+    cannot run on (``StageSpec.check_request``), before any expensive work."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise InputError(f"unknown stage(s): {', '.join(unknown)} (available: {', '.join(STAGES)})")
@@ -63,23 +50,14 @@ def check_request(stages: list[str], on_error: str, manifest: pl.DataFrame, stat
         raise InputError("the manifest's fold column does not follow its split column (with partitions the fold is "
                          "the test set's number, 0 on train and dev): read the manifest with read_generic_manifest, "
                          "or set fold = core.protocol.partition_folds(split)")
-    if "state" in stages and state_kind in CROSS_FITTED and splits is None:  # k folds
-        folds = sorted(set(manifest["fold"].drop_nulls().to_list()))
-        if len(folds) < 3:
-            raise InputError(f"--state-kind {state_kind} learns from labels and is cross-fitted over folds: it needs at "
-                             f"least 3 folds (the corpus has {len(folds)}); use --state-kind ema-features")
+    config = config or ExtractConfig()
+    for name in stages:
+        STAGES[name].check_request(config.of(name), manifest)
 
 
 def with_device_settings(config: ExtractConfig, device: str) -> ExtractConfig:
     """Settings that depend on the device, fixed first so the cache records what was actually used."""
-    return replace(config, speech=resolve_batch_seconds(config.speech, resolve_device(device)))
-
-
-def _stage_config(stage: str, config: ExtractConfig) -> dict:
-    settings = asdict(getattr(config, stage))
-    if stage == "prosody":
-        settings.pop("workers")  # the worker count never changes results
-    return settings
+    return config.replace(speech=resolve_batch_seconds(config.speech, resolve_device(device)))
 
 
 def changed_files(reader: CacheReader, stage: str) -> np.ndarray:
@@ -129,19 +107,17 @@ def _reduced_precision_cpu_before_fix(provenance: dict) -> bool:
         "cpu_convolutions" not in provenance
 
 
-def state_dependencies(reader: CacheReader) -> tuple[str, ...]:
-    """The manifest columns the cache's stored state stage depends on (none without one)."""
-    if "state" not in reader.stages:
-        return ()
-    return state_columns(reader.provenance("state").get("kind", "mamba"))
+def stage_dependencies(reader: CacheReader) -> dict[str, tuple[str, ...]]:
+    """The manifest columns each stored stage depends on (a derived stage's protocol and labels), by stage."""
+    return {name: STAGES[name].manifest_columns(reader.provenance(name)) for name in reader.stages if name in STAGES}
 
 
 def check_existing(cache_path: Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig,
                    update_manifest: bool = False) -> Existing:
     """What is left to do in an existing cache for ``manifest`` and ``config``. Never writes (it runs before the
     cache's lock is held). Raises when the cache was made from other utterances, other files or other settings,
-    and when a manifest column a stored stage depends on changed, unless ``update_manifest`` (the state stage is
-    then recomputed)."""
+    and when a manifest column a stored stage depends on changed, unless ``update_manifest`` (the derived stages
+    are then recomputed)."""
     reader = CacheReader(cache_path)
     stored = reader.manifest
     if sorted(stored["utt_id"].to_list()) != sorted(manifest["utt_id"].to_list()) or not \
@@ -151,7 +127,8 @@ def check_existing(cache_path: Path, manifest: pl.DataFrame, stages: list[str], 
                          "use another --cache path, or --force to replace it")
     aligned = stored.select("utt_id").join(manifest, on="utt_id", how="left", maintain_order="left")
     changed = manifest_changes(stored, manifest)
-    hit = [c for c in changed if c in state_dependencies(reader)]
+    hit_by_stage = {name: [c for c in changed if c in columns] for name, columns in stage_dependencies(reader).items()}
+    hit = sorted({c for columns in hit_by_stage.values() for c in columns})
     if hit and not update_manifest:
         raise InputError(f"{cache_path}: the manifest changed since extraction in column(s) {', '.join(changed)}; the "
                          f"stored dialogue states depend on {', '.join(hit)} (folds, speakers and dialogue order decide "
@@ -160,28 +137,33 @@ def check_existing(cache_path: Path, manifest: pl.DataFrame, stages: list[str], 
                          "prosody are kept), or use another --cache")
     todo, redo = [], {}
     for stage in stages:
+        spec = STAGES[stage]
         if stage not in reader.stages:
             todo.append(stage)
             continue
         stored_config = reader.provenance(stage).get("config")
-        if stored_config != json.loads(json.dumps(_stage_config(stage, config))) and stage == "state":
-            log.info("state: settings changed; recomputing the state stage only (speech and prosody are kept)")
+        same = stored_config == json.loads(json.dumps(stage_config_dict(stage, config)))  # as stored: tuples are lists
+        if not same and not spec.per_utterance:
+            log.info("%s: settings changed; recomputing it only (the stages it reads are kept)", stage)
             todo.append(stage)  # derived from the cached features in seconds to minutes: replacing it loses nothing
             continue
-        if stored_config != json.loads(json.dumps(_stage_config(stage, config))):  # as stored: tuples are lists
+        if not same:
             raise InputError(f"{cache_path}: '{stage}' was extracted with other settings ({stored_config}); "
                              "refusing to mix them; use another --cache path, or --force to replace it")
         if stage == "speech" and _reduced_precision_cpu_before_fix(reader.provenance("speech")):
             raise InputError(f"{cache_path}: the speech stage was extracted in {stored_config['precision']} on a CPU "
                              "before its convolutions were kept in fp32 (on Intel CPUs with AMX they came out wrong); "
                              "extract it again: --force (or --precision fp32 into another --cache)")
-        if stage in ("speech", "prosody") and len(rows := changed_files(reader, stage)):
+        if spec.per_utterance and len(rows := changed_files(reader, stage)):
             log.info("%s: %d audio file(s) changed since extraction; re-extracting them", stage, len(rows))
             todo.append(stage)
             redo[stage] = rows
-    if (redo or hit) and "state" in reader.stages and "state" not in todo:
-        todo.append("state")  # states depend on every utterance's features, and on the columns in ``hit``
-    return Existing(todo, redo, aligned, changed)
+    for name in reader.stages:  # derived stages depend on every utterance's features, and on the columns hit
+        spec = STAGES.get(name)
+        if spec is not None and not spec.per_utterance and name not in todo and \
+                (hit_by_stage.get(name) or any(r in redo for r in spec.requires)):
+            todo.append(name)
+    return Existing(run_order(todo), redo, aligned, changed)
 
 
 def extract(
@@ -194,7 +176,7 @@ def extract(
     whose labels changed is stored in place; one whose changes invalidate the stored states is refused unless
     ``update_manifest`` (``check_existing``)."""
     cache_path = Path(cache_path)
-    check_request(stages, on_error, manifest, config.state.kind)
+    check_request(stages, on_error, manifest, config)
     config = with_device_settings(config, device)
     if cache_path.exists() and not force:
         existing = check_existing(cache_path, manifest, stages, config, update_manifest)
@@ -220,22 +202,17 @@ def _extract_locked(cache_path: Path, manifest: pl.DataFrame, stages: list[str],
         todo, redo, manifest = existing.todo, existing.redo, existing.manifest  # rows in the cache's order
         if existing.changed:
             replace_manifest(cache_path, manifest)
+            derived = [n for n in todo if not STAGES[n].per_utterance]
             log.info("manifest: column(s) %s updated in the cache%s", ", ".join(existing.changed),
-                     "; recomputing the state stage" if "state" in todo else " (no stored stage depends on them)")
+                     f"; recomputing {', '.join(derived)}" if derived else " (no stored stage depends on them)")
     else:
-        create_cache(cache_path, manifest, asdict(config))
+        create_cache(cache_path, manifest, config.to_dict())
         todo = list(stages)
-    if config.speech.frame_layers and "speech" in redo:
-        redo.pop("speech")  # ragged frame sequences are rebuilt whole rather than patched
     failures: dict[str, list[Failure]] = {}
-    if "speech" in todo:
-        failures["speech"] = run_speech_stage(str(cache_path), manifest, config.speech, resolve_device(device), on_error,
-                                              only_rows=redo.get("speech"), work=work)
-    if "prosody" in todo:
-        failures["prosody"] = run_prosody_stage(str(cache_path), manifest, config.prosody, on_error,
-                                                only_rows=redo.get("prosody"), work=work)
-    if "state" in todo:
-        run_state_stage(str(cache_path), config.state, resolve_device(device))
-        failures["state"] = []  # rows without speech or prosody get no state (ok = False), nothing new fails
+    for name in run_order(todo):
+        spec = STAGES[name]
+        rows = redo.get(name) if spec.patchable(config.of(name)) else None  # e.g. ragged frames: rebuilt whole
+        failures[name] = spec.run(StageCall(str(cache_path), manifest, config.of(name), resolve_device(device),
+                                            on_error, only_rows=rows, work=work))
     paths.remove_run_description()  # a sharded run is complete
     return failures

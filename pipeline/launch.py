@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,13 +32,11 @@ from pipeline.extract import (
 )
 from pipeline.runtime.device import resolve_device
 from pipeline.runtime.sharding import Shard, parse_shard, torchrun_shard
-from pipeline.stages.prosody import run_prosody_stage
+from pipeline.stages.registry import STAGES, StageCall, run_order
 from pipeline.stages.runner import StageWork
-from pipeline.stages.speech import run_speech_stage
 
 # Ranks that finish early wait for the slowest one; shards are balanced, but corpora can take hours.
 BARRIER_TIMEOUT = timedelta(hours=48)
-SHARDED_STAGES = ("speech", "prosody")  # the state stage runs once, after the merge
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ def _describe_sharded_run(cache_path: Path, manifest: pl.DataFrame, stages: list
     """Write (first shard) or check (the others) the manifest and settings every shard must share."""
     run_dir = CachePaths(cache_path).run_description
     run_dir.mkdir(parents=True, exist_ok=True)
-    description = json.dumps({"config": asdict(config), "stages": stages, "on_error": on_error,
+    description = json.dumps({"config": config.to_dict(), "stages": stages, "on_error": on_error,
                               "shards": shard.count, "update_manifest": update_manifest}, sort_keys=True)
     for name, write, same in (
         ("extract.json", lambda f: Path(f).write_text(description), lambda f: Path(f).read_text() == description),
@@ -100,12 +98,13 @@ def _describe_sharded_run(cache_path: Path, manifest: pl.DataFrame, stages: list
 def extract_shard(cache_path: str | Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig,
                   shard: Shard, device: str = "auto", on_error: str = "skip",
                   update_manifest: bool = False) -> dict[str, list[Failure]]:
-    """Compute shard ``shard`` of the speech and prosody stages; publishing waits for ``merge_shards``."""
+    """Compute shard ``shard`` of the per-utterance stages; publishing (and the derived stages, which run once) waits
+    for ``merge_shards``."""
     cache_path = Path(cache_path)
-    check_request(stages, on_error, manifest, config.state.kind)
+    check_request(stages, on_error, manifest, config)
     config = with_device_settings(config, device)
     with CacheLock(cache_path, shard_tag=shard.file_tag):  # the same shard twice is refused; others run
-        todo = [s for s in SHARDED_STAGES if s in stages]
+        todo = [s for s in run_order(stages) if STAGES[s].per_utterance]
         if cache_path.exists():
             # refuses another manifest or other settings; the rows keep the cache's order
             manifest = check_existing(cache_path, manifest, stages, config, update_manifest).manifest
@@ -113,17 +112,12 @@ def extract_shard(cache_path: str | Path, manifest: pl.DataFrame, stages: list[s
             todo = [s for s in todo if s not in CacheReader(cache_path).stages]
         _describe_sharded_run(cache_path, manifest, stages, config, on_error, shard, update_manifest)
         work = StageWork(shard=shard)
-        failures: dict[str, list[Failure]] = {}
-        if "speech" in todo:
-            failures["speech"] = run_speech_stage(str(cache_path), manifest, config.speech, resolve_device(device),
-                                                  on_error, work=work)
-        if "prosody" in todo:
-            failures["prosody"] = run_prosody_stage(str(cache_path), manifest, config.prosody, on_error, work=work)
-        return failures
+        return {name: STAGES[name].run(StageCall(str(cache_path), manifest, config.of(name), resolve_device(device),
+                                                 on_error, work=work)) for name in todo}
 
 
 def merge_shards(cache_path: str | Path, device: str = "auto") -> dict[str, list[Failure]]:
-    """Publish what every ``extract --shard i/n`` of ``cache_path`` committed, then run the state stage.
+    """Publish what every ``extract --shard i/n`` of ``cache_path`` committed, then run the derived stages.
 
     Raises ``ShardsUnfinished`` (naming the first missing unit) while any shard still has work to do.
     """

@@ -5,7 +5,8 @@ import torch
 
 from cache import CacheReader
 from pipeline.features.context import causal_average, context_states, fit_block_projection, project_block
-from pipeline.stages.state import StateConfig, compute_fold_states, load_state_inputs, run_state_stage, state_width
+from pipeline.models.state_kinds import state_width
+from pipeline.stages.state import StateConfig, compute_fold_states, load_state_inputs, run_state_stage
 from tests.synth_cache import sticky_dialogue_cache
 
 EMA = StateConfig(kind="ema-features", context_components=3)
@@ -90,7 +91,7 @@ def test_speaker_sequences_refuse_an_order_that_start_s_does_not_give():
     import pytest
 
     from core.errors import InputError
-    from pipeline.stages.state import build_sequences
+    from pipeline.features.context import build_sequences
 
     frame = pl.DataFrame({"utt_id": ["a1", "a2", "b1"], "speaker": ["a", "a", "b"], "dialog_id": ["x", "y", "z"],
                           "fold": [1, 1, 2], "split": pl.Series([None] * 3, dtype=pl.String)})
@@ -132,12 +133,12 @@ def test_ema_predictions_are_the_averages_of_the_previous_turns_out_of_fold_pred
     """Recomputed by hand for experiment 2: ridge fits on the right rows, then each turn's own-speaker and
     other-speaker weighted means of the earlier turns' predictions."""
     from core.linear import ridge_gcv
-    from pipeline.stages.state import fit_context_projection, projection_rows, turn_summaries
+    from pipeline.features.context import fit_context_projection, projection_rows, turn_summaries
 
     path = sticky_dialogue_cache(tmp_path / "c.h5", dialogs_per_fold=2, turns=8)
     inputs = load_state_inputs(CacheReader(path), PREDICTED_KIND)
     states = compute_fold_states(inputs, PREDICTED_KIND, torch.device("cpu"))[2]
-    projection = fit_context_projection(inputs, projection_rows(inputs, 2), PREDICTED_KIND)
+    projection = fit_context_projection(inputs, projection_rows(inputs, 2), PREDICTED_KIND.context_components)
     u = turn_summaries(inputs.z[:, : inputs.speech_width], inputs.z[:, inputs.speech_width :], projection)
     sequence = inputs.sequences[0]  # a dialogue of fold 1: predicted by a ridge fitted on folds 3, 4, 5
     fit = ~np.isin(inputs.folds, [1, 2])

@@ -137,6 +137,19 @@ def test_switches_remove_blocks_and_the_run_records_them(planted, tmp_path):
     assert dimension_metrics(preds)["ccc_v"] < 0.3  # valence lived only in the prosody block
 
 
+def test_one_builder_gives_options_then_the_specs_switches_which_win():
+    from heads.variants import config_from_options
+
+    config = config_from_options("separate+prosody=praat/egemaps+lr=0.001", layer="mean", prosody="egemaps", lr=0.01,
+                                 epochs=7, no_speech=True)
+    assert config.variant == "separate" and config.lr == 0.001 and config.epochs == 7  # the spec won over --lr
+    assert config.features.prosody_sets == ("egemaps", "praat") and config.features.layer == "mean"
+    assert not config.features.use_speech and run_label(config).startswith("separate+no-speech+layer=mean+prosody=")
+    assert parse_variant(run_label(config), TrainConfig()) == config  # labels parse back, feature sets included
+    with pytest.raises(InputError, match="prosody=... names feature sets"):
+        config_from_options("separate", prosody="/")
+
+
 def test_unknown_variants_and_switches_are_clear_errors():
     with pytest.raises(InputError, match="unknown head variant"):
         parse_variant("double", TrainConfig())

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.corpora.emodb import EMOTION_TO_VALENCE_AROUSAL, SPEAKER_FOLD, read_emodb
-from pipeline.stages.state import build_sequences
+from pipeline.features.context import build_sequences
 from tests.conftest import EMODB, EMODB_MISSING
 from tests.synth import EMODB_SPEAKERS, write_emodb_tree
 

@@ -508,7 +508,7 @@ def test_a_model_with_the_learned_state_predicts_new_audio_as_its_run_did(traine
 def test_a_learned_state_updater_that_does_not_reproduce_the_cached_states_is_refused(trained, tmp_path, tiny_wavlm,
                                                                                        monkeypatch):
     """As if the cache had been made where training gives other weights (a GPU): export must refuse, not guess."""
-    import pipeline.stages.state as state_module
+    import pipeline.models.state_updater as state_module
     from core.errors import InputError
 
     _, run = _run_with_state_kind(trained, tmp_path, tiny_wavlm, _learned_state(), epochs=1)
@@ -564,3 +564,32 @@ def test_segments_of_an_unreadable_file_are_skipped_and_an_all_failing_recording
     frame, failures = predict_audio(model, [str(tmp_path / "loud.wav")], None, None, "cpu",
                                     segments=SegmentConfig(1.0, 0.5, "fixed"), clip=True)
     assert frame.height == 0 and failures and all("loud.wav" in f.path for f in failures)
+
+
+def test_a_model_on_egemaps_beside_praat_runs_both_sets_on_new_audio_as_its_run_did(trained, tmp_path, tiny_wavlm):
+    """The eGeMAPS stage added to the cache (speech, prosody and state kept); a run on both sets side by side with
+    the state: the model folder names the sets, predict extracts them and reproduces the run."""
+    from pipeline.corpora import read_iemocap
+    from pipeline.extract import ExtractConfig, extract
+    from pipeline.stages.egemaps import EgemapsConfig
+    from pipeline.stages.prosody import ProsodyConfig
+    from pipeline.stages.speech import SpeechConfig
+
+    work, cache = trained
+    copy = tmp_path / "c.h5"
+    shutil.copyfile(cache, copy)
+    before = CacheReader(copy)
+    manifest, _ = read_iemocap(work / "IEMOCAP_full_release")
+    extract(copy, manifest, ["speech", "prosody", "egemaps", "state"],
+            ExtractConfig(speech=SpeechConfig(model=str(tiny_wavlm)), prosody=ProsodyConfig(workers=1),
+                          egemaps=EgemapsConfig(workers=1)), device="cpu")
+    after = CacheReader(copy)
+    assert after.stages[-1] == "egemaps" and all(after.provenance(s) == before.provenance(s) for s in before.stages)
+    run = tmp_path / "run"
+    train_fold(load_corpus_arrays(after), 1, TrainConfig(epochs=3, state_gate=False, features=FeatureConfig(
+        use_state=True, prosody_sets=("egemaps", "praat"))), [0], run)
+    model = _export_in_process(run, tmp_path / "model")
+    record = json.loads((model / "model.json").read_text())
+    assert [t["feature_set"] for t in record["feature_tables"].values()] == ["egemaps", "praat"]
+    assert record["sizes"]["prosody_raw"] == 88 + len(after.read("prosody", "names"))
+    assert _predicted_as_run(copy, model, run, tmp_path) <= 1e-5

@@ -91,7 +91,8 @@ def test_the_worker_pool_returns_every_files_features_in_row_order(tmp_path):
     """Two workers (one task per file) give what one process gives, row by row, with a bad file in place."""
     import soundfile
 
-    from pipeline.stages.prosody import ProsodyConfig, prosody_units
+    from pipeline.stages.feature_table import feature_table_units
+    from pipeline.stages.prosody import PRAAT, ProsodyConfig
 
     paths = []
     for i, f0 in enumerate([100.0, 140.0, 180.0, 220.0, 260.0, 300.0, 340.0]):
@@ -101,8 +102,8 @@ def test_the_worker_pool_returns_every_files_features_in_row_order(tmp_path):
     paths.insert(3, str(tmp_path / "bad.wav"))
     ids = [f"u{i}" for i in range(len(paths))]
     units = [(0, [0, 1, 2]), (1, [3, 4, 5]), (2, [6, 7])]
-    one = dict(prosody_units(ProsodyConfig(workers=1), paths, ids, units))
-    pooled = dict(prosody_units(ProsodyConfig(workers=2), paths, ids, units))
+    one = dict(feature_table_units(PRAAT, ProsodyConfig(workers=1), paths, ids, units))
+    pooled = dict(feature_table_units(PRAAT, ProsodyConfig(workers=2), paths, ids, units))
     f0_mean = FEATURE_NAMES.index("f0_mean_hz")
     for unit, rows in units:
         assert np.array_equal(pooled[unit].rows, rows)

@@ -83,11 +83,11 @@ def test_a_wrong_root_is_an_error_and_writes_no_cache(tmp_path):
 
 
 def test_fewer_than_three_folds_are_refused_for_a_cross_fitted_state_before_any_audio_is_read(tmp_path, monkeypatch):
-    import pipeline.extract as extract_module
+    import pipeline.stages.speech as speech_stage
     from pipeline.stages.state import StateConfig
 
     df, _ = read_generic_manifest(_corpus(tmp_path, ["u0,u0.wav,s0,1,3,3", "u1,u1.wav,s1,2,3,3"]))
-    monkeypatch.setattr(extract_module, "run_speech_stage", lambda *a, **k: pytest.fail("speech stage ran"))
+    monkeypatch.setattr(speech_stage, "run_speech_stage", lambda *a, **k: pytest.fail("speech stage ran"))
     for kind in ("ema-predictions", "mamba"):
         with pytest.raises(InputError, match=f"--state-kind {kind} .* at least 3 folds"):
             extract(tmp_path / "c.h5", df, ["speech", "prosody", "state"], ExtractConfig(state=StateConfig(kind=kind)),

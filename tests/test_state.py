@@ -16,7 +16,8 @@ from heads.features import FeatureConfig, load_corpus_arrays
 from heads.train import TrainConfig
 from pipeline.models.mamba import Mamba, selective_scan_reference
 from pipeline.models.state_model import DialogueStateUpdater, StateModelConfig, ema_weights
-from pipeline.stages.state import StateConfig, compute_fold_states, load_state_inputs, run_state_stage, updater_plan
+from pipeline.models.state_updater import updater_plan
+from pipeline.stages.state import StateConfig, compute_fold_states, load_state_inputs, run_state_stage
 from tests.synth_cache import sticky_dialogue_cache
 
 SMALL = StateConfig(kind="mamba", model=StateModelConfig(d_model=32, d_state=16, ssm_state=8), epochs=12, window=24,

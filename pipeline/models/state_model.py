@@ -6,11 +6,15 @@
 ``z_t`` is the utterance's cached speech vector concatenated with its standardised prosody vector. An
 auxiliary head predicts valence and arousal from ``[W_in z_t, c_t]``; it exists only to train the
 updater (so the state carries emotional context) and is not stored.
+
+Also the settings of the whole state stage (``StateConfig``, every kind's; stored with the cache), so that the
+stage, the updater's training (``pipeline.models.state_updater``) and the kinds (``pipeline.models.state_kinds``)
+share them without importing the stage.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
@@ -28,6 +32,43 @@ class StateModelConfig:
     learn_ema: bool = False  # learn a, clipped to [0.6, 0.95]
     dropout: float = 0.1
     input_dropout: float = 0.0  # dropout on the standardised inputs z (training only)
+
+
+LEGACY_KIND = "mamba"  # the kind of a state stored before kinds had names (its provenance and config lack "kind")
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """Settings of the state stage (stored with the cache)."""
+
+    # ema-predictions | ema-features | ema-features-speaker | mamba (``pipeline.models.state_kinds``);
+    # ema-predictions measured best (README, "The dialogue state"); it is cross-fitted, so it needs 3 folds or
+    # partitions (``pipeline.models.state_kinds.default_kind``)
+    kind: str = "ema-predictions"
+    model: StateModelConfig = field(default_factory=StateModelConfig)  # its ``ema`` serves every kind
+    grouping: str = "dialog"  # sequences: dialog_id | speaker | each utterance alone
+    speech_layer: str = "mean"  # z's speech part: mean | last | N (pipeline.features.layers)
+    context_components: int = 16  # ema kinds: principal components kept of the speech block
+    context_decay: float = 0.5  # ema kinds: weight a of a turn one step further back (bench_context.py)
+    epochs: int = 20  # mamba: at most this many epochs, each visiting every training sequence as a random crop
+    window: int = 32  # crop length (utterances) for training; inference runs whole sequences
+    burn_in: int = 4  # crop positions (after a cold start) left out of the loss
+    batch_size: int = 32  # crops per step
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    val_fraction: float = 0.2  # share of each updater's training rows held out (whole dialogue groups) to stop early
+    patience: int = 3  # epochs without a better validation CCC before an updater stops (with val_fraction)
+    seed: int = 0
+
+
+def state_config_from_dict(stored: dict) -> StateConfig:
+    """The ``StateConfig`` stored with a cache (``asdict`` form) back as a config; unknown keys are ignored, and a
+    config stored before kinds had names is of the ``LEGACY_KIND``."""
+    names = {f.name for f in fields(StateConfig)}
+    model = StateModelConfig(**{k: v for k, v in stored.get("model", {}).items()
+                                if k in {f.name for f in fields(StateModelConfig)}})
+    values = {k: v for k, v in stored.items() if k in names and k != "model"}
+    return StateConfig(**{"kind": LEGACY_KIND, **values}, model=model)
 
 
 def ema_weights(a: torch.Tensor, steps: int) -> torch.Tensor:
