@@ -266,8 +266,8 @@ def train_heads(
     """Train valence/arousal heads for one fold (or several) from the cache (never runs the speech model)."""
     import time
 
-    from heads.experiment import train_experiments
-    from heads.variants import config_from_options
+    from heads.training.experiment import train_experiments
+    from heads.training.variants import config_from_options
     from pipeline.runtime.device import resolve_device
 
     config = config_from_options(variant, layer, no_speech, no_prosody, prosody, state, speaker_norm, epochs=epochs,
@@ -306,8 +306,8 @@ def export(
                                                "are refused)"),
 ) -> None:
     """Write a self-contained model folder (safetensors, statistics, config, model card) for `predict`."""
-    from heads.export import export_model, run_context_projection
-    from heads.runs import read_run
+    from heads.deployment.export import export_model, run_context_projection
+    from heads.training.runs import read_run
 
     if speech_model and not onnx:
         raise InputError("--speech-model is the speech model exported with --onnx: give --onnx too")
@@ -350,7 +350,7 @@ def predict(
                                 "refused where export measured it more than 0.01 from torch)"),
 ) -> None:
     """Valence and arousal of new recordings with an exported model."""
-    from heads.predict import load_model, predict_audio
+    from heads.deployment.predict import load_model, predict_audio
     from pipeline.corpora.segments import SegmentConfig
 
     if (hop is not None or split is not None) and segment is None:
@@ -366,7 +366,7 @@ def predict(
     if frame.height == 0:
         raise InputError(f"no file could be predicted ({len(failures)} skipped, each named above)")
     if report is not None:
-        from heads.prediction_report import write_prediction_report
+        from heads.reporting.prediction_report import write_prediction_report
 
         typer.echo(f"{write_prediction_report(frame, report, exported)}: plots of {frame.height} prediction(s)")
     if out is None:
@@ -392,9 +392,9 @@ def eval_runs(
     bootstrap: int = typer.Option(2000, help=_BOOTSTRAP_HELP),
 ) -> None:
     """CCC, Pearson, MSE, RMSE per fold, across folds and pooled, with intervals; differences from a baseline."""
-    from heads.evaluate import evaluate_runs
-    from heads.runs import expand_runs, read_run
-    from heads.tables import write_evaluation
+    from heads.evaluation.evaluate import evaluate_runs
+    from heads.reporting.tables import write_evaluation
+    from heads.training.runs import expand_runs, read_run
 
     run_dirs = expand_runs(runs)
     baseline_label = baseline
@@ -419,7 +419,7 @@ def eval_runs(
 
 
 def _stats(bootstrap: int):
-    from heads.stats import StatsConfig
+    from heads.evaluation.stats import StatsConfig
 
     if bootstrap < 0:
         raise InputError("--bootstrap must be 0 (no intervals) or a number of resamples")
@@ -451,11 +451,11 @@ def ablate(
     import time
 
     from cache.reader import CacheReader
-    from heads.ablation import run_ablation
-    from heads.features import corpus_experiments
-    from heads.report import write_report
-    from heads.train import TrainConfig
-    from heads.variants import config_from_options, parse_experiments, run_label
+    from heads.reporting.report import write_report
+    from heads.studies.ablation import run_ablation
+    from heads.training.features import corpus_experiments
+    from heads.training.train import TrainConfig
+    from heads.training.variants import config_from_options, parse_experiments, run_label
     from pipeline.runtime.device import resolve_device
 
     def build(spec: str) -> TrainConfig:
@@ -506,9 +506,10 @@ def cross(
     import polars as pl
 
     from core.files import write_atomically
-    from heads.cross import matrix, matrix_markdown, run_cross
-    from heads.report import write_cross_report
-    from heads.variants import config_from_options
+    from heads.reporting.report import write_cross_report
+    from heads.reporting.tables import matrix_markdown
+    from heads.studies.cross import matrix, run_cross
+    from heads.training.variants import config_from_options
     from pipeline.runtime.device import resolve_device
 
     paths = [Path(c.strip()) for c in caches.split(",") if c.strip()]
@@ -539,9 +540,9 @@ def report(
 ) -> None:
     """One self-contained HTML report: table with intervals, differences from a baseline (forest plot),
     per-fold bars, scatter, attention, per speaker and category, layer weights, provenance."""
-    from heads.evaluate import evaluate_runs
-    from heads.report import write_report
-    from heads.runs import expand_runs
+    from heads.evaluation.evaluate import evaluate_runs
+    from heads.reporting.report import write_report
+    from heads.training.runs import expand_runs
 
     evaluation = evaluate_runs(expand_runs(runs))
     if out.is_dir() or not out.suffix:  # --out is a folder elsewhere in the CLI: accept one here too
@@ -554,11 +555,13 @@ def demo(
     out: Path = typer.Option(Path("demo_out"), help="folder for the corpus, model, cache, runs and report"),
     corpus: str = typer.Option("auto", help="auto (EmoDB if ../shared/corpora/emodb exists, else synthetic) | emodb | synthetic"),
     seeds: int = typer.Option(1, help="seeds per variant and fold"),
+    prosody: str = typer.Option("praat", help="the heads' prosody block: praat | egemaps (openSMILE eGeMAPS v02) | "
+                                "praat,egemaps"),
 ) -> None:
     """The whole pipeline on a built-in corpus: manifest -> extract -> ablate (4 variants x 5 folds, baseline shared) -> report."""
     from demo import run_demo
 
-    run_demo(out, corpus, seeds)
+    run_demo(out, corpus, seeds, prosody)
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:

@@ -12,16 +12,17 @@ import polars as pl
 import typer
 
 from core.errors import InputError
-from heads.ablation import run_ablation
-from heads.export import export_model, run_context_projection
-from heads.predict import load_model
-from heads.report import write_report
-from heads.runs import read_run
-from heads.train import TrainConfig
-from heads.variants import parse_variant
+from heads.deployment.export import export_model, run_context_projection
+from heads.deployment.predict import load_model
+from heads.reporting.report import write_report
+from heads.studies.ablation import run_ablation
+from heads.training.runs import read_run
+from heads.training.train import TrainConfig
+from heads.training.variants import parse_variant, prosody_sets
 from pipeline.corpora import build_manifest
 from pipeline.corpora.synthetic import write_synthetic_corpus
 from pipeline.extract import ExtractConfig, extract
+from pipeline.stages.registry import requested_stages
 from pipeline.stages.speech import SpeechConfig
 from testing.random_wavlm import save_random_wavlm
 
@@ -31,8 +32,13 @@ UNTRAINED_NOTE = ("The speech model is a tiny, randomly initialised WavLM built 
                   "training are the real ones; replace --speech-model with microsoft/wavlm-large for real results.")
 
 
-def run_demo(out: str | Path, corpus: str = "auto", seeds: int = 1) -> Path:
+def run_demo(out: str | Path, corpus: str = "auto", seeds: int = 1, prosody: str = "praat") -> Path:
+    """The demo into ``out``; ``prosody``: the feature sets of the heads' prosody block (``praat``, ``egemaps`` or
+    ``praat,egemaps``; the dialogue state always reads Praat's)."""
     out = Path(out)
+    sets = prosody_sets(prosody.replace(",", "/"), "--prosody")
+    stages = requested_stages(["speech", "prosody"], {"prosody": list(dict.fromkeys(["praat", *sets]))})
+    switch = "" if sets == ("praat",) else f"+prosody={'/'.join(sets)}"
     started = time.perf_counter()
     why = "asked for with --corpus"
     if corpus == "auto":
@@ -57,39 +63,40 @@ def run_demo(out: str | Path, corpus: str = "auto", seeds: int = 1) -> Path:
     if not (model_dir / "config.json").is_file():
         save_random_wavlm(model_dir, "small")
     cache = out / f"{corpus}.h5"
-    typer.echo(f"[2/6] extract speech, prosody, dialogue states -> {cache}")
-    extract(cache, manifest, ["speech", "prosody", "state"],
-            ExtractConfig(speech=SpeechConfig(model=str(model_dir))), device="auto")
-    typer.echo("[3/6] ablate shared / separate / separate-attn / linear on 5 folds (baseline: shared)")
-    configs = [parse_variant(v, TrainConfig()) for v in ("shared", "separate", "separate-attn", "linear")]
+    typer.echo(f"[2/6] extract {', '.join(stages)}, dialogue states -> {cache}")
+    extract(cache, manifest, [*stages, "state"], ExtractConfig(speech=SpeechConfig(model=str(model_dir))),
+            device="auto")
+    typer.echo(f"[3/6] ablate shared / separate / separate-attn / linear on 5 folds (baseline: shared; prosody "
+               f"block: {' and '.join(sets)})")
+    configs = [parse_variant(v + switch, TrainConfig()) for v in ("shared", "separate", "separate-attn", "linear")]
     markdown, evaluation, results = run_ablation(cache, configs, sorted(set(manifest["fold"].to_list())),
-                                                 list(range(seeds)), out / "ablation", baseline="shared",
+                                                 list(range(seeds)), out / "ablation", baseline="shared" + switch,
                                                  overwrite=True)  # the demo's own folder: a re-run replaces it
     report = write_report(evaluation, out / "report.html", title=f"Demo: {corpus}", notes=UNTRAINED_NOTE,
                           results=results)
     typer.echo("[4/6] results:\n" + markdown)
     typer.echo(f"report: {report}  (tables, metrics.json and plots in {out / 'ablation'}/)")
-    transfer(cache, corpus, model_dir, out)
+    transfer(cache, corpus, model_dir, out, stages, switch)
     predict_unseen(manifest, out, next(label for label in evaluation.records if label.startswith("separate-attn")))
     typer.echo(f"{time.perf_counter() - started:.0f} s in all")
     return report
 
 
-def transfer(cache: Path, corpus: str, model_dir: Path, out: Path) -> None:
+def transfer(cache: Path, corpus: str, model_dir: Path, out: Path, stages: list[str], switch: str = "") -> None:
     """Does it transfer? A second corpus, a small synthetic one rated 1-7 (other speakers, other scale), and the
-    2 x 2 matrix of separate-attn trained on each and tested on each (``heads.cross``)."""
-    from heads.cross import matrix, matrix_markdown, run_cross
-    from heads.report import write_cross_report
+    2 x 2 matrix of separate-attn trained on each and tested on each (``heads.studies.cross``)."""
+    from heads.reporting.report import write_cross_report
+    from heads.reporting.tables import matrix_markdown
+    from heads.studies.cross import matrix, run_cross
 
     path = write_synthetic_corpus(out / "second_corpus", dialogs_per_fold=2, turns=8, seed=7, scale=(1.0, 7.0),
                                   name="rated7_")
     second, _ = build_manifest("manifest", manifest=str(path))
     other = out / "rated7.h5"
-    extract(other, second, ["speech", "prosody"], ExtractConfig(speech=SpeechConfig(model=str(model_dir))),
-            device="auto")
+    extract(other, second, stages, ExtractConfig(speech=SpeechConfig(model=str(model_dir))), device="auto")
     typer.echo(f"[5/6] does it transfer? {corpus} (1-5) and a second, synthetic corpus rated 1-7 ({second.height} "
                "utterances): separate-attn trained on each, tested on each, scores on the common scale -1..1")
-    cells = run_cross([cache, other], [parse_variant("separate-attn", TrainConfig())], [0], out / "cross",
+    cells = run_cross([cache, other], [parse_variant("separate-attn" + switch, TrainConfig())], [0], out / "cross",
                       overwrite=True)
     rows = matrix(cells)
     typer.echo(matrix_markdown(rows))
@@ -118,8 +125,8 @@ def predict_long_recording(files: pl.DataFrame, out: Path, model_dir: Path, coun
     import numpy as np
     import soundfile
 
-    from heads.predict import predict_audio
-    from heads.prediction_report import write_prediction_report
+    from heads.deployment.predict import predict_audio
+    from heads.reporting.prediction_report import write_prediction_report
     from pipeline.corpora.segments import SegmentConfig
     from pipeline.features.audio import load_audio
 

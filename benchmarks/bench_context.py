@@ -16,7 +16,7 @@ the EmoDB cache, its valence/arousal are the file's labels.
 For each p the script builds one cache per state kind (``--kinds``), runs the state stage (timed), trains
 ``--head`` with the state (gate off), without it, and with ``--gate`` also with the state gate (train with
 and without the state, keep the better on held-out dialogue groups) on every fold and seed, and prints the table of means with
-speaker-bootstrap intervals and paired differences from the no-state runs (``heads.evaluate``).
+speaker-bootstrap intervals and paired differences from the no-state runs (``heads.evaluation.evaluate``).
 ``--corpus-seed`` draws a different corpus: the defaults were chosen on seed 0 and confirmed on seed 1.
 """
 
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=50)
     parser.add_argument("--corpus-seed", type=int, default=0)
     parser.add_argument("--state-epochs", type=int, default=None, help="mamba: override StateConfig().epochs")
-    parser.add_argument("--gate", action="store_true", help="also train each kind with the state gate (heads.experiment)")
+    parser.add_argument("--gate", action="store_true", help="also train each kind with the state gate (heads.training.experiment)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_context"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -107,12 +107,12 @@ def main() -> None:
 
     from cache import CacheReader
     from demo import SHARED_EMODB
-    from heads.evaluate import evaluate_runs
-    from heads.experiment import train_fold
-    from heads.features import load_corpus_arrays
-    from heads.tables import write_evaluation
-    from heads.train import TrainConfig
-    from heads.variants import parse_variant
+    from heads.evaluation.evaluate import evaluate_runs
+    from heads.reporting.tables import write_evaluation
+    from heads.training.experiment import train_fold
+    from heads.training.features import load_corpus_arrays
+    from heads.training.train import TrainConfig
+    from heads.training.variants import parse_variant
     from pipeline.runtime.allocator import keep_freed_memory
     from pipeline.stages.state import StateConfig, run_state_stage
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_head_defaults.py --caches emodb,planted,synthetic \
         --specs "separate-attn,separate-attn+batch-size=0,linear" --baseline separate-attn --seeds 3
 
-Each cache gets one ablation (``heads.ablation.run_ablation``: every spec x every fold x the seeds) and its
+Each cache gets one ablation (``heads.studies.ablation.run_ablation``: every spec x every fold x the seeds) and its
 table of means with speaker-bootstrap intervals and the paired differences from ``--baseline``. The caches:
 
 * ``emodb``: the 535 real EmoDB utterances (../shared/corpora/emodb) through the real extraction with the
@@ -83,15 +83,15 @@ def build(name: str, work: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--caches", default="emodb,planted,synthetic")
-    parser.add_argument("--specs", required=True, help="comma-separated variant specs (heads.variants)")
+    parser.add_argument("--specs", required=True, help="comma-separated variant specs (heads.training.variants)")
     parser.add_argument("--baseline", default=None, help="spec the others are compared with (default: the first)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_head_defaults"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from heads.ablation import run_ablation
-    from heads.train import TrainConfig
-    from heads.variants import parse_variant, run_label
+    from heads.studies.ablation import run_ablation
+    from heads.training.train import TrainConfig
+    from heads.training.variants import parse_variant, run_label
     from pipeline.runtime.allocator import keep_freed_memory
 
     keep_freed_memory()

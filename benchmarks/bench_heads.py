@@ -24,12 +24,12 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cache import CacheReader, add_stage, create_cache  # noqa: E402
-from heads.ablation import run_ablation  # noqa: E402
-from heads.experiment import train_fold  # noqa: E402
-from heads.features import load_corpus_arrays  # noqa: E402
-from heads.runs import read_run  # noqa: E402
-from heads.train import TrainConfig  # noqa: E402
-from heads.variants import parse_variant  # noqa: E402
+from heads.studies.ablation import run_ablation  # noqa: E402
+from heads.training.experiment import train_fold  # noqa: E402
+from heads.training.features import load_corpus_arrays  # noqa: E402
+from heads.training.runs import read_run  # noqa: E402
+from heads.training.train import TrainConfig  # noqa: E402
+from heads.training.variants import parse_variant  # noqa: E402
 from pipeline.corpora.manifest import normalise_manifest  # noqa: E402
 
 

@@ -106,7 +106,7 @@ def model_folder(work: Path) -> Path:
     from bench_model import train_random_model
 
     from demo import SHARED_EMODB
-    from heads.export import export_model
+    from heads.deployment.export import export_model
     from pipeline.corpora import build_manifest
 
     manifest, _ = build_manifest("emodb", root=str(SHARED_EMODB))

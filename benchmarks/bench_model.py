@@ -15,9 +15,9 @@ def train_random_model(manifest: pl.DataFrame, work: Path, size: str, norm: str,
     speech + prosody of ``manifest`` extracted on the CPU into ``work/train.h5``, a head trained ``epochs``
     epochs with ``fold`` held out (``core.protocol.ALL_FOLDS``: none), without the dialogue state."""
     from cache import CacheReader
-    from heads.experiment import train_fold
-    from heads.features import FeatureConfig, load_corpus_arrays
-    from heads.train import TrainConfig
+    from heads.training.experiment import train_fold
+    from heads.training.features import FeatureConfig, load_corpus_arrays
+    from heads.training.train import TrainConfig
     from pipeline.extract import ExtractConfig, extract
     from pipeline.stages.speech import SpeechConfig
     from testing.random_wavlm import save_random_wavlm

@@ -8,7 +8,7 @@ encoder) saved like a checkpoint; CPU, torch's intra-op thread count for both ru
 
 1. A model to predict with: speech + prosody extracted once (torch), a `separate-attn` head trained on every
    file (`--fold all`, 10 epochs; its quality is beside the point), exported with `--onnx`
-   (`heads.export.export_model(..., onnx=True)`): speech.onnx, speech.int8.onnx, head_seed0.onnx.
+   (`heads.deployment.export.export_model(..., onnx=True)`): speech.onnx, speech.int8.onnx, head_seed0.onnx.
 2. Timed, interleaved, ``--rounds`` times each (best round kept): **predict** (`load_model(...).predict(...,
    runtime=R)`: speech + prosody into a temporary cache, then the heads; includes loading the speech model)
    and the **speech stage alone** (`extract` of the speech stage into a new cache with the torch folder or
@@ -50,8 +50,8 @@ def main() -> None:
 
     from core.protocol import ALL_FOLDS
     from demo import SHARED_EMODB
-    from heads.export import export_model
-    from heads.predict import load_model, predict_audio
+    from heads.deployment.export import export_model
+    from heads.deployment.predict import load_model, predict_audio
     from pipeline.corpora import build_manifest
     from pipeline.extract import ExtractConfig, extract
     from pipeline.runtime.allocator import keep_freed_memory

@@ -6,9 +6,9 @@ Files: the EmoDB utterances in ../shared/corpora/emodb (all 535 by default). Spe
 initialised WavLM of wavlm-base-plus size (~95 M parameters) saved like a checkpoint; CPU.
 
 1. A model to predict with: speech + prosody extracted once into a cache, a `separate-attn` head trained
-   on fold 1 (10 epochs; its quality is beside the point), exported (`heads.export.export_model`).
+   on fold 1 (10 epochs; its quality is beside the point), exported (`heads.deployment.export.export_model`).
 2. Timed, in this order: **A** `extract` (speech + prosody) of the files into a new cache, then the exported
-   heads applied to that cache (`heads.predict.predict_cached`); **B** `predict` on the same files
+   heads applied to that cache (`heads.deployment.predict.predict_cached`); **B** `predict` on the same files
    (`load_model(...).predict`: extraction into a temporary cache, then the heads). Both include loading
    the speech model. Prints both times and B / A; `predict` must not be slower than A (ratio <= ~1).
 """
@@ -39,8 +39,8 @@ def main() -> None:
 
     from cache import CacheReader
     from demo import SHARED_EMODB
-    from heads.export import export_model
-    from heads.predict import load_model, predict_cached
+    from heads.deployment.export import export_model
+    from heads.deployment.predict import load_model, predict_cached
     from pipeline.corpora import build_manifest
     from pipeline.extract import ExtractConfig, extract
     from pipeline.runtime.allocator import keep_freed_memory

@@ -14,7 +14,7 @@ Then it measures, each command in its own process (peak resident memory from ``w
 
 * ``train-heads --split Test1 --layer last`` (one hidden state read: 1/25 of the block in memory);
 * ``train-heads --split Test1 --layer weighted`` (all 25 hidden states: streamed from the cache,
-  ``heads.streaming``), with ``--epochs`` from ``--weighted-epochs``;
+  ``heads.training.streaming``), with ``--epochs`` from ``--weighted-epochs``;
 * the cache's size on disk against the raw bytes of its arrays.
 
 Steps: ``build`` (skipped when the cache is already complete), ``last``, ``weighted``, ``size``; ``all``.
@@ -168,17 +168,17 @@ def size(cache: Path) -> None:
 
 def probe(cache: Path) -> None:
     """Where reading and memory go (``--steps probe``): one layer read, a block of 2048 scattered dev rows read by
-    HDF5's own row selection and as contiguous spans (``heads.streaming.read_rows``), and the peak resident memory
+    HDF5's own row selection and as contiguous spans (``heads.training.streaming.read_rows``), and the peak resident memory
     of each phase of a 2-epoch streamed ``--layer weighted`` training (RSS sampled every 50 ms)."""
     import threading
 
     import h5py
 
     from cache import CacheReader
-    from heads.experiment import train_fold
-    from heads.features import FeatureConfig, load_corpus_arrays
-    from heads.streaming import read_rows
-    from heads.train import TrainConfig
+    from heads.training.experiment import train_fold
+    from heads.training.features import FeatureConfig, load_corpus_arrays
+    from heads.training.streaming import read_rows
+    from heads.training.train import TrainConfig
     from pipeline.runtime.allocator import keep_freed_memory
 
     keep_freed_memory()  # as cli.py does
@@ -207,10 +207,10 @@ def probe(cache: Path) -> None:
             time.sleep(0.05)
 
     threading.Thread(target=sample, daemon=True).start()
-    import heads.experiment as experiment
-    import heads.features as features
-    import heads.train as training
-    from heads.streaming import StreamedSpeech
+    import heads.training.experiment as experiment
+    import heads.training.features as features
+    import heads.training.train as training
+    from heads.training.streaming import StreamedSpeech
 
     def labelled(owner, name: str) -> None:  # noqa: ANN001
         original = getattr(owner, name)

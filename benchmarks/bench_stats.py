@@ -3,17 +3,17 @@
     .venv/bin/python benchmarks/bench_stats.py [--utterances 10000] [--speakers 50] [--variants 8] [--seeds 3]
 
 Synthetic test predictions of the given size (5 folds, speakers split evenly among them), then
-``heads.evaluate.summarise`` with 2000 resamples: every label's intervals (per fold, mean over folds,
+``heads.evaluation.evaluate.summarise`` with 2000 resamples: every label's intervals (per fold, mean over folds,
 pooled) and every other label's paired comparison with the first (bootstrap interval and speaker-permutation
 p-value, 10,000 sampled swaps at 50 speakers). Target: <= 5 s on the 2-core CPU. Plots are not included.
 
 ``--calibration`` instead measures every candidate interval and the permutation test on simulated experiments
-(``heads.calibration``: 5 folds of 2/4/10 speakers with 1 and 3 seeds, one test set of 10/50 speakers; null,
+(``heads.evaluation.calibration``: 5 folds of 2/4/10 speakers with 1 and 3 seeds, one test set of 10/50 speakers; null,
 heterogeneous null, a fixed effect, and ridge heads trained leave-one-fold-out) and prints, per shape and
 method, the false-positive rate at 5 %, the coverage of the truth and the power; ``--write
-heads/calibration.csv`` stores the table the evaluation quotes under its tables.
+heads/evaluation/calibration.csv`` stores the table the evaluation quotes under its tables.
 
-    .venv/bin/python benchmarks/bench_stats.py --calibration --experiments 1000 --write heads/calibration.csv
+    .venv/bin/python benchmarks/bench_stats.py --calibration --experiments 1000 --write heads/evaluation/calibration.csv
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from heads.calibration import (  # noqa: E402
+from heads.evaluation.calibration import (  # noqa: E402
     DIFFERENCE_METHODS,
     MEAN_METHODS,
     SCENARIOS,
@@ -38,8 +38,8 @@ from heads.calibration import (  # noqa: E402
     point_estimates,
     simulate,
 )
-from heads.evaluate import Evaluation, summarise  # noqa: E402
-from heads.stats import StatsConfig  # noqa: E402
+from heads.evaluation.evaluate import Evaluation, summarise  # noqa: E402
+from heads.evaluation.stats import StatsConfig  # noqa: E402
 
 
 def synthetic_predictions(utterances: int, speakers: int, variants: int, seeds: int, seed: int = 0
@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--calibration", action="store_true", help="calibration of the intervals instead of speed")
     parser.add_argument("--experiments", type=int, default=1000, help="simulated experiments per shape and scenario")
     parser.add_argument("--write", type=Path, default=None, help="also write the calibration table (CSV) here, "
-                        "e.g. heads/calibration.csv (what the tables quote)")
+                        "e.g. heads/evaluation/calibration.csv (what the tables quote)")
     parser.add_argument("--shapes", default=None, help="only these shapes, as folds x speakers, e.g. 1x2,5x2 "
                         "(with --write, their rows replace the file's rows of those shapes)")
     args = parser.parse_args()

@@ -47,9 +47,9 @@ def fold_correlations(cache: Path, seeds: int, epochs: int, work: Path) -> list[
     from scipy.stats import spearmanr
 
     from cache import CacheReader
-    from heads.experiment import train_fold
-    from heads.features import FeatureConfig, load_corpus_arrays
-    from heads.train import TrainConfig
+    from heads.training.experiment import train_fold
+    from heads.training.features import FeatureConfig, load_corpus_arrays
+    from heads.training.train import TrainConfig
 
     arrays = load_corpus_arrays(CacheReader(cache))
     config = TrainConfig(epochs=epochs, features=FeatureConfig(use_state=False))

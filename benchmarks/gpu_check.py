@@ -221,10 +221,10 @@ def head_figures(work: Path, sizes: Sizes, device: str) -> None:
     from bench_heads import build_cache
 
     from cache import CacheReader
-    from heads.experiment import train_fold
-    from heads.features import load_corpus_arrays
-    from heads.optim import AdamW
-    from heads.train import TrainConfig
+    from heads.training.experiment import train_fold
+    from heads.training.features import load_corpus_arrays
+    from heads.training.optim import AdamW
+    from heads.training.train import TrainConfig
 
     cache = work / "heads.h5"
     cache.unlink(missing_ok=True)
@@ -252,7 +252,7 @@ def head_figures(work: Path, sizes: Sizes, device: str) -> None:
             (group[0].sin().sum() * (step + 1) + group[1].square().sum()).backward()
             optimizer.step()
     difference = max(float((a - b).detach().abs().max()) for a, b in zip(params, reference))
-    figure("fused_adamw", f"heads.optim.AdamW (fused kernel) vs torch.optim.AdamW (single-tensor loop) on {device}, "
+    figure("fused_adamw", f"heads.training.optim.AdamW (fused kernel) vs torch.optim.AdamW (single-tensor loop) on {device}, "
            f"5 steps: max |difference| = {difference:.2e}", max_abs=difference)
 
 

@@ -33,7 +33,7 @@ OPTIONAL_COLUMNS: dict[str, pl.DataType] = {
     "dominance": pl.Float64(),
     "emotion": pl.String(),
     "split": pl.String(),  # predefined partitions: "train", "dev" or a test set's name; null for fold corpora
-    "gender": pl.String(),  # "female" / "male" where the corpus says; per-group results (heads.evaluate)
+    "gender": pl.String(),  # "female" / "male" where the corpus says; per-group results (heads.evaluation.evaluate)
     "scale_low": pl.Float64(),  # the rating scale's ends (valence and arousal share one scale)
     "scale_high": pl.Float64(),
 }

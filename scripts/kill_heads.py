@@ -5,8 +5,8 @@ what ``eval`` reads.
 
 Each kill launches the real CLI on a planted cache (``tests.synth_cache.planted_cache``), alternating
 ``train-heads --folds 1-5 --seeds 2`` and a two-variant ``ablate``, and kills its process group after a random
-delay within the command's uninterrupted duration. Then ``eval``'s reader (``heads.runs.expand_runs`` +
-``heads.evaluate.evaluate_runs``) must read only finished runs (never a writer's temporary folder), every run
+delay within the command's uninterrupted duration. Then ``eval``'s reader (``heads.training.runs.expand_runs`` +
+``heads.evaluation.evaluate.evaluate_runs``) must read only finished runs (never a writer's temporary folder), every run
 it reads must equal the uninterrupted command's run of the same fold (predictions to 1e-9), and it must either
 evaluate or refuse with a clear error (labels that do not cover the same folds). Finally the same command with
 ``--overwrite`` must complete the set, equal to the uninterrupted one.
@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from core.errors import InputError  # noqa: E402
-from heads.evaluate import evaluate_runs  # noqa: E402
-from heads.runs import PREDICTIONS_FILE, RUN_FILE, expand_runs  # noqa: E402
+from heads.evaluation.evaluate import evaluate_runs  # noqa: E402
+from heads.training.runs import PREDICTIONS_FILE, RUN_FILE, expand_runs  # noqa: E402
 
 
 def command(name: str, cache: Path, out: Path) -> list[str]:

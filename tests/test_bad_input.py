@@ -8,7 +8,7 @@ import pytest
 import soundfile
 
 from cache import CacheReader
-from heads.features import FeatureConfig, load_corpus_arrays, prepare_fold, split_rows
+from heads.training.features import FeatureConfig, load_corpus_arrays, prepare_fold, split_rows
 from pipeline.corpora import read_generic_manifest
 from pipeline.extract import ExtractConfig, extract
 from pipeline.stages.prosody import ProsodyConfig

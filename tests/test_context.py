@@ -73,7 +73,7 @@ def test_the_stage_stores_speaker_aware_states_one_unit_per_fold(tmp_path):
 
 
 def test_a_corpus_without_dialogues_has_no_context_and_the_heads_leave_the_state_out(tmp_path):
-    from heads.features import load_corpus_arrays, protocol_warnings, split_rows
+    from heads.training.features import load_corpus_arrays, protocol_warnings, split_rows
     from tests.synth_cache import planted_cache
 
     path = planted_cache(tmp_path / "c.h5", n_per_speaker=12, dialogues=False)  # as EmoDB now is

@@ -10,10 +10,10 @@ import pytest
 from cache import CacheReader
 from core.errors import InputError
 from core.labels import from_common, to_common
-from heads.cross import corpus_scale, matrix, run_cross
-from heads.stats import StatsConfig
-from heads.train import TrainConfig
-from heads.variants import parse_variant, run_label
+from heads.evaluation.stats import StatsConfig
+from heads.studies.cross import corpus_scale, matrix, run_cross
+from heads.training.train import TrainConfig
+from heads.training.variants import parse_variant, run_label
 from pipeline.corpora import read_generic_manifest
 from pipeline.corpora.synthetic import write_synthetic_corpus
 from pipeline.extract import ExtractConfig, extract

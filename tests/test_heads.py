@@ -9,12 +9,12 @@ import torch
 from cache import CacheReader
 from core.errors import InputError
 from core.metrics import dimension_metrics
-from heads.experiment import predictions_frame, train_fold
-from heads.features import FeatureConfig, load_corpus_arrays, prepare_fold, split_rows
-from heads.models import BlockSizes, build_head
-from heads.runs import load_head, read_run
-from heads.train import TrainConfig, block_sizes
-from heads.variants import parse_variant, run_label
+from heads.training.experiment import predictions_frame, train_fold
+from heads.training.features import FeatureConfig, load_corpus_arrays, prepare_fold, split_rows
+from heads.training.models import BlockSizes, build_head
+from heads.training.runs import load_head, read_run
+from heads.training.train import TrainConfig, block_sizes
+from heads.training.variants import parse_variant, run_label
 from tests.synth_cache import planted_cache
 
 
@@ -138,7 +138,7 @@ def test_switches_remove_blocks_and_the_run_records_them(planted, tmp_path):
 
 
 def test_one_builder_gives_options_then_the_specs_switches_which_win():
-    from heads.variants import config_from_options
+    from heads.training.variants import config_from_options
 
     config = config_from_options("separate+prosody=praat/egemaps+lr=0.001", layer="mean", prosody="egemaps", lr=0.01,
                                  epochs=7, no_speech=True)
@@ -178,7 +178,7 @@ def test_a_switch_setting_takes_on_or_off_and_its_label_parses_back():
 
 
 def test_a_training_set_larger_than_epoch_rows_is_validated_every_epoch_rows_of_one_pass():
-    from heads.train import epoch_positions
+    from heads.training.train import epoch_positions
 
     passes = iter([torch.arange(10), torch.arange(10, 20)])
     pending, seen = torch.zeros(0, dtype=torch.int64), []
@@ -191,7 +191,7 @@ def test_a_training_set_larger_than_epoch_rows_is_validated_every_epoch_rows_of_
 
 
 def test_the_state_gates_fold_without_state_equals_one_prepared_without_it(tmp_path):
-    from heads.features import without_state
+    from heads.training.features import without_state
     from pipeline.stages.state import StateConfig, run_state_stage
     from tests.synth_cache import sticky_dialogue_cache
 
@@ -209,8 +209,8 @@ def test_the_state_gates_fold_without_state_equals_one_prepared_without_it(tmp_p
 
 
 def test_a_speaker_shared_between_folds_is_a_warning_in_the_run_and_in_every_table(tmp_path):
-    from heads.evaluate import evaluate_runs
-    from heads.tables import write_evaluation
+    from heads.evaluation.evaluate import evaluate_runs
+    from heads.reporting.tables import write_evaluation
 
     arrays = load_corpus_arrays(CacheReader(planted_cache(tmp_path / "c.h5", n_per_speaker=20, shared_speaker=True,
                                                           dialogues=False)))

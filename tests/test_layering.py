@@ -13,7 +13,9 @@ absolute and relative imports, imports inside functions, ``importlib.import_modu
 Inside ``pipeline/`` the rooms have floors too: ``features`` (pure feature maths) and ``runtime`` (processes and
 devices) import only the ground; ``models`` may use ``features``; ``corpora`` (manifests) may use ``features``;
 ``stages`` build on those (never on ``corpora``); ``extract`` runs the stages; ``launch`` spreads ``extract`` over
-processes.
+processes. Inside ``heads/``: ``training`` (fold tensors, models, the loop, runs) is the ground; ``evaluation``
+(metrics, intervals) and ``deployment`` (model folders, export, predict) use it; ``reporting`` (figures, tables,
+HTML) uses those three; ``studies`` (ablations, cross-corpus) sit on top.
 """
 
 import ast
@@ -41,6 +43,15 @@ PIPELINE_ROOMS: dict[str, set[str]] = {  # room -> the rooms of pipeline/ it may
                         "pipeline.extract"},
     "pipeline": set(),  # the package's __init__: its docstring
 }
+HEADS_ROOMS: dict[str, set[str]] = {  # room -> the rooms of heads/ it may import (besides itself)
+    "heads.training": set(),
+    "heads.evaluation": {"heads.training"},
+    "heads.deployment": {"heads.training"},
+    "heads.reporting": {"heads.training", "heads.evaluation", "heads.deployment"},
+    "heads.studies": {"heads.training", "heads.evaluation", "heads.reporting"},
+    "heads": set(),  # the package's __init__: its docstring
+}
+ROOMS = {"pipeline": PIPELINE_ROOMS, "heads": HEADS_ROOMS}
 
 
 def module_name(path: Path, root: Path) -> list[str]:
@@ -73,9 +84,10 @@ def imported_modules(path: Path, root: Path) -> list[tuple[int, str]]:
     return found
 
 
-def pipeline_room(dotted: list[str]) -> str:
-    """The room of a pipeline module: ``pipeline.<sub-package or module>`` (``pipeline`` for the package itself)."""
-    return ".".join(dotted[:2]) if len(dotted) > 1 else "pipeline"
+def room_of(dotted: list[str]) -> str:
+    """The room of a pipeline or heads module: ``pipeline.<sub-package or module>`` (``pipeline`` for the package
+    itself)."""
+    return ".".join(dotted[:2])
 
 
 def violations(root: Path) -> list[str]:
@@ -89,9 +101,10 @@ def violations(root: Path) -> list[str]:
                 name = parts[0]
                 if name in OURS and name != package and name not in allowed:
                     out.append(f"{path.relative_to(root)}:{line} imports {name}")
-                elif package == "pipeline" and name == "pipeline":
-                    room, target = pipeline_room(here), pipeline_room(parts)
-                    if target != room and target in PIPELINE_ROOMS and target not in PIPELINE_ROOMS.get(room, set()):
+                elif package in ROOMS and name == package:
+                    rooms = ROOMS[package]
+                    room, target = room_of(here), room_of(parts)
+                    if target != room and target in rooms and target not in rooms.get(room, set()):
                         out.append(f"{path.relative_to(root)}:{line} imports {target} (room {room})")
     return out
 
@@ -104,8 +117,9 @@ def test_every_package_and_top_level_module_of_ours_has_a_floor():
     packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests", "scripts", "benchmarks"}
     assert packages == set(ALLOWED)
     assert {p.name for p in REPO.glob("*.py")} == TOP_LEVEL_MODULES
-    rooms = {pipeline_room(module_name(p, REPO)) for p in (REPO / "pipeline").rglob("*.py")}
-    assert rooms == set(PIPELINE_ROOMS)
+    for package, known in ROOMS.items():
+        rooms = {room_of(module_name(p, REPO)) for p in (REPO / package).rglob("*.py")}
+        assert rooms == set(known), package
 
 
 def test_the_check_finds_an_upward_import(tmp_path):
@@ -170,6 +184,14 @@ def import_cycles(root: Path, packages: tuple[str, ...] = tuple(ALLOWED)) -> lis
         if v not in order:
             visit(v)
     return cycles
+
+
+def test_the_check_finds_an_import_from_a_room_above_inside_heads(tmp_path):
+    for package in (*ALLOWED, "heads/training", "heads/reporting"):
+        (tmp_path / package).mkdir(exist_ok=True)
+    (tmp_path / "heads" / "training" / "train.py").write_text("from heads.reporting import plots\n")
+    (tmp_path / "heads" / "reporting" / "plots.py").write_text("from ..training import train\n")
+    assert violations(tmp_path) == ["heads/training/train.py:1 imports heads.reporting (room heads.training)"]
 
 
 def test_no_modules_of_ours_import_each_other_in_a_circle():

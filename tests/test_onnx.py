@@ -14,9 +14,9 @@ import torch
 
 from cache import CacheReader
 from core.errors import InputError
-from heads.export import export_model, run_context_projection
-from heads.predict import load_model, predict_audio
-from heads.runs import read_run
+from heads.deployment.export import export_model, run_context_projection
+from heads.deployment.predict import load_model, predict_audio
+from heads.training.runs import read_run
 from pipeline.corpora.segments import SegmentConfig
 from pipeline.models.onnx_speech import EXPORT_SECONDS, OnnxSpeechEmbedder, export_speech_onnx
 from pipeline.models.speech_model import SpeechEmbedder
@@ -151,7 +151,7 @@ def test_export_checks_each_runtime_against_torch_and_predict_refuses_one_too_fa
     checked = json.loads((onnx_model / "model.json").read_text())["onnx"]["checked"]
     assert checked["files"] > 0 and checked["onnx"] <= 1e-4 and checked["onnx-int8"] <= LABEL_TOLERANCE
     assert f"{checked['onnx-int8']:.3g}" in (onnx_model / "README.md").read_text()
-    monkeypatch.setattr("heads.onnx_heads.MAX_DIFFERENCE", checked["onnx-int8"] / 2)  # as if int8 were too far off
+    monkeypatch.setattr("heads.deployment.onnx_heads.MAX_DIFFERENCE", checked["onnx-int8"] / 2)  # as if int8 were too far off
     _, cache = trained
     code, err = main_in_process("predict", "--model", str(onnx_model), CacheReader(cache).manifest["path"][0],
                                 "--runtime", "onnx-int8")
@@ -160,9 +160,9 @@ def test_export_checks_each_runtime_against_torch_and_predict_refuses_one_too_fa
 
 def test_a_speaker_normalised_run_exports_with_onnx_checked_on_one_speakers_files(trained, tmp_path,  # noqa: F811
                                                                                    monkeypatch):
-    from heads.experiment import train_fold
-    from heads.features import FeatureConfig, load_corpus_arrays
-    from heads.train import TrainConfig
+    from heads.training.experiment import train_fold
+    from heads.training.features import FeatureConfig, load_corpus_arrays
+    from heads.training.train import TrainConfig
 
     work, cache = trained
     run = tmp_path / "run"
@@ -173,7 +173,7 @@ def test_a_speaker_normalised_run_exports_with_onnx_checked_on_one_speakers_file
         export_model(run, old, None, overwrite=True, onnx=True)
     assert "onnx" not in json.loads((old / "model.json").read_text())  # the old folder, whole
     assert not list(tmp_path.glob(".model.*"))  # nothing half-written beside it
-    monkeypatch.setattr("heads.predict.MIN_SPEAKER_ROWS", 2)  # predict's rule and export's choice of check files
-    monkeypatch.setattr("heads.export.MIN_SPEAKER_ROWS", 2)
+    monkeypatch.setattr("heads.deployment.predict.MIN_SPEAKER_ROWS", 2)  # predict's rule and export's choice of check files
+    monkeypatch.setattr("heads.deployment.export.MIN_SPEAKER_ROWS", 2)
     checked = json.loads((export_model(run, old, None, overwrite=True, onnx=True) / "model.json").read_text())
     assert checked["onnx"]["checked"]["files"] >= 2 and checked["onnx"]["checked"]["onnx"] <= 1e-4

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from heads.optim import AdamW
+from heads.training.optim import AdamW
 
 
 def _groups(seed: int) -> list[dict]:
@@ -60,7 +60,7 @@ def test_parameters_without_a_gradient_stay_put():
 
 def test_training_a_head_does_not_import_torch_dynamo():
     # The reason this module exists: torch.optim.Optimizer imports torch._dynamo (~0.9 s) on first use.
-    code = ("import sys, torch\nfrom heads.optim import AdamW\n"
+    code = ("import sys, torch\nfrom heads.training.optim import AdamW\n"
             "p = torch.nn.Parameter(torch.ones(3)); o = AdamW([{'params': [p], 'lr': 0.1, 'weight_decay': 0.0}])\n"
             "p.sum().backward(); o.step()\nprint('torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

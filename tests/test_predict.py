@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 
 from cache import CacheReader
-from heads.experiment import train_fold
-from heads.features import FeatureConfig, load_corpus_arrays
-from heads.train import TrainConfig
+from heads.training.experiment import train_fold
+from heads.training.features import FeatureConfig, load_corpus_arrays
+from heads.training.train import TrainConfig
 from tests.test_cli import run_cli
 from tests.test_cli_heads import main_in_process
 
@@ -46,8 +46,8 @@ def _export(run_dir, out):
 
 
 def _export_in_process(run_dir, out):
-    from heads.export import export_model, run_context_projection
-    from heads.runs import read_run
+    from heads.deployment.export import export_model, run_context_projection
+    from heads.training.runs import read_run
 
     return export_model(run_dir, out, run_context_projection(read_run(run_dir)[0]))
 
@@ -133,7 +133,7 @@ def test_a_model_with_the_predicted_context_predicts_new_audio_as_its_run_did(tr
 
 
 def test_the_python_api_on_plain_files_equals_the_runs_predictions_for_a_model_without_state(trained, tmp_path):
-    from heads.predict import load_model
+    from heads.deployment.predict import load_model
 
     work, cache = trained
     model = _exported(work, "no-state", tmp_path / "model")
@@ -158,7 +158,7 @@ def test_other_speech_weights_are_refused_with_one_error_line(trained, tmp_path)
 
 
 def test_a_missing_file_is_reported_and_the_rest_predicted(trained, tmp_path, caplog):
-    from heads.predict import load_model
+    from heads.deployment.predict import load_model
 
     work, cache = trained
     model = _exported(work, "no-state", tmp_path / "model")
@@ -183,7 +183,7 @@ def test_predict_reports_each_bad_file_once_and_no_internal_steps(trained, tmp_p
 
 
 def test_clip_keeps_predictions_inside_the_training_labels_range(trained, tmp_path):
-    from heads.predict import load_model
+    from heads.deployment.predict import load_model
 
     work, cache = trained
     model = load_model(_exported(work, "no-state", tmp_path / "model"))
@@ -198,7 +198,7 @@ def test_clip_keeps_predictions_inside_the_training_labels_range(trained, tmp_pa
 
 def test_a_changed_model_file_is_refused(trained, tmp_path):
     from core.errors import InputError
-    from heads.predict import load_model
+    from heads.deployment.predict import load_model
 
     work, _ = trained
     model = _exported(work, "no-state", tmp_path / "model")
@@ -213,7 +213,7 @@ def test_a_changed_model_file_is_refused(trained, tmp_path):
 @pytest.mark.parametrize("damage", ["empty listing", "line removed", "head swapped for a link"])
 def test_a_model_folder_whose_listing_leaves_out_a_needed_file_or_holds_a_link_is_refused(trained, tmp_path, damage):
     from core.errors import InputError
-    from heads.predict import load_model
+    from heads.deployment.predict import load_model
 
     work, _ = trained
     model = _exported(work, "no-state", tmp_path / "model")
@@ -247,8 +247,8 @@ def test_export_overwrite_replaces_only_a_model_folder(trained, tmp_path):
 
 
 def test_a_final_model_trains_on_every_labelled_row_and_predicts_after_export(trained, tmp_path):
-    from heads.predict import load_model
-    from heads.runs import read_run
+    from heads.deployment.predict import load_model
+    from heads.training.runs import read_run
 
     work, cache = trained
     run = tmp_path / "final"
@@ -306,14 +306,14 @@ def test_a_segmented_recording_is_predicted_as_its_segments_cut_by_hand_in_one_d
     time order (so a model with a dialogue state gets the same context)."""
     import soundfile
 
-    from heads.predict import load_model
+    from heads.deployment.predict import load_model
     from pipeline.corpora.segments import SegmentConfig
 
     work, cache = trained
     model = load_model(_exported(work, run, tmp_path / "model"))
     assert bool(model.record["state"]) == (run == "state")  # the context is what is tested
     path, wave, rate = _long_recording(cache, tmp_path / "call.wav")
-    from heads.predict import predict_audio
+    from heads.deployment.predict import predict_audio
 
     segmented, failures = predict_audio(model, [str(path)], None, None, "cpu",
                                         segments=SegmentConfig(0.8, 0.4, split))
@@ -334,7 +334,7 @@ def test_a_segmented_recording_is_predicted_as_its_segments_cut_by_hand_in_one_d
 
 
 def test_segments_are_extracted_in_chunks_with_the_same_result(trained, tmp_path):
-    from heads.predict import load_model, predict_segments
+    from heads.deployment.predict import load_model, predict_segments
     from pipeline.corpora.prediction import prediction_manifest
     from pipeline.corpora.segments import SegmentConfig
 
@@ -367,7 +367,7 @@ def test_predict_segment_writes_one_row_per_segment_and_a_report_with_the_time_s
 def test_a_recording_without_speech_is_reported_not_silently_left_out(trained, tmp_path):
     import soundfile
 
-    from heads.predict import load_model, predict_audio
+    from heads.deployment.predict import load_model, predict_audio
     from pipeline.corpora.segments import SegmentConfig
 
     work, cache = trained
@@ -391,7 +391,7 @@ def test_hop_without_segment_is_refused(trained, tmp_path):
 def test_a_speaker_normalised_model_predicts_new_audio_with_each_speakers_own_statistics(trained, tmp_path,
                                                                                          monkeypatch):
     """The fold-1 speakers' files, all given with their speaker: the same per-speaker statistics the run used."""
-    monkeypatch.setattr("heads.predict.MIN_SPEAKER_ROWS", 2)  # the tiny corpus has 2-3 files per speaker
+    monkeypatch.setattr("heads.deployment.predict.MIN_SPEAKER_ROWS", 2)  # the tiny corpus has 2-3 files per speaker
     work, cache = trained
     run = tmp_path / "run"
     train_fold(load_corpus_arrays(CacheReader(cache)), 1,
@@ -419,7 +419,7 @@ def test_files_predicted_one_at_a_time_equal_files_predicted_in_padded_batches(t
     """Lengths 1.0-1.8 s: with a large batch budget, files of similar length share a padded batch."""
     import soundfile
 
-    from heads.predict import load_model, predict_audio
+    from heads.deployment.predict import load_model, predict_audio
 
     work, cache = trained
     model = load_model(_exported(work, "no-state", tmp_path / "model"))
@@ -438,7 +438,7 @@ def test_files_predicted_one_at_a_time_equal_files_predicted_in_padded_batches(t
 
 def test_the_seeds_spread_equals_the_sd_of_the_runs_per_seed_predictions(trained, tmp_path):
     """Independent reference: the sd (ddof=1) of the run's own per-seed test predictions."""
-    from heads.predict import load_model
+    from heads.deployment.predict import load_model
 
     work, cache = trained
     run = work / "runs" / "state" / "fold1"
@@ -466,7 +466,7 @@ def _seed_rows(sd: np.ndarray, error: np.ndarray) -> pl.DataFrame:
 def test_a_spread_is_reported_where_it_ranks_the_errors_and_withheld_where_it_does_not():
     from scipy.stats import spearmanr
 
-    from heads.export import spread_correlation
+    from heads.deployment.export import spread_correlation
 
     rng = np.random.default_rng(0)
     sd = rng.uniform(0.1, 1.0, 200)
@@ -478,7 +478,7 @@ def test_a_spread_is_reported_where_it_ranks_the_errors_and_withheld_where_it_do
 
 
 def test_a_model_of_one_seed_gives_no_spread(trained, tmp_path):
-    from heads.predict import load_model
+    from heads.deployment.predict import load_model
 
     work, cache = trained
     model = load_model(_exported(work, "no-state", tmp_path / "model"))
@@ -529,7 +529,7 @@ def test_a_learned_state_updater_that_does_not_reproduce_the_cached_states_is_re
 def test_two_files_segments_are_two_dialogues_even_when_a_manifest_gives_them_one(trained, tmp_path):
     """Whole files of one dialog_id follow each other; segments would interleave by time, so each file's segments
     are their own dialogue: predicting both files at once equals predicting each alone."""
-    from heads.predict import load_model, predict_audio
+    from heads.deployment.predict import load_model, predict_audio
     from pipeline.corpora.segments import SegmentConfig
 
     work, cache = trained
@@ -548,7 +548,7 @@ def test_two_files_segments_are_two_dialogues_even_when_a_manifest_gives_them_on
 def test_segments_of_an_unreadable_file_are_skipped_and_an_all_failing_recording_is_reported(trained, tmp_path):
     import soundfile
 
-    from heads.predict import load_model, predict_audio
+    from heads.deployment.predict import load_model, predict_audio
     from pipeline.corpora.segments import SegmentConfig
 
     work, cache = trained

@@ -103,7 +103,7 @@ def test_an_extract_config_round_trips_through_json_with_a_registered_set(toy_re
 
 def test_the_heads_read_a_registered_set_alone_or_beside_praat(tmp_path, toy_registered):
     from core.protocol import experiment_split
-    from heads.features import FeatureConfig, load_corpus_arrays, prepare_fold
+    from heads.training.features import FeatureConfig, load_corpus_arrays, prepare_fold
 
     df, _ = read_generic_manifest(_corpus(tmp_path))
     extract(tmp_path / "c.h5", df, ["prosody", "toy"], _config(), device="cpu")

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from cache import CacheReader
-from heads.evaluate import evaluate_runs
-from heads.experiment import train_fold
-from heads.features import load_corpus_arrays
-from heads.report import write_report
-from heads.train import TrainConfig
-from heads.variants import parse_variant
+from heads.evaluation.evaluate import evaluate_runs
+from heads.reporting.report import write_report
+from heads.training.experiment import train_fold
+from heads.training.features import load_corpus_arrays
+from heads.training.train import TrainConfig
+from heads.training.variants import parse_variant
 from tests.synth_cache import planted_cache
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -88,8 +88,8 @@ def test_in_a_1400x900_window_the_results_are_above_the_fold_and_provenance_is_c
 
 
 def test_the_report_says_per_fold_what_the_state_gate_kept_and_on_how_many_validation_dialogues():
-    from heads.evaluate import Evaluation
-    from heads.report import gate_table
+    from heads.evaluation.evaluate import Evaluation
+    from heads.reporting.report import gate_table
 
     records = {"separate-attn+state": [
         {"fold": 2, "state_gate": {"chosen": "without_state", "with_state": 0.51, "without_state": 0.55},

@@ -7,11 +7,11 @@ from cache import CacheReader
 from core.errors import InputError
 from core.linear import ridge_path
 from core.metrics import dimension_metrics
-from heads.experiment import train_fold
-from heads.features import load_corpus_arrays
-from heads.runs import read_run
-from heads.train import TrainConfig
-from heads.variants import parse_variant
+from heads.training.experiment import train_fold
+from heads.training.features import load_corpus_arrays
+from heads.training.runs import read_run
+from heads.training.train import TrainConfig
+from heads.training.variants import parse_variant
 from tests.synth_cache import planted_cache
 
 

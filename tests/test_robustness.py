@@ -161,10 +161,10 @@ def test_no_space_left_is_one_error_line(tmp_path, monkeypatch, capsys):
 # --- labels -------------------------------------------------------------------------------------------
 
 def test_a_variant_whose_block_is_missing_is_labelled_by_what_it_used(tmp_path):
-    from heads.ablation import run_ablation
-    from heads.stats import StatsConfig
-    from heads.train import TrainConfig
-    from heads.variants import parse_variant
+    from heads.evaluation.stats import StatsConfig
+    from heads.studies.ablation import run_ablation
+    from heads.training.train import TrainConfig
+    from heads.training.variants import parse_variant
 
     cache = planted_cache(tmp_path / "c.h5", n_per_speaker=10)  # speech and prosody, no state
     configs = [parse_variant(s, TrainConfig(epochs=2)) for s in ("shared", "shared+state")]
@@ -272,7 +272,7 @@ def test_a_full_disk_while_saving_heads_is_one_error_line_naming_the_file(heads_
     def full(*args, **kwargs):
         raise SafetensorError("Error while serializing: IoError(No space left on device (os error 28))")
 
-    monkeypatch.setattr("heads.runs.save_file", full)
+    monkeypatch.setattr("heads.training.runs.save_file", full)
     line = _one_error_line("train-heads", "--cache", str(heads_cache), "--fold", "1", "--out", str(tmp_path / "r"),
                            "--epochs", "1")
     assert "head_seed0.safetensors" in line and "No space left on device" in line
@@ -325,7 +325,7 @@ def test_an_absurd_label_is_a_reported_row(tmp_path):
 
 
 def test_split_all_on_a_corpus_without_test_sets_is_one_error_line():
-    from heads.variants import parse_experiments
+    from heads.training.variants import parse_experiments
 
     with pytest.raises(InputError, match="no test set"):
         parse_experiments(None, "all", [], [])
@@ -334,10 +334,10 @@ def test_split_all_on_a_corpus_without_test_sets_is_one_error_line():
 def test_eval_never_reads_the_temporary_folder_of_a_killed_run(heads_cache, tmp_path):
     import shutil
 
-    from heads.experiment import train_fold
-    from heads.features import load_corpus_arrays
-    from heads.runs import expand_runs
-    from heads.train import TrainConfig
+    from heads.training.experiment import train_fold
+    from heads.training.features import load_corpus_arrays
+    from heads.training.runs import expand_runs
+    from heads.training.train import TrainConfig
 
     arrays = load_corpus_arrays(CacheReader(heads_cache))
     for fold in (1, 2):
@@ -350,9 +350,9 @@ def test_eval_never_reads_the_temporary_folder_of_a_killed_run(heads_cache, tmp_
 def test_training_refuses_an_experiment_with_no_usable_rows_to_test_on_naming_it(heads_cache, tmp_path):
     from dataclasses import replace
 
-    from heads.experiment import train_fold
-    from heads.features import load_corpus_arrays
-    from heads.train import TrainConfig
+    from heads.training.experiment import train_fold
+    from heads.training.features import load_corpus_arrays
+    from heads.training.train import TrainConfig
 
     arrays = load_corpus_arrays(CacheReader(heads_cache))
     arrays = replace(arrays, usable=arrays.usable & (arrays.folds != 2))  # every row of fold 2 failed a stage

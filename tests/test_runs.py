@@ -11,11 +11,11 @@ import pytest
 
 from cache import CacheReader
 from core.errors import InputError
-from heads.evaluate import evaluate_runs
-from heads.experiment import train_fold
-from heads.features import load_corpus_arrays
-from heads.runs import new_run_dir, read_run
-from heads.train import TrainConfig
+from heads.evaluation.evaluate import evaluate_runs
+from heads.training.experiment import train_fold
+from heads.training.features import load_corpus_arrays
+from heads.training.runs import new_run_dir, read_run
+from heads.training.train import TrainConfig
 from tests.conftest import REPO
 from tests.synth_cache import planted_cache
 from tests.test_cli import run_cli

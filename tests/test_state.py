@@ -11,9 +11,9 @@ import torch
 from cache import CacheReader
 from core.errors import InputError
 from core.metrics import dimension_metrics
-from heads.experiment import train_fold
-from heads.features import FeatureConfig, load_corpus_arrays
-from heads.train import TrainConfig
+from heads.training.experiment import train_fold
+from heads.training.features import FeatureConfig, load_corpus_arrays
+from heads.training.train import TrainConfig
 from pipeline.models.mamba import Mamba, selective_scan_reference
 from pipeline.models.state_model import DialogueStateUpdater, StateModelConfig, ema_weights
 from pipeline.models.state_updater import updater_plan
@@ -179,7 +179,7 @@ def test_the_state_gate_keeps_an_informative_state_and_drops_a_noise_state(stick
             chosen[name].append(gate["chosen"])
     assert chosen["real"] == ["with_state"] * 5
     assert chosen["noise"].count("without_state") >= 4, chosen
-    from heads.evaluate import evaluate_runs
+    from heads.evaluation.evaluate import evaluate_runs
 
     # one label whose folds chose differently (folds 1-2 kept a state, 3-5 mostly not) is one table
     runs = [tmp_path / ("real" if k <= 2 else "noise") / f"fold{k}" for k in range(1, 6)]

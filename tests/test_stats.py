@@ -6,8 +6,8 @@ import pytest
 from scipy import stats as scipy_stats
 
 from core.metrics import ccc, mse, pearson
-from heads.evaluate import Evaluation, compare, summarise
-from heads.stats import (
+from heads.evaluation.evaluate import Evaluation, compare, summarise
+from heads.evaluation.stats import (
     StatsConfig,
     aggregate,
     bootstrap_counts,
@@ -186,7 +186,7 @@ def test_the_fold_t_interval_is_the_t_interval_of_the_fold_values():
 def test_at_two_speakers_per_fold_the_old_interval_calls_a_null_difference_real_and_the_fold_t_does_not():
     """The calibration's headline case (IEMOCAP's shape), reproduced at a fixed seed: the percentile speaker
     bootstrap within folds flags a null difference far above 5 %; the t interval over folds stays at the level."""
-    from heads.calibration import Shape, measure, simulate
+    from heads.evaluation.calibration import Shape, measure, simulate
 
     rng = np.random.default_rng(11)
     shape, flagged = Shape(folds=5, speakers_per_fold=2, seeds=1), {"percentile-bootstrap": 0, "fold-t": 0}
@@ -226,7 +226,7 @@ def test_with_five_speakers_or_fewer_no_difference_is_called_real_and_the_table_
 
 
 def test_the_calibration_table_is_looked_up_at_the_nearest_shape(tmp_path):
-    from heads.calibration import measured_at
+    from heads.evaluation.calibration import measured_at
 
     rows = [{"scenario": sc, "folds": 5, "speakers_per_fold": g, "seeds": s, "experiments": 10,
              "quantity": "difference", "method": "fold-t", "truth": 0.0, "rejected": r, "covered": c, "width": 0.1}

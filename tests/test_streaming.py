@@ -10,10 +10,10 @@ import torch
 
 from cache import CacheReader
 from core.metrics import dimension_metrics
-from heads.experiment import train_fold
-from heads.features import FeatureConfig, load_corpus_arrays, prepare_fold, split_rows
-from heads.streaming import StreamedSpeech, read_rows
-from heads.train import TrainConfig, predict, train_head
+from heads.training.experiment import train_fold
+from heads.training.features import FeatureConfig, load_corpus_arrays, prepare_fold, split_rows
+from heads.training.streaming import StreamedSpeech, read_rows
+from heads.training.train import TrainConfig, predict, train_head
 from pipeline.stages.state import read_speech_summary
 from tests.synth_cache import planted_cache
 
@@ -96,10 +96,10 @@ def test_the_state_stage_reads_the_layer_mean_in_blocks_exactly(planted):
 
 
 def test_ablate_refuses_mixed_layer_choices_over_a_block_too_large_for_memory(planted, tmp_path, monkeypatch):
-    import heads.ablation as ablation
+    import heads.studies.ablation as ablation
     from core.errors import InputError
 
-    monkeypatch.setattr("heads.streaming.available_memory_bytes", lambda: 0)  # a machine with no memory to spare
+    monkeypatch.setattr("heads.training.streaming.available_memory_bytes", lambda: 0)  # a machine with no memory to spare
     configs = [TrainConfig(features=FeatureConfig(layer="last")), TrainConfig(features=FeatureConfig(layer="2"))]
     with pytest.raises(InputError, match="one ablate per layer choice"):
         ablation.run_ablation(planted, configs, [1], [0], tmp_path / "out")
@@ -133,13 +133,13 @@ def test_a_final_model_trains_with_a_streamed_block_and_no_test_rows(planted, tm
 def test_the_speech_block_is_held_or_streamed_by_the_memory_available_and_the_reason_is_logged(planted, caplog):
     import logging
 
-    from heads.streaming import PEAK_PER_FLOAT32, RESIDENT_SHARE, float32_bytes, resident_decision
+    from heads.training.streaming import PEAK_PER_FLOAT32, RESIDENT_SHARE, float32_bytes, resident_decision
 
     shape = CacheReader(planted).dataset_shapes("speech")["pooled"]
     peak = PEAK_PER_FLOAT32 * float32_bytes(shape)
     assert resident_decision(shape, available=int(peak / RESIDENT_SHARE) + 1)[0]
     held_not, why = resident_decision(shape, available=int(peak / RESIDENT_SHARE) - 1)
     assert not held_not and "streamed from the cache" in why and "GiB available" in why
-    with caplog.at_level(logging.INFO, logger="heads.features"):
+    with caplog.at_level(logging.INFO, logger="heads.training.features"):
         arrays = load_corpus_arrays(CacheReader(planted), "weighted")
     assert arrays.speech is not None and "held in memory" in caplog.text  # a tiny cache on any machine

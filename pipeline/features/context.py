@@ -17,7 +17,7 @@ predicted out of fold by a ridge on ``u`` (``first_pass_plan``): that one learns
 
 Everything here is a pure function of arrays (and of a manifest's columns, for the sequences): the state stage
 (``pipeline.stages.state``) reads the cache, ``pipeline.models.state_kinds`` says which kind uses what, and
-``heads.predict`` replays the same maths on new audio.
+``heads.deployment.predict`` replays the same maths on new audio.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
 def release_free_memory() -> bool:
     """Hand the allocator's free pages back to the OS (glibc ``malloc_trim(0)``: whole free pages anywhere in
     the heap, not only at its top). With ``keep_freed_memory`` freed blocks stay mapped; code that replaces
-    hundreds of MB at a time (the streamed speech windows of ``heads.streaming``) calls this so that the
+    hundreds of MB at a time (the streamed speech windows of ``heads.training.streaming``) calls this so that the
     process's resident memory tracks what it holds. Returns whether memory was released; a no-op elsewhere."""
     name = ctypes.util.find_library("c")
     if not name:

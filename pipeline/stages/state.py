@@ -42,7 +42,7 @@ from core.provenance import package_versions, table_fingerprint
 from pipeline.features.context import StateInputs, build_sequences, merge_unit_states
 from pipeline.features.layers import check_layer_choice, select_layer
 
-# Re-exported: ``pipeline.extract``, ``pipeline.stages.registry``, ``cli.py`` and ``heads.features`` import these
+# Re-exported: ``pipeline.extract``, ``pipeline.stages.registry``, ``cli.py`` and ``heads.training.features`` import these
 # from here (their homes: ``pipeline.models.state_model`` and ``pipeline.models.state_kinds``).
 from pipeline.models.state_kinds import CROSS_FITTED as CROSS_FITTED
 from pipeline.models.state_kinds import StateKind, state_kind

@@ -10,7 +10,7 @@
   for ``separate-attn``, ``attention_valence`` and ``attention_arousal`` ``[n, 2]``. The heads stay fp32 in both
   runtimes: they are a negligible share of the work.
 
-``heads.model_folder.head_outputs`` standardises the inputs and rescales the predictions exactly as for the
+``heads.deployment.model_folder.head_outputs`` standardises the inputs and rescales the predictions exactly as for the
 torch heads, whichever runtime computes them.
 """
 
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from heads.models import BlockSizes
-from heads.runs import load_head
+from heads.training.models import BlockSizes
+from heads.training.runs import load_head
 from pipeline.models.onnx_speech import OPSET, export_speech_onnx, quantize_speech_int8, session_options
 
 BLOCKS = ("speech", "prosody", "state")
@@ -83,7 +83,7 @@ def load_head_sessions(folder: Path, record: dict) -> list:
 
 def run_head_onnx(session, blocks: dict[str, np.ndarray]  # noqa: ANN001 - onnxruntime.InferenceSession
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
-    """``heads.train.predict`` for an ONNX head: ``blocks`` name -> z-scored ``[n, ...]`` float32 ->
+    """``heads.training.train.predict`` for an ONNX head: ``blocks`` name -> z-scored ``[n, ...]`` float32 ->
     ``(predictions [n, 2], attention {"valence", "arousal": [n, 2]} or None)`` as torch tensors."""
     feeds = {i.name: np.ascontiguousarray(blocks[i.name], np.float32) for i in session.get_inputs()}
     outputs = [torch.from_numpy(x) for x in session.run(None, feeds)]

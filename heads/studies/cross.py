@@ -21,14 +21,14 @@ from cache.reader import CacheReader
 from core.errors import InputError
 from core.labels import to_common
 from core.protocol import partition_folds, test_set_names
-from heads.evaluate import Evaluation, evaluate_runs
-from heads.experiment import train_fold
-from heads.features import CorpusArrays, feature_tables, load_corpus_arrays
-from heads.progress import TrainingProgress
-from heads.stats import StatsConfig
-from heads.tables import write_evaluation
-from heads.train import TrainConfig
-from heads.variants import run_label
+from heads.evaluation.evaluate import Evaluation, evaluate_runs
+from heads.evaluation.stats import StatsConfig
+from heads.reporting.tables import write_evaluation
+from heads.training.experiment import train_fold
+from heads.training.features import CorpusArrays, feature_tables, load_corpus_arrays
+from heads.training.progress import TrainingProgress
+from heads.training.train import TrainConfig
+from heads.training.variants import run_label
 
 
 def corpus_name(cache: str | Path) -> str:
@@ -133,7 +133,7 @@ class CrossCell:
     train: str
     test: str
     evaluation: Evaluation
-    results: dict  # heads.evaluate.summarise
+    results: dict  # heads.evaluation.evaluate.summarise
     out: Path
 
 
@@ -206,29 +206,3 @@ def matrix(cells: list[CrossCell]) -> list[dict]:
                          "ccc_v_ci": ci.get("ccc_v"), "ccc_a_ci": ci.get("ccc_a"),
                          "interval": summary["interval"]["method"] if not summary["interval"]["withheld"] else None})
     return rows
-
-
-def matrix_markdown(rows: list[dict], test_partition: str | None = None) -> str:
-    """The matrix as text: per run label, a table with the training corpus per row and the test corpus per
-    column, each cell ``CCC-V / CCC-A`` with their intervals (the diagonal is the corpus's own folds or test
-    sets; ``test_partition``: the test set a partitioned corpus was tested on)."""
-    def cell(value: float | None, ci: list | None) -> str:
-        if value is None:
-            return "undefined"
-        return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else "")
-
-    corpora = list(dict.fromkeys(r["train"] for r in rows))
-    tested = "every usable row of the test corpus" if test_partition is None else (
-        f"a partitioned test corpus's test set {test_partition}, every usable row of the others")
-    parts = []
-    for label in dict.fromkeys(r["run"] for r in rows):
-        lines = [f"`{label}`: CCC-V / CCC-A, rows trained on, columns tested on (the diagonal: the corpus's own "
-                 f"folds or test sets; off it: {tested}, the interval a speaker bootstrap):", "",
-                 "| trained on \\ tested on | " + " | ".join(corpora) + " |", "|---|" + "---|" * len(corpora)]
-        for train in corpora:
-            found = {r["test"]: r for r in rows if r["run"] == label and r["train"] == train}
-            lines.append(f"| {train} | " + " | ".join(
-                f"{cell(found[t]['ccc_v'], found[t]['ccc_v_ci'])} / {cell(found[t]['ccc_a'], found[t]['ccc_a_ci'])}"
-                for t in corpora) + " |")
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts)

@@ -1,4 +1,4 @@
-"""``export``: a trained run as a self-contained model folder (``heads.model_folder`` describes the folder).
+"""``export``: a trained run as a self-contained model folder (``heads.deployment.model_folder`` describes the folder).
 
 Built beside its target and renamed into place, so a refusal or a crash leaves the old folder or none. With
 ``--onnx`` each runtime is checked against torch on the run's own audio before the folder is final.
@@ -19,11 +19,11 @@ from safetensors.numpy import save_file as save_numpy
 from core.errors import InputError
 from core.processes import process_alive
 from core.provenance import utc_now
-from heads.features import tables_of_provenance
-from heads.model_folder import CHECKSUMS, CONTEXT_FILE, FORMAT_VERSION, MODEL_FILE, sha256_file
-from heads.onnx_heads import RUNTIMES, stage_onnx
-from heads.predict import MIN_SPEAKER_ROWS, load_model, predict_audio
-from heads.runs import read_run
+from heads.deployment.model_folder import CHECKSUMS, CONTEXT_FILE, FORMAT_VERSION, MODEL_FILE, sha256_file
+from heads.deployment.onnx_heads import RUNTIMES, stage_onnx
+from heads.deployment.predict import MIN_SPEAKER_ROWS, load_model, predict_audio
+from heads.training.features import tables_of_provenance
+from heads.training.runs import read_run
 
 CHECK_FILES = 16  # files of the run's own audio each runtime is checked on at export
 
@@ -33,7 +33,7 @@ def export_model(run_dir: str | Path, out: str | Path, context: dict[str, np.nda
     """Write the model folder of the run in ``run_dir`` to ``out``. ``context`` is what gives new audio the run's
     dialogue context (``run_context_projection``), None for a run without state. ``onnx``:
     also the speech model (from ``speech_model``, default the id the cache recorded; other weights are refused)
-    and the heads as ONNX (``heads.onnx_heads``)."""
+    and the heads as ONNX (``heads.deployment.onnx_heads``)."""
     record, _ = read_run(run_dir)
     features = record["effective_features"]
     if features.get("per_speaker_norm") and features.get("use_prosody") and not _has_stat(run_dir, record, "prosody_fill"):
@@ -277,7 +277,7 @@ of the same `dialog_id` in `start_s` order; without a manifest, each file is pre
 
     python cli.py predict --model <this folder> a.wav b.flac --out predictions.csv
 
-    from heads.predict import load_model
+    from heads.deployment.predict import load_model
     predictions = load_model("<this folder>").predict(["a.wav", "b.flac"])
 """
 
@@ -321,7 +321,7 @@ def _ranges(target_range: dict | None) -> str:
 def check_files(record: dict, count: int = CHECK_FILES) -> pl.DataFrame:
     """Up to ``count`` readable, usable rows of the run's cache (``utt_id, path, speaker, dialog_id, start_s``): its
     test fold first; for a speaker-normalised model the rows of one speaker with enough of them
-    (``heads.predict.MIN_SPEAKER_ROWS``), since predict normalises each speaker by their own files. Refused when
+    (``heads.deployment.predict.MIN_SPEAKER_ROWS``), since predict normalises each speaker by their own files. Refused when
     none can be read here."""
     from cache import CacheReader
 

@@ -3,7 +3,7 @@
 Three parts: ``simulate`` draws one experiment of a given shape and scenario (two variants' test predictions,
 or two ridge models trained leave-one-fold-out); ``measure`` applies every candidate interval and the
 permutation test to it; ``measured_at`` looks up the table those measurements produced
-(``heads/calibration.csv``, written by ``benchmarks/bench_stats.py --calibration --write``) for the shape of a
+(``heads/evaluation/calibration.csv``, written by ``benchmarks/bench_stats.py --calibration --write``) for the shape of a
 user's evaluation, so every table can say how often its interval covered the truth at that shape.
 
 The world of the simulation (one dimension; the other is analogous): truth ``t = u_speaker + e`` (sd 0.5 and
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from heads.stats import (
+from heads.evaluation.stats import (
     Moments,
     aggregate,
     bootstrap_counts,

@@ -9,7 +9,7 @@
   its own MLP (Linear-LayerNorm-ReLU-Dropout 256, same 128, Linear(128, 1)).
 * ``linear``: the baseline every comparison can include: one linear map of ``[speech, prosody, state]``
   (raw standardised Praat features, no projection) to valence and arousal, fitted in closed form by ridge
-  regression (``heads.ridge``), not by gradient descent.
+  regression (``heads.training.ridge``), not by gradient descent.
 
 Raw Praat features enter through a projection to 64 dimensions; with ``layer="weighted"`` the speech
 block is a learned softmax mix of all cached hidden states (as in SUPERB). Every forward returns

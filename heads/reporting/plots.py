@@ -173,7 +173,7 @@ def plot_forest(comparisons: dict, target) -> None:  # noqa: ANN001 - path or bi
 
 def plot_matrix(rows: list[dict], label: str, target) -> None:  # noqa: ANN001 - path or binary file
     """Heatmaps of CCC-V and CCC-A for run ``label``: trained on (rows) x tested on (columns), the value and its
-    interval written in each cell (``heads.cross.matrix`` rows)."""
+    interval written in each cell (``heads.studies.cross.matrix`` rows)."""
     rows = [r for r in rows if r["run"] == label]
     corpora = list(dict.fromkeys(r["train"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(4 + 2.2 * len(corpora), 1.5 + 1.3 * len(corpora)), squeeze=False)

@@ -12,7 +12,7 @@ import torch
 
 from core.linear import RELATIVE_PENALTIES, ridge_path
 from core.metrics import ccc
-from heads.models import LinearHead
+from heads.training.models import LinearHead
 
 
 def fit_ridge(model: LinearHead, train: tuple[torch.Tensor, ...], validation: tuple[torch.Tensor, ...]

@@ -11,14 +11,14 @@ from pathlib import Path
 import polars as pl
 
 from core.files import write_atomically
-from heads.model_folder import ExportedModel
-from heads.plots import plot_over_time, plot_prediction_scatter
+from heads.deployment.model_folder import ExportedModel
+from heads.reporting.plots import plot_over_time, plot_prediction_scatter
 
 SHOWN_ROWS = 50
 
 
 def write_prediction_report(frame: pl.DataFrame, path: str | Path, model: ExportedModel) -> Path:
-    """Write the page for ``frame`` (``heads.predict`` rows) to ``path`` (atomically); returns the path."""
+    """Write the page for ``frame`` (``heads.deployment.predict`` rows) to ``path`` (atomically); returns the path."""
     buffer = io.BytesIO()
     segmented = "start_s" in frame.columns
     if segmented:

@@ -33,7 +33,13 @@ from core.protocol import (
     test_set_names,
 )
 from core.standardise import zscore
-from heads.streaming import RESIDENT_BYTES, StreamedSpeech, float32_bytes, resident_decision, streamed_statistics
+from heads.training.streaming import (
+    RESIDENT_BYTES,
+    StreamedSpeech,
+    float32_bytes,
+    resident_decision,
+    streamed_statistics,
+)
 from pipeline.features.layers import check_layer_choice, layer_index, reads_every_layer, select_layer
 
 log = logging.getLogger(__name__)
@@ -73,10 +79,10 @@ class CorpusArrays:
     num_hidden_states: int = 0  # L+1 in the cache
     source: str = ""  # the cache file, for messages and run records
     splits: np.ndarray | None = None  # [N] str partition (train / dev / test set name); None: k folds
-    speech_reader: CacheReader | None = None  # the speech block is read from here in blocks (heads.streaming)
+    speech_reader: CacheReader | None = None  # the speech block is read from here in blocks (heads.training.streaming)
     no_context: bool = False  # the cache's state stage found no dialogue with more than one utterance
     groups: dict[str, np.ndarray] = field(default_factory=dict)  # column -> [N] str: per-group results (gender, ...)
-    # targets on the common scale (heads.cross) and test rows reported on this (low, high) scale instead; None: as is
+    # targets on the common scale (heads.studies.cross) and test rows reported on this (low, high) scale instead; None: as is
     report_scale: tuple[float, float] | None = None
 
     def prosody(self, sets: tuple[str, ...]) -> np.ndarray:
@@ -202,8 +208,8 @@ def load_corpus_arrays(reader: CacheReader, layer: str | None = None,
     speech block is read: 1/(L+1) of its bytes (20 MB instead of 0.5 GB for IEMOCAP with wavlm-large).
     Without it (or with ``mean``/``weighted``) all hidden states are read, for runs that choose or mix
     layers later; with ``weighted`` on a speech block too large for this machine's memory
-    (``heads.streaming.resident_decision``, logged; ``stream_above_bytes``: stream when its float32 copy would exceed
-    this many bytes instead) none is read: training streams it from the cache (``heads.streaming``)."""
+    (``heads.training.streaming.resident_decision``, logged; ``stream_above_bytes``: stream when its float32 copy would exceed
+    this many bytes instead) none is read: training streams it from the cache (``heads.training.streaming``)."""
     m = reader.manifest
     tables = feature_tables(reader)
     states = {}
@@ -277,7 +283,7 @@ class FoldTensors:
 def speaker_normalised(x: np.ndarray, speakers: np.ndarray, fill: np.ndarray | None = None) -> np.ndarray:
     """``--speaker-norm``: each speaker's rows of ``x`` ``[n, ...]`` z-scored with that speaker's own statistics
     (``zscore``), NaN first replaced by ``fill`` (the prosody block: a speaker may lack a feature entirely). Training
-    (``prepare_fold``) and prediction (``heads.model_folder.head_outputs``) both go through here."""
+    (``prepare_fold``) and prediction (``heads.deployment.model_folder.head_outputs``) both go through here."""
     if fill is not None:
         x = np.where(np.isnan(x), fill, x)
     out = np.empty_like(x)
@@ -356,7 +362,7 @@ def prepare_fold(arrays: CorpusArrays, split: FoldSplit, config: FeatureConfig) 
         z, stats[f"{name}_mean"], stats[f"{name}_std"] = zscore(values, values[train])
         return np.nan_to_num(z, nan=0.0, copy=False).astype(np.float32, copy=False)  # NaN (undefined) -> the mean
 
-    if use_speech and arrays.speech is None:  # too large for memory: read in blocks (heads.streaming)
+    if use_speech and arrays.speech is None:  # too large for memory: read in blocks (heads.training.streaming)
         speech_of = _streamed_speech(arrays, config, train, stats)
     else:
         speech = block(select_speech(arrays, config.layer), "speech") if use_speech else np.zeros((n, 0), np.float32)

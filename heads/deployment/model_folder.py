@@ -1,5 +1,5 @@
 """A trained model as one self-contained folder: its layout, verifying and loading it (``ExportedModel``), and the
-heads' outputs on raw features. ``heads.export`` writes it; ``heads.predict`` predicts new audio with it.
+heads' outputs on raw features. ``heads.deployment.export`` writes it; ``heads.deployment.predict`` predicts new audio with it.
 
     model/
       model.json            what the features are and how they are normalised: speech model id and weight
@@ -11,7 +11,7 @@ heads' outputs on raw features. ``heads.export`` writes it; ``heads.predict`` pr
                             input statistics
       README.md             the model card
       speech.onnx, speech.int8.onnx, head_seed<k>.onnx   with ``export --onnx`` only: the speech model and
-                            the heads for ONNX Runtime (``heads.onnx_heads``; ``predict --runtime onnx|onnx-int8``)
+                            the heads for ONNX Runtime (``heads.deployment.onnx_heads``; ``predict --runtime onnx|onnx-int8``)
       CHECKSUMS             sha256 of every file above; a changed or missing file is refused
 
 No pickle anywhere: safetensors and JSON only, so loading a model cannot run code.
@@ -29,8 +29,8 @@ from safetensors.numpy import load_file as load_numpy
 
 from core.errors import InputError
 from core.standardise import standardise
-from heads.models import BlockSizes
-from heads.runs import load_head
+from heads.training.models import BlockSizes
+from heads.training.runs import load_head
 
 MODEL_FILE = "model.json"
 CONTEXT_FILE = "context.safetensors"
@@ -48,7 +48,7 @@ def sha256_file(path: Path) -> str:
 
 def required_files(record: dict) -> set[str]:
     """Every file a model folder's ``model.json`` says it needs (each must be listed in CHECKSUMS)."""
-    from heads.onnx_heads import onnx_files
+    from heads.deployment.onnx_heads import onnx_files
 
     return {MODEL_FILE, "README.md", *(f"head_seed{s}.safetensors" for s in record.get("seeds", [])),
             *([CONTEXT_FILE] if record.get("state") else []), *onnx_files(record)}
@@ -107,10 +107,10 @@ class ExportedModel:
         """This model with its heads run by ``runtime``: torch (this object), onnx or onnx-int8 (ONNX Runtime on
         the CPU; the folder must have been exported with ``--onnx``). The int8 runtime differs in the speech
         model only (``onnx_speech``). A runtime whose predictions export measured further than
-        ``heads.onnx_heads.MAX_DIFFERENCE`` from torch's is refused (``checked_only=False``: measure it anyway)."""
+        ``heads.deployment.onnx_heads.MAX_DIFFERENCE`` from torch's is refused (``checked_only=False``: measure it anyway)."""
         import copy
 
-        from heads.onnx_heads import MAX_DIFFERENCE, RUNTIMES, load_head_sessions
+        from heads.deployment.onnx_heads import MAX_DIFFERENCE, RUNTIMES, load_head_sessions
 
         if runtime not in RUNTIMES:
             raise InputError(f"--runtime {runtime}: choose {', '.join(RUNTIMES)}")
@@ -152,8 +152,8 @@ def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.nd
     ``valence_sd`` and ``arousal_sd`` (sd over the seeds, where ``spread_correlation`` reported it) and the
     attention weights. A speaker-normalised model
     (``--speaker-norm``) first z-scores speech and prosody with each of ``speakers``' own rows, as training did."""
-    from heads.features import SplitTensors, speaker_normalised
-    from heads.train import attention_columns, predict
+    from heads.training.features import SplitTensors, speaker_normalised
+    from heads.training.train import attention_columns, predict
 
     n = len(prosody if prosody is not None else speech)
     by_speaker = model.record["features"].get("per_speaker_norm", False)
@@ -173,7 +173,7 @@ def head_outputs(model: ExportedModel, speech: np.ndarray | None, prosody: np.nd
         if model.runtime == "torch":
             pred, attn = predict(head, split)
         else:  # the same z-scored blocks into the ONNX graph of this seed's head
-            from heads.onnx_heads import run_head_onnx
+            from heads.deployment.onnx_heads import run_head_onnx
 
             blocks = {"speech": split.speech.numpy(), "prosody": split.prosody.numpy(), "state": split.state.numpy()}
             pred, attn = run_head_onnx(model.head_sessions[k], blocks)

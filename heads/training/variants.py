@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 from core.errors import InputError
-from heads.features import FeatureConfig
-from heads.models import VARIANTS
-from heads.train import TrainConfig
+from heads.training.features import FeatureConfig
+from heads.training.models import VARIANTS
+from heads.training.train import TrainConfig
 from pipeline.features.layers import check_layer_choice
 
 SWITCHES = ("no-speech", "no-prosody", "state", "no-state", "speaker-norm")

@@ -16,7 +16,7 @@ from core.labels import from_common
 from core.metrics import dimension_metrics
 from core.protocol import ALL_FOLDS, VALIDATION_RULES, FoldSplit
 from core.provenance import package_versions, utc_now
-from heads.features import (
+from heads.training.features import (
     CorpusArrays,
     FeatureConfig,
     FoldTensors,
@@ -26,8 +26,8 @@ from heads.features import (
     split_rows,
     without_state,
 )
-from heads.progress import TrainingProgress
-from heads.runs import (
+from heads.training.progress import TrainingProgress
+from heads.training.runs import (
     HISTORY_FILE,
     HISTORY_SCHEMA,
     PREDICTIONS_FILE,
@@ -37,9 +37,9 @@ from heads.runs import (
     save_head,
     write_run_json,
 )
-from heads.streaming import StreamedSpeech
-from heads.train import TrainConfig, attention_columns, block_sizes, predict, train_head
-from heads.variants import run_label
+from heads.training.streaming import StreamedSpeech
+from heads.training.train import TrainConfig, attention_columns, block_sizes, predict, train_head
+from heads.training.variants import run_label
 
 
 def predictions_frame(arrays: CorpusArrays, fold: FoldTensors, model: torch.nn.Module, seed: int) -> pl.DataFrame:
@@ -58,7 +58,7 @@ def predictions_frame(arrays: CorpusArrays, fold: FoldTensors, model: torch.nn.M
     }
     if arrays.emotions is not None:
         columns["emotion"] = pl.Series(arrays.emotions[test.rows].tolist(), dtype=pl.String)  # may hold nulls
-    for name, values in arrays.groups.items():  # per-group results (heads.evaluate)
+    for name, values in arrays.groups.items():  # per-group results (heads.evaluation.evaluate)
         columns[f"group_{name}"] = values[test.rows].astype(str)
     if attention is not None:
         columns.update(attention_columns(attention))
@@ -69,9 +69,9 @@ def train_fold(arrays: CorpusArrays, test_fold: int, config: TrainConfig, seeds:
                device: torch.device = torch.device("cpu"), label: str | None = None, overwrite: bool = False,
                progress: TrainingProgress | None = None) -> pl.DataFrame:
     """Train ``config`` with ``test_fold`` held out, once per seed; write the run to ``out_dir``; return the
-    test predictions. The split is the protocol's (``heads.features.split_rows``) with ``config.val_fraction``;
+    test predictions. The split is the protocol's (``heads.training.features.split_rows``) with ``config.val_fraction``;
     ``label`` names the run in tables (default: ``run_label`` of the features actually used). The run folder
-    appears whole when everything is written (``heads.runs.new_run_dir``); an existing one is replaced only
+    appears whole when everything is written (``heads.training.runs.new_run_dir``); an existing one is replaced only
     with ``overwrite``. ``progress`` shows the epochs (default: one log line per seed)."""
     split = split_rows(arrays, test_fold, config.val_fraction)
     if test_fold != ALL_FOLDS and not len(split.test):
@@ -196,9 +196,9 @@ def train_experiments(cache: str | Path, config: TrainConfig, seeds: list[int], 
     trained on every labelled row: ``out`` is the run folder), ``folds`` (``1-5``: ``out`` holds a run folder per
     fold) or ``split`` (predefined partitions: ``Test1``, ``Test1,Test2`` or ``all``), each trained with every seed."""
     from cache.reader import CacheReader
-    from heads.features import add_final_states, corpus_experiments, load_corpus_arrays
-    from heads.runs import read_run
-    from heads.variants import parse_experiments
+    from heads.training.features import add_final_states, corpus_experiments, load_corpus_arrays
+    from heads.training.runs import read_run
+    from heads.training.variants import parse_experiments
 
     if sum(x is not None for x in (fold, folds, split)) != 1:
         raise InputError("give one of --fold K (one run folder), --folds 1-5 (a folder of run folders) or, with "

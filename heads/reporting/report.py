@@ -17,10 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from core.files import write_atomically  # noqa: E402
 from core.provenance import code_version  # noqa: E402
-from heads.evaluate import MEANING, Evaluation, experiment_title, learning_histories, run_warnings, summarise  # noqa: E402
-from heads.plots import plot_attention, plot_forest, plot_learning_curves, plot_per_fold, plot_scatter  # noqa: E402
-from heads.stats import StatsConfig  # noqa: E402
-from heads.tables import (  # noqa: E402
+from heads.evaluation.evaluate import MEANING, Evaluation, experiment_title, learning_histories, run_warnings, summarise  # noqa: E402
+from heads.evaluation.stats import StatsConfig  # noqa: E402
+from heads.reporting.plots import plot_attention, plot_forest, plot_learning_curves, plot_per_fold, plot_scatter  # noqa: E402
+from heads.reporting.tables import (  # noqa: E402
     TABLE_COLUMNS,
     comparison_markdown,
     headline,
@@ -31,8 +31,8 @@ from heads.tables import (  # noqa: E402
 )
 
 
-def _png_data_uri(draw, *args, **options) -> str:  # noqa: ANN001, ANN003 - a heads.plots function
-    """Render a ``heads.plots`` figure into memory as a ``data:`` URI."""
+def _png_data_uri(draw, *args, **options) -> str:  # noqa: ANN001, ANN003 - a heads.reporting.plots function
+    """Render a ``heads.reporting.plots`` figure into memory as a ``data:`` URI."""
     buffer = io.BytesIO()
     draw(*args, buffer, **options)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
@@ -170,7 +170,7 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
                  stats: StatsConfig = StatsConfig(), baseline: str | None = None, results: dict | None = None) -> Path:
     """Write the HTML report to ``path`` (images embedded, no external files): results first, then the
     comparisons, figures, per-fold / per-speaker / per-category tables, and the provenance collapsed.
-    ``results`` from ``heads.tables.write_evaluation`` avoids computing the intervals twice."""
+    ``results`` from ``heads.reporting.tables.write_evaluation`` avoids computing the intervals twice."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     results = results or summarise(evaluation, stats, baseline)
@@ -263,11 +263,11 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "Valence
 
 def write_cross_report(cells: list, rows: list[dict], path: str | Path, title: str = "Does it transfer?",
                        scale: str = "common", test_partition: str | None = None) -> Path:
-    """The cross-corpus report (``heads.cross``): the matrix of every run label as a table and a heatmap, then
-    each cell's answer, results table and per-group breakdown. ``cells``: ``heads.cross.CrossCell``; ``rows``:
-    ``heads.cross.matrix``; ``test_partition``: the test set partitioned corpora were tested on."""
-    from heads.cross import matrix_markdown
-    from heads.plots import plot_matrix
+    """The cross-corpus report (``heads.studies.cross``): the matrix of every run label as a table and a heatmap, then
+    each cell's answer, results table and per-group breakdown. ``cells``: ``heads.studies.cross.CrossCell``; ``rows``:
+    ``heads.studies.cross.matrix``; ``test_partition``: the test set partitioned corpora were tested on."""
+    from heads.reporting.plots import plot_matrix
+    from heads.reporting.tables import matrix_markdown
 
     path = Path(path)
     labels = list(dict.fromkeys(r["run"] for r in rows))

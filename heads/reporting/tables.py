@@ -1,4 +1,4 @@
-"""The evaluation as tables and files: markdown and CSV of ``heads.evaluate.summarise``'s results, its one-sentence
+"""The evaluation as tables and files: markdown and CSV of ``heads.evaluation.evaluate.summarise``'s results, its one-sentence
 headline, and ``write_evaluation`` (results.md/.csv, per_fold.csv, comparisons.csv, metrics.json and the plots)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from core.files import write_atomically
-from heads.evaluate import (
+from heads.evaluation.evaluate import (
     COMPARED,
     MEANING,
     Evaluation,
@@ -18,7 +18,7 @@ from heads.evaluate import (
     run_warnings,
     summarise,
 )
-from heads.stats import StatsConfig
+from heads.evaluation.stats import StatsConfig
 
 TABLE_COLUMNS = {"CCC-V": "ccc_v", "CCC-A": "ccc_a", "CCC-Avg": "ccc_avg", "MSE-V": "mse_v", "MSE-A": "mse_a"}
 
@@ -175,7 +175,7 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str
     """Write ``results.md``, ``results.csv``, ``per_fold.csv``, ``comparisons.csv``, ``metrics.json`` and
     plots; return the markdown (results, then comparisons) and the results. Each file appears whole or not at all
     (``core.files``); a folder this call created and could not fill is removed again."""
-    from heads.plots import plot_attention, plot_forest, plot_learning_curves, plot_per_fold, plot_scatter
+    from heads.reporting.plots import plot_attention, plot_forest, plot_learning_curves, plot_per_fold, plot_scatter
 
     out_dir = Path(out_dir)
     created = not out_dir.exists()
@@ -211,3 +211,29 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path, json_path: str
             out_dir.rmdir()
         raise
     return markdown, results
+
+
+def matrix_markdown(rows: list[dict], test_partition: str | None = None) -> str:
+    """The matrix as text: per run label, a table with the training corpus per row and the test corpus per
+    column, each cell ``CCC-V / CCC-A`` with their intervals (the diagonal is the corpus's own folds or test
+    sets; ``test_partition``: the test set a partitioned corpus was tested on)."""
+    def cell(value: float | None, ci: list | None) -> str:
+        if value is None:
+            return "undefined"
+        return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else "")
+
+    corpora = list(dict.fromkeys(r["train"] for r in rows))
+    tested = "every usable row of the test corpus" if test_partition is None else (
+        f"a partitioned test corpus's test set {test_partition}, every usable row of the others")
+    parts = []
+    for label in dict.fromkeys(r["run"] for r in rows):
+        lines = [f"`{label}`: CCC-V / CCC-A, rows trained on, columns tested on (the diagonal: the corpus's own "
+                 f"folds or test sets; off it: {tested}, the interval a speaker bootstrap):", "",
+                 "| trained on \\ tested on | " + " | ".join(corpora) + " |", "|---|" + "---|" * len(corpora)]
+        for train in corpora:
+            found = {r["test"]: r for r in rows if r["run"] == label and r["train"] == train}
+            lines.append(f"| {train} | " + " | ".join(
+                f"{cell(found[t]['ccc_v'], found[t]['ccc_v_ci'])} / {cell(found[t]['ccc_a'], found[t]['ccc_a_ci'])}"
+                for t in corpora) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)

@@ -1,6 +1,6 @@
 """Aggregate head runs: metrics per fold, over folds, over seeds and pooled, each with an interval chosen by
 calibration; paired comparisons against a baseline; per-speaker, per-category and per-group breakdowns, as one
-``summarise`` dict (``heads.tables`` renders and writes it).
+``summarise`` dict (``heads.reporting.tables`` renders and writes it).
 
 What the numbers mean (also written into every table and metrics.json):
 
@@ -8,7 +8,7 @@ What the numbers mean (also written into every table and metrics.json):
 * ``mean`` is the mean over folds (the research note's table); ``± fold sd`` the sample sd (ddof=1) of the
   fold metrics; ``seed sd`` the sample sd over seeds of the mean over folds (spread from training noise);
 * ``pooled`` is computed on all folds' test utterances at once (then averaged over seeds);
-* ``[lo, hi]`` is a 95 % interval chosen by calibration (``heads.stats``): with k folds a t interval over the
+* ``[lo, hi]`` is a 95 % interval chosen by calibration (``heads.evaluation.stats``): with k folds a t interval over the
   folds, with one test set (or the mean over predefined test sets) a speaker bootstrap; it is withheld, with a
   reason, where the calibration says it would not hold its level at the corpus's shape (``Design``);
 * ``p`` of a difference is a paired speaker-permutation test (exact under exchangeability of the two variants'
@@ -27,9 +27,8 @@ import polars as pl
 from core.columns import TARGETS
 from core.errors import InputError
 from core.metrics import dimension_metrics
-from heads.calibration import measured_at
-from heads.runs import HISTORY_FILE, HISTORY_SCHEMA, read_run
-from heads.stats import (
+from heads.evaluation.calibration import measured_at
+from heads.evaluation.stats import (
     Moments,
     StatsConfig,
     aggregate,
@@ -46,6 +45,7 @@ from heads.stats import (
     speaker_moments,
     swap_masks,
 )
+from heads.training.runs import HISTORY_FILE, HISTORY_SCHEMA, read_run
 
 ATTENTION_COLUMNS = ("attn_valence_prosody", "attn_valence_other", "attn_arousal_speech", "attn_arousal_other")
 COMPARED = {"CCC-V": "ccc_v", "CCC-A": "ccc_a", "CCC-Avg": "ccc_avg"}
@@ -65,8 +65,8 @@ METRIC_RANGE = {"ccc": (-1.0, 1.0), "pearson": (-1.0, 1.0), "ccc_avg": (-1.0, 1.
 
 @dataclass(frozen=True)
 class Design:
-    """The shape of an evaluation, which decides its interval (``heads.stats``) and what the calibration
-    measured at that shape (``heads.calibration.measured_at``)."""
+    """The shape of an evaluation, which decides its interval (``heads.evaluation.stats``) and what the calibration
+    measured at that shape (``heads.evaluation.calibration.measured_at``)."""
 
     folds: int
     speakers: int  # test speakers of all folds
@@ -434,7 +434,7 @@ def summarise(evaluation: Evaluation, stats: StatsConfig = StatsConfig(), baseli
 
 
 def run_warnings(evaluation: Evaluation) -> list[str]:
-    """Every distinct protocol warning of the runs (``heads.features.protocol_warnings``), with the experiments
+    """Every distinct protocol warning of the runs (``heads.training.features.protocol_warnings``), with the experiments
     and labels it concerns: validation that shares speakers or dialogues with training, test rows that share them
     with training rows, a corpus without dialogue context."""
     where: dict[str, list[str]] = {}

@@ -34,8 +34,8 @@ from safetensors.torch import load_file, save_file
 from cache.paths import temp_for
 from core.errors import InputError
 from core.processes import process_alive
-from heads.models import BlockSizes, build_head
-from heads.train import TrainConfig
+from heads.training.models import BlockSizes, build_head
+from heads.training.train import TrainConfig
 
 RUN_FILE = "run.json"
 PREDICTIONS_FILE = "predictions.csv"

@@ -1,7 +1,7 @@
 """Uncertainty of head metrics: intervals chosen by calibration, paired comparisons, Holm's correction.
 
 Which interval a table prints was chosen by measuring, not by habit (``benchmarks/bench_stats.py
---calibration``, the table in docs/benchmarks.md and ``heads/calibration.csv``): simulated experiments of the
+--calibration``, the table in docs/benchmarks.md and ``heads/evaluation/calibration.csv``): simulated experiments of the
 shapes users have (5 folds of 2, 4 or 10 test speakers, 1 or 3 seeds; single test sets of 10 or 50 speakers),
 null and non-null differences, homogeneous and heterogeneous noise, and heads trained in the loop.
 

@@ -15,11 +15,11 @@ import torch
 
 from core.errors import InputError
 from core.metrics import ccc_loss
-from heads.features import FeatureConfig, FoldTensors, SplitTensors
-from heads.models import BlockSizes, build_head
-from heads.optim import AdamW
-from heads.ridge import fit_ridge
-from heads.streaming import StreamedSpeech
+from heads.training.features import FeatureConfig, FoldTensors, SplitTensors
+from heads.training.models import BlockSizes, build_head
+from heads.training.optim import AdamW
+from heads.training.ridge import fit_ridge
+from heads.training.streaming import StreamedSpeech
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class TrainConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     prosody_dim: int = 64  # raw Praat features are projected to this width
     dropout: float = 0.3
-    block_dropout: float = 0.0  # probability of zeroing a whole input block of an utterance (heads.models)
+    block_dropout: float = 0.0  # probability of zeroing a whole input block of an utterance (heads.training.models)
     epochs: int = 60  # at most this many epochs (validation passes)
     epoch_rows: int = 65536  # an epoch of a larger training set is this many rows of its shuffled pass (below)
     batch_size: int = 0  # 0 = auto: an eighth of the training rows, between 64 and 256 (docs/benchmarks.md)
@@ -46,7 +46,7 @@ class TrainConfig:
     patience: int = 6  # epochs without a better validation mean CCC before stopping
     min_delta: float = 1e-3  # smaller validation gains do not count as better
     val_fraction: float = 0.1  # share of training utterances held out as whole dialogue groups (core.protocol)
-    state_gate: bool = True  # with a state: also train without it, keep the better on validation (heads.experiment)
+    state_gate: bool = True  # with a state: also train without it, keep the better on validation (heads.training.experiment)
 
     def __post_init__(self) -> None:
         """Refuse settings no training can use (one ``InputError`` naming the setting), before any work."""
@@ -180,7 +180,7 @@ def train_head(fold: FoldTensors, config: TrainConfig, seed: int, device: torch.
                on_epoch: Callable[[dict], None] | None = None) -> TrainedHead:
     """Train one seed on ``device``; the batch order comes from a CPU generator, so it is the same anywhere.
     ``on_epoch`` receives each epoch's history entry with the best validation CCC so far (for progress).
-    The ``linear`` variant is fitted in closed form instead (``heads.ridge``; seeds do not change it)."""
+    The ``linear`` variant is fitted in closed form instead (``heads.training.ridge``; seeds do not change it)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     sizes = block_sizes(fold, config)
@@ -193,13 +193,13 @@ def train_head(fold: FoldTensors, config: TrainConfig, seed: int, device: torch.
         penalties, val_ccc, path = fit_ridge(model, *splits)
         return TrainedHead(model.eval(), sizes, 0, val_ccc, [], {"ridge_penalty": penalties, "ridge_path": path})
     model = build_head(config.variant, sizes, config.dropout, config.block_dropout).to(device)
-    optimizer = AdamW(parameter_groups(model, config))  # torch's fused AdamW update, see heads/optim.py
+    optimizer = AdamW(parameter_groups(model, config))  # torch's fused AdamW update, see heads/training/optim.py
     train, validation = fold.train.to(device), fold.validation.to(device)
     n = len(train.rows)
     batch_size = resolve_batch_size(config.batch_size, n)
     best_ccc, best_epoch, best_state, history = -np.inf, -1, None, []
     new_pass = (lambda: train.speech.epoch_order(generator)) if isinstance(train.speech, StreamedSpeech) else \
-        (lambda: torch.randperm(n, generator=generator))  # streamed: block-shuffled (heads.streaming)
+        (lambda: torch.randperm(n, generator=generator))  # streamed: block-shuffled (heads.training.streaming)
     pending = torch.zeros(0, dtype=torch.int64)
     for epoch in range(config.epochs):
         model.train()

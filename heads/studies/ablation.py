@@ -10,15 +10,15 @@ import torch
 
 from cache.reader import CacheReader
 from core.errors import InputError
-from heads.evaluate import Evaluation, evaluate_runs
-from heads.experiment import runs_per_seed, train_fold
-from heads.features import effective_features, load_corpus_arrays
-from heads.progress import TrainingProgress
-from heads.stats import StatsConfig
-from heads.streaming import float32_bytes, resident_decision
-from heads.tables import write_evaluation
-from heads.train import TrainConfig
-from heads.variants import run_label
+from heads.evaluation.evaluate import Evaluation, evaluate_runs
+from heads.evaluation.stats import StatsConfig
+from heads.reporting.tables import write_evaluation
+from heads.training.experiment import runs_per_seed, train_fold
+from heads.training.features import effective_features, load_corpus_arrays
+from heads.training.progress import TrainingProgress
+from heads.training.streaming import float32_bytes, resident_decision
+from heads.training.train import TrainConfig
+from heads.training.variants import run_label
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def _reader_and_layer(cache: str | Path, configs: list[TrainConfig]) -> tuple[CacheReader, str | None]:
     """The reader and the one layer choice all ``configs`` share (only that hidden state is read, or the block is
     streamed for ``weighted``); None when they differ: every hidden state is read into memory, refused when this
-    machine's memory cannot hold it for training (``heads.streaming.resident_decision``; MSP-Podcast: 28 GB)."""
+    machine's memory cannot hold it for training (``heads.training.streaming.resident_decision``; MSP-Podcast: 28 GB)."""
     reader = CacheReader(cache)
     layers = {c.features.layer for c in configs}
     if len(layers) == 1:
@@ -48,7 +48,7 @@ def run_ablation(cache: str | Path, configs: list[TrainConfig], folds: list[int]
     """Train every config on every fold (or test set); write runs to ``out/<label>/fold<k>`` (``out/<label>/<test
     set>``) and tables/plots to ``out``.
     Returns the markdown (results and differences from ``baseline``, default the first config), the runs
-    and the results of ``heads.evaluate.summarise``. Existing runs are replaced only with ``overwrite``."""
+    and the results of ``heads.evaluation.evaluate.summarise``. Existing runs are replaced only with ``overwrite``."""
     out = Path(out)
     arrays = load_corpus_arrays(*_reader_and_layer(cache, configs), group_by=group_by)
     labels = [run_label(replace(c, features=effective_features(arrays, c.features, folds[0]))) for c in configs]

@@ -15,7 +15,7 @@ import polars as pl
 from cache import CacheReader
 from cache.schema import Failure
 from core.errors import InputError
-from heads.model_folder import ExportedModel, head_outputs
+from heads.deployment.model_folder import ExportedModel, head_outputs
 from pipeline.corpora.manifest import normalise_manifest
 from pipeline.corpora.prediction import prediction_manifest
 from pipeline.corpora.segments import SegmentConfig, plan_file_segments, write_segments

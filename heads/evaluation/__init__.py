@@ -1,0 +1,1 @@
+"""Metrics of head runs with honest uncertainty: intervals and paired tests (``stats``), their calibration at the corpus shapes users have (``calibration``), and the aggregation of runs per fold, over folds, seeds and pooled (``evaluate``)."""

@@ -1,0 +1,1 @@
+"""Many runs from one command: head ablations from one cache (``ablation``) and cross-corpus transfer (``cross``)."""

@@ -1,0 +1,1 @@
+"""Heads and how they are trained: cache arrays -> fold tensors (``features``, ``streaming``), the head models (``models``, ``ridge``), the loop (``optim``, ``train``, ``progress``), configurations by spec (``variants``), one fold with all seeds (``experiment``) and its run folder (``runs``)."""
