@@ -21,3 +21,14 @@ def test_the_synthetic_demo_runs_end_to_end(tmp_path):
     # and a long recording as a time series: its first segments, their times and a plot over time
     assert "recording of 12 of those files joined by pauses, as segments" in result.stdout
     assert result.stdout.count(" s: valence ") == 5 and (tmp_path / "long_recording.html").is_file()
+
+
+def test_the_demo_refuses_an_unknown_prosody_set_before_any_work(tmp_path):
+    import pytest
+
+    from core.errors import InputError
+    from demo import run_demo
+
+    with pytest.raises(InputError, match="unknown prosody feature set.*nope.*available: praat, egemaps"):
+        run_demo(tmp_path / "out", "synthetic", prosody="praat,nope")
+    assert not (tmp_path / "out").exists()
