@@ -184,7 +184,7 @@ _HEAD_OPTIONS = dict(
     no_speech=typer.Option(False, "--no-speech", help="leave the speech block out"),
     no_prosody=typer.Option(False, "--no-prosody", help="leave the prosody block out"),
     prosody=typer.Option(None, "--prosody", help="feature sets of the prosody block: praat (default) | egemaps | "
-                         "praat/egemaps (side by side); the cache must hold them (extract --prosody)"),
+                         "praat,egemaps (side by side); the cache must hold them (extract --prosody)"),
     state=typer.Option(False, "--state/--no-state", help="use the dialogue state (off by default: no state kind met the "
                                                         "context target on held-out data; README 'The dialogue state')"),
     speaker_norm=typer.Option(False, "--speaker-norm", help="z-score speech/prosody per speaker (unlabelled stats)"),
@@ -276,19 +276,23 @@ def train_heads(
                                  mse_weight=mse_weight, batch_size=batch_size)
     seed_list = _seed_list(seeds, seed)
     started = time.perf_counter()
-    trained = train_experiments(cache, config, seed_list, out, fold, folds, split, resolve_device(device), label,
-                                overwrite, _names(group_by))
-    if fold == "all":
-        record = trained[0].record
-        report = "the test sets' scores" if record.get("protocol") == "partitions" else "the cross-validated one"
-        typer.echo(f"{out}: final model '{record['label']}' trained on {record['split_sizes']['train']} utterances "
-                   f"(validation speakers {', '.join(record['validation_speakers'])}); no test rows, so no score: "
-                   f"report {report}. Next: python cli.py export --run {out} --out MODEL_DIR")
-        return
-    for run in trained:
+
+    def say(run) -> None:  # noqa: ANN001 - heads.training.experiment.TrainedExperiment, printed as it is written
+        if run.metrics is None:  # a final model: no test rows
+            record = run.record
+            report = "the test sets' scores" if record.get("protocol") == "partitions" else "the cross-validated one"
+            typer.echo(f"{out}: final model '{record['label']}' trained on {record['split_sizes']['train']} "
+                       f"utterances (validation speakers {', '.join(record['validation_speakers'])}); no test rows, "
+                       f"so no score: report {report}. Next: python cli.py export --run {out} --out MODEL_DIR")
+            return
         m = run.metrics
         typer.echo(f"{run.run_dir}: {run.name}, {label or run.label}, {len(seed_list)} seed(s); "
                    f"test CCC-V {m['ccc_v']:.3f} CCC-A {m['ccc_a']:.3f} MSE-V {m['mse_v']:.3f} MSE-A {m['mse_a']:.3f}")
+
+    trained = train_experiments(cache, config, seed_list, out, fold, folds, split, resolve_device(device), label,
+                                overwrite, _names(group_by), on_trained=say)
+    if fold == "all":
+        return
     partitions = trained[0].record.get("protocol") == "partitions"
     typer.echo(f"{len(trained)} {'test set' if partitions else 'fold'}(s) in {time.perf_counter() - started:.1f} s"
                + (f"; evaluate with: python cli.py eval --runs {out}" if len(trained) > 1 else ""))

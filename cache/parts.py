@@ -46,8 +46,9 @@ class PartStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         if stamp.is_file() and stamp.read_text() != fingerprint:
             raise InputError(
-                f"{self.dir}: unfinished '{stage}' work was made with other settings (model or config); "
-                "re-run with the original settings to finish it, or pass --force to start a new cache"
+                f"{self.dir}: unfinished '{stage}' work was made with other settings (model, config, or another "
+                "version of its feature set); re-run with the original settings and version to finish it, or delete "
+                "this folder to start the stage again (--force starts a new cache)"
             )
         if not stamp.is_file():
             tmp = temp_for(stamp)  # shards may create it at the same moment

@@ -24,7 +24,15 @@ from core.errors import InputError
 from core.protocol import partition_folds
 from pipeline.features.audio import file_stats
 from pipeline.runtime.device import resolve_device
-from pipeline.stages.registry import STAGES, ExtractConfig, StageCall, run_order, stage_config_dict
+from pipeline.stages.registry import (
+    STAGES,
+    ExtractConfig,
+    StageCall,
+    identity_changes,
+    missing_requirements,
+    run_order,
+    stage_config_dict,
+)
 from pipeline.stages.runner import StageWork
 from pipeline.stages.speech import resolve_batch_seconds
 
@@ -37,9 +45,10 @@ def extract_config_from_dict(data: dict) -> ExtractConfig:
 
 
 def check_request(stages: list[str], on_error: str, manifest: pl.DataFrame,
-                  config: ExtractConfig | None = None) -> None:
-    """Refuse unknown stages, ``--on-error`` values, folds that contradict the partitions, and a manifest a stage
-    cannot run on (``StageSpec.check_request``), before any expensive work."""
+                  config: ExtractConfig | None = None, stored: list[str] | tuple[str, ...] = ()) -> None:
+    """Refuse unknown stages, ``--on-error`` values, folds that contradict the partitions, a manifest a stage
+    cannot run on (``StageSpec.check_request``) and a derived stage whose inputs are neither asked for nor among
+    the ``stored`` stages, before any expensive work."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise InputError(f"unknown stage(s): {', '.join(unknown)} (available: {', '.join(STAGES)})")
@@ -53,6 +62,15 @@ def check_request(stages: list[str], on_error: str, manifest: pl.DataFrame,
     config = config or ExtractConfig()
     for name in stages:
         STAGES[name].check_request(config.of(name), manifest)
+    for name, missing in missing_requirements(stages, list(stored)).items():
+        hint = " (the Praat set: --prosody praat,...)" if "prosody" in missing else ""
+        raise InputError(f"the {name} stage reads {', '.join(missing)}{hint}, which is neither asked for nor in the "
+                         f"cache: add it to --stages, or leave {name} out")
+
+
+def stored_stages(cache_path: Path) -> list[str]:
+    """The stages an existing cache holds (none for a new one)."""
+    return CacheReader(cache_path).stages if cache_path.is_file() else []
 
 
 def with_device_settings(config: ExtractConfig, device: str) -> ExtractConfig:
@@ -141,6 +159,13 @@ def check_existing(cache_path: Path, manifest: pl.DataFrame, stages: list[str], 
         if stage not in reader.stages:
             todo.append(stage)
             continue
+        changed_identity = identity_changes(stage, reader.provenance(stage))
+        if changed_identity:
+            key, (was, now) = next(iter(changed_identity.items()))
+            what = f"{was} -> {now}" if key != "names" else "its feature names changed"
+            raise InputError(f"{cache_path}: '{stage}' was computed by another version of its feature set ({key}: "
+                             f"{what}); refusing to mix rows of both: extract into another --cache, or --force to "
+                             "replace this one")
         stored_config = reader.provenance(stage).get("config")
         same = stored_config == json.loads(json.dumps(stage_config_dict(stage, config)))  # as stored: tuples are lists
         if not same and not spec.per_utterance:
@@ -176,7 +201,7 @@ def extract(
     whose labels changed is stored in place; one whose changes invalidate the stored states is refused unless
     ``update_manifest`` (``check_existing``)."""
     cache_path = Path(cache_path)
-    check_request(stages, on_error, manifest, config)
+    check_request(stages, on_error, manifest, config, [] if force else stored_stages(cache_path))
     config = with_device_settings(config, device)
     if cache_path.exists() and not force:
         existing = check_existing(cache_path, manifest, stages, config, update_manifest)

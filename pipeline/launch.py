@@ -28,6 +28,7 @@ from pipeline.extract import (
     check_request,
     extract,
     extract_config_from_dict,
+    stored_stages,
     with_device_settings,
 )
 from pipeline.runtime.device import resolve_device
@@ -101,7 +102,7 @@ def extract_shard(cache_path: str | Path, manifest: pl.DataFrame, stages: list[s
     """Compute shard ``shard`` of the per-utterance stages; publishing (and the derived stages, which run once) waits
     for ``merge_shards``."""
     cache_path = Path(cache_path)
-    check_request(stages, on_error, manifest, config)
+    check_request(stages, on_error, manifest, config, stored_stages(cache_path))
     config = with_device_settings(config, device)
     with CacheLock(cache_path, shard_tag=shard.file_tag):  # the same shard twice is refused; others run
         todo = [s for s in run_order(stages) if STAGES[s].per_utterance]

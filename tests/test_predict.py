@@ -593,3 +593,22 @@ def test_a_model_on_egemaps_beside_praat_runs_both_sets_on_new_audio_as_its_run_
     assert [t["feature_set"] for t in record["feature_tables"].values()] == ["egemaps", "praat"]
     assert record["sizes"]["prosody_raw"] == 88 + len(after.read("prosody", "names"))
     assert _predicted_as_run(copy, model, run, tmp_path) <= 1e-5
+
+
+def test_a_model_refuses_features_of_another_feature_set_version(trained, tmp_path, monkeypatch):
+    """A model trained on praat-v2 features, and a tool that now computes another version: refused, not mixed."""
+    from core.errors import InputError
+    from pipeline.features.prosody import FEATURE_NAMES, prosody_features
+    from pipeline.stages import registry
+    from pipeline.stages.feature_table import FeatureSet
+    from pipeline.stages.prosody import ProsodyConfig
+
+    work, cache = trained
+    model = _exported(work, "no-state", tmp_path / "model")
+    _fold1_manifest(cache, tmp_path / "new.csv")
+    other = FeatureSet("praat", "prosody", "praat-v0", lambda: FEATURE_NAMES, prosody_features)
+    monkeypatch.setitem(registry.STAGES, "prosody", registry.feature_table_stage(other, ProsodyConfig))
+    from heads.deployment.predict import load_model
+
+    with pytest.raises(InputError, match="trained on prosody features of version praat-v2, but .* computes praat-v0"):
+        load_model(model).predict(manifest=str(tmp_path / "new.csv"), device="cpu")

@@ -95,8 +95,16 @@ def test_requested_prosody_sets_expand_to_their_stages_in_run_order(toy_register
 
 
 def test_an_extract_config_round_trips_through_json_with_a_registered_set(toy_registered):
-    config = ExtractConfig(toy=ToyConfig(sample_rate_hz=8000, workers=1))
-    assert ExtractConfig.from_dict(config.to_dict()) == config and config.toy.sample_rate_hz == 8000
+    import json
+
+    from pipeline.models.state_model import StateModelConfig
+    from pipeline.stages.speech import SpeechConfig
+    from pipeline.stages.state import StateConfig
+
+    config = ExtractConfig(toy=ToyConfig(sample_rate_hz=8000, workers=1), speech=SpeechConfig(frame_layers=(1, 2)),
+                           state=StateConfig(kind="mamba", model=StateModelConfig(d_state=8)))
+    assert ExtractConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert config.toy.sample_rate_hz == 8000
     with pytest.raises(TypeError, match="takes a ToyConfig"):
         ExtractConfig(toy=ProsodyConfig())
 
@@ -115,3 +123,38 @@ def test_the_heads_read_a_registered_set_alone_or_beside_praat(tmp_path, toy_reg
     assert toy.train.prosody.shape[1] == 2 and both.train.prosody.shape[1] == 2 + len(arrays.prosody_names["praat"])
     with pytest.raises(InputError, match="no egemaps feature set in this cache.*extract --prosody praat,toy,egemaps"):
         prepare_fold(arrays, split, FeatureConfig(prosody_sets=("egemaps",)))
+
+
+def test_a_stored_set_of_another_version_is_refused_not_mixed(tmp_path, monkeypatch, toy_registered):
+    df, _ = read_generic_manifest(_corpus(tmp_path))
+    extract(tmp_path / "c.h5", df, ["toy"], _config(), device="cpu")
+    newer = FeatureSet("toy", "toy", "toy-v2", lambda: TOY_NAMES, toy_features)
+    monkeypatch.setitem(registry.STAGES, "toy", registry.feature_table_stage(newer, ToyConfig))
+    with pytest.raises(InputError, match="another version of its feature set .feature_set_version: toy-v1 -> toy-v2"):
+        extract(tmp_path / "c.h5", df, ["toy"], _config(), device="cpu")
+    import os
+
+    path = CacheReader(tmp_path / "c.h5").manifest["path"][0]
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))  # a "changed" file: one row
+    with pytest.raises(InputError, match="another version of its feature set"):  # would be redone: still refused
+        extract(tmp_path / "c.h5", df, ["toy"], _config(), device="cpu")
+    assert CacheReader(tmp_path / "c.h5").provenance("toy")["feature_set_version"] == "toy-v1"
+
+
+def test_a_derived_stage_without_its_inputs_is_refused_before_any_work(tmp_path, toy_registered):
+    df, _ = read_generic_manifest(_corpus(tmp_path))
+    with pytest.raises(InputError, match="the state stage reads prosody .the Praat set: --prosody praat.*neither asked"):
+        extract(tmp_path / "c.h5", df, ["speech", "egemaps", "state"], _config(), device="cpu")
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_cross_compares_only_the_feature_sets_its_heads_read(tmp_path, toy_registered):
+    from heads.studies.cross import check_compatible
+
+    df, _ = read_generic_manifest(_corpus(tmp_path))
+    extract(tmp_path / "a.h5", df, ["prosody"], _config(), device="cpu")
+    extract(tmp_path / "b.h5", df, ["prosody", "toy"], _config(), device="cpu")
+    readers = {"a": CacheReader(tmp_path / "a.h5"), "b": CacheReader(tmp_path / "b.h5")}
+    check_compatible(readers, {"praat"})  # the heads read Praat's set only: the extra toy set does not matter
+    with pytest.raises(InputError, match="differ in prosody feature sets"):
+        check_compatible(readers, {"praat", "toy"})

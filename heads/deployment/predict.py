@@ -91,6 +91,7 @@ def predict_audio(model: ExportedModel, audio: list[str] | None, manifest: str |
                     extract_config(model, str(speech_id), rows.height, batch_seconds), device=device, on_error=on_error)
             reader = CacheReader(path)
             check_speech_weights(model, reader, str(speech_id))
+            check_feature_versions(model, reader)
             frame, failures = predict_cached(model, reader), reader.failures
     if clip and frame.height:
         frame = frame.with_columns(pl.col(d).clip(*model.record["target_range"][d]) for d in ("valence", "arousal"))
@@ -131,6 +132,17 @@ def check_speech_weights(model: ExportedModel, reader: CacheReader, speech_id: s
     if checksum != model.speech_checksum:
         raise InputError(f"{speech_id}: speech model weights differ from the ones this model was trained on "
                          f"(sha256 {checksum} != {model.speech_checksum}); use --speech-model with those weights")
+
+
+def check_feature_versions(model: ExportedModel, reader: CacheReader) -> None:
+    """Refuse feature tables computed by another version of their feature set than the model was trained on (e.g.
+    ``praat-v1`` -> ``praat-v2``, or another openSMILE release): the heads would read other numbers."""
+    for stage, table in feature_table_records(model).items():
+        trained, now = table.get("feature_set_version"), reader.provenance(stage).get("feature_set_version")
+        if trained is not None and trained != now:
+            raise InputError(f"{model.folder}: trained on {stage} features of version {trained}, but this version of "
+                             f"the tool computes {now}; re-train and export the model here, or predict with the "
+                             "version it was made with")
 
 
 def once_per_file(failures: list[Failure]) -> list[Failure]:
@@ -291,6 +303,7 @@ def predict_segments(model: ExportedModel, files: pl.DataFrame, config: SegmentC
                     extract_config(model, speech_id, len(rows), batch_seconds), device=device, on_error=on_error)
             reader = CacheReader(path)
             check_speech_weights(model, reader, speech_id)
+            check_feature_versions(model, reader)
             parts.append(read_prediction_inputs(model, reader))
             manifests.append(reader.manifest)
             failures += reader.failures

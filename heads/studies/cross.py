@@ -47,12 +47,14 @@ def corpus_scale(reader: CacheReader) -> tuple[float, float]:
     return float(lows.pop()), float(highs.pop())
 
 
-def check_compatible(readers: dict[str, CacheReader]) -> None:
+def check_compatible(readers: dict[str, CacheReader], prosody_sets: set[str] | None = None) -> None:
     """Refuse caches made with different speech models, hidden states or prosody feature sets, naming the
-    difference: heads trained on one cannot read the other's features."""
+    difference: heads trained on one cannot read the other's features. ``prosody_sets``: compare only these sets
+    (the ones the study's heads read; None: every set the caches hold)."""
     def facts(reader: CacheReader) -> dict[str, object]:
         speech = reader.provenance("speech").get("model", {}) if "speech" in reader.stages else {}
-        tables = feature_tables(reader)
+        tables = {name: stage for name, stage in feature_tables(reader).items()
+                  if prosody_sets is None or name in prosody_sets}
         return {"speech model weights": speech.get("weights_sha256"),
                 "hidden states": reader.dataset_shapes("speech")["pooled"][1:] if "speech" in reader.stages else None,
                 "prosody feature sets": {name: reader.provenance(stage).get("feature_set_version")
@@ -153,7 +155,7 @@ def run_cross(caches: list[Path], configs: list[TrainConfig], seeds: list[int], 
     if len(set(names)) != len(names):
         raise InputError(f"two caches share a name ({', '.join(names)}): the matrix names corpora by file name")
     readers = dict(zip(names, (CacheReader(c) for c in caches)))
-    check_compatible(readers)
+    check_compatible(readers, {s for c in configs if c.features.use_prosody for s in c.features.prosody_sets})
     layers = {c.features.layer for c in configs}
     layer = layers.pop() if len(layers) == 1 else None
     scales = {name: corpus_scale(reader) for name, reader in readers.items()}

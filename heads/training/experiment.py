@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -190,11 +191,12 @@ class TrainedExperiment:
 
 def train_experiments(cache: str | Path, config: TrainConfig, seeds: list[int], out: Path, fold: str | None = None,
                       folds: str | None = None, split: str | None = None, device: torch.device = torch.device("cpu"),
-                      label: str | None = None, overwrite: bool = False,
-                      group_by: tuple[str, ...] = ()) -> list[TrainedExperiment]:
+                      label: str | None = None, overwrite: bool = False, group_by: tuple[str, ...] = (),
+                      on_trained: Callable[[TrainedExperiment], None] | None = None) -> list[TrainedExperiment]:
     """``train-heads``: the experiments named by exactly one of ``fold`` (one fold, or ``all`` for a final model
     trained on every labelled row: ``out`` is the run folder), ``folds`` (``1-5``: ``out`` holds a run folder per
-    fold) or ``split`` (predefined partitions: ``Test1``, ``Test1,Test2`` or ``all``), each trained with every seed."""
+    fold) or ``split`` (predefined partitions: ``Test1``, ``Test1,Test2`` or ``all``), each trained with every seed.
+    ``on_trained`` is called with each experiment as soon as it is written (the command prints its scores)."""
     from cache.reader import CacheReader
     from heads.training.features import add_final_states, corpus_experiments, load_corpus_arrays
     from heads.training.runs import read_run
@@ -210,7 +212,10 @@ def train_experiments(cache: str | Path, config: TrainConfig, seeds: list[int], 
             add_final_states(arrays, reader)
         train_fold(arrays, ALL_FOLDS, config, seeds, out, device, label, overwrite)
         record, _ = read_run(out)
-        return [TrainedExperiment("all", out, record["label"], None, record)]
+        trained = [TrainedExperiment("all", out, record["label"], None, record)]
+        if on_trained is not None:
+            on_trained(trained[0])
+        return trained
     if fold is not None:
         try:
             fold = str(int(fold))
@@ -228,4 +233,6 @@ def train_experiments(cache: str | Path, config: TrainConfig, seeds: list[int], 
             record, _ = read_run(run_dir)
             trained.append(TrainedExperiment(arrays.experiment_name(k), run_dir, record["label"],
                                              dimension_metrics(predictions), record))
+            if on_trained is not None:
+                on_trained(trained[-1])
     return trained

@@ -28,8 +28,8 @@ def prosody_sets(text: str, spec: str = "") -> tuple[str, ...]:
     labels (whether the cache holds them is checked when the arrays are read)."""
     sets = tuple(sorted({part.strip() for part in text.split("/") if part.strip()}))
     if not sets or not all(part.replace("-", "").replace("_", "").isalnum() for part in sets):
-        raise InputError(f"'{spec or text}': prosody=... names feature sets separated by '/', e.g. prosody=egemaps or "
-                         "prosody=praat/egemaps")
+        raise InputError(f"'{spec or text}': name feature sets such as egemaps, or several side by side: "
+                         "prosody=praat/egemaps in a variant spec, --prosody praat,egemaps as an option")
     return sets
 
 
@@ -94,7 +94,8 @@ def config_from_options(spec: str, layer: str | None = None, no_speech: bool = F
     base = TrainConfig()
     features = replace(base.features, use_speech=not no_speech, use_prosody=not no_prosody, use_state=state,
                        per_speaker_norm=speaker_norm, **({"layer": check_layer_choice(layer)} if layer is not None else {}),
-                       **({"prosody_sets": prosody_sets(prosody, "--prosody")} if prosody is not None else {}))
+                       **({"prosody_sets": prosody_sets(prosody.replace(",", "/"), f"--prosody {prosody}")}
+                          if prosody is not None else {}))
     unknown = [k for k in settings if k not in _settings().values()]
     if unknown:
         raise TypeError(f"not TrainConfig settings: {unknown}")

@@ -14,3 +14,5 @@ EGEMAPS = FeatureSet("egemaps", "egemaps", EGEMAPS_SET_VERSION, lambda: EGEMAPS_
 @dataclass(frozen=True)
 class EgemapsConfig(FeatureTableConfig):
     """Settings of the eGeMAPS stage (stored with the cache); openSMILE analyses 16 kHz audio like Praat's stage."""
+
+    min_duration_s: float = 0.06  # openSMILE's longest frame: shorter audio gives no value at all (a failure)

@@ -63,7 +63,8 @@ def _decode_unit(rows: list[int], paths: list[str], config: FeatureTableConfig
     """``load_rows`` at the stage rate, with files too short to analyse turned into failure reasons."""
     audio, stats = load_rows(paths, rows, config.sample_rate_hz)
     too_short = config.min_duration_s * config.sample_rate_hz
-    return [f"too short for pitch analysis: {len(a) / config.sample_rate_hz * 1000:.1f} ms"
+    return [f"too short to analyse: {len(a) / config.sample_rate_hz * 1000:.1f} ms (at least "
+            f"{config.min_duration_s * 1000:.0f} ms)"
             if not isinstance(a, str) and len(a) < too_short else a for a in audio], stats
 
 

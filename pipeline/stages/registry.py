@@ -74,6 +74,9 @@ class StageSpec:
     check_request: Callable[[Any, pl.DataFrame], None] = _no_check  # refuse a manifest it cannot run on
     manifest_columns: Callable[[dict], tuple[str, ...]] = lambda provenance: ()  # manifest columns it depends on
     patchable: Callable[[Any], bool] = lambda config: True  # False: changed files rebuild it whole
+    # what this version of the code computes, as the provenance stores it (a feature set's version and names): a
+    # stored stage that differs is refused, never mixed with rows computed now
+    identity: Callable[[], dict] = dict
 
     def from_dict(self, stored: dict) -> Any:
         """The stage's config from its ``asdict`` form (unknown keys refused by the dataclass)."""
@@ -122,7 +125,8 @@ def feature_table_stage(table: FeatureSet, config_type: type) -> StageSpec:
 
     return StageSpec(table.stage, config_type, run, lambda reader: feature_table_facts(reader, table.stage),
                      describe_feature_table, head_block="prosody", feature_set=table.name,
-                     result_settings=result_settings)
+                     result_settings=result_settings,
+                     identity=lambda: {"feature_set_version": table.version, "names": list(table.names())})
 
 
 # --- state ------------------------------------------------------------------------------------------------------
@@ -208,6 +212,20 @@ def requested_stages(stages: list[str], block_sets: dict[str, list[str]]) -> lis
     for name in stages:
         out += feature_set_stages(name, block_sets[name]) if name in block_sets and feature_sets(name) else [name]
     return run_order(list(dict.fromkeys(out))) + [n for n in dict.fromkeys(out) if n not in STAGES]
+
+
+def identity_changes(name: str, provenance: dict) -> dict[str, tuple[object, object]]:
+    """``{key: (stored, computed now)}`` where a stored stage's identity (``StageSpec.identity``: a feature set's
+    version and names) differs from what this version of the code computes."""
+    now = stage_spec(name).identity()
+    return {key: (provenance.get(key), value) for key, value in now.items() if provenance.get(key) != value}
+
+
+def missing_requirements(stages: list[str], stored: list[str]) -> dict[str, list[str]]:
+    """Derived stages asked for whose inputs are neither asked for nor in the cache: ``{stage: [missing]}``."""
+    have = set(stages) | set(stored)
+    return {name: missing for name in stages if name in STAGES
+            if (missing := [r for r in STAGES[name].requires if r not in have])}
 
 
 def stage_facts(reader: CacheReader) -> dict[str, tuple[dict, str]]:
