@@ -114,6 +114,39 @@ def read_numeric(dataset: h5py.Dataset, where: str, index: tuple | slice = (), c
     return dataset[index]
 
 
+def summed_chunks_only(dataset: h5py.Dataset) -> bool:
+    """Whether ``dataset`` is stored as plain chunks with a Fletcher-32 sum and no other filter (what
+    ``write_numeric`` writes), so that ``read_rows_unchecked`` can assemble it from its raw chunks."""
+    return bool(dataset.chunks) and dataset.fletcher32 and dataset.compression is None and not dataset.shuffle \
+        and dataset.scaleoffset is None and dataset.ndim >= 1
+
+
+def read_rows_unchecked(dataset: h5py.Dataset, start: int, stop: int) -> np.ndarray:
+    """``dataset[start:stop]`` assembled from its raw chunks (``read_direct_chunk``) without checking their
+    Fletcher-32 sums again: for rows whose chunks this process has already read with the checks, from the same
+    file version (``cache.reader.CacheReader.read``). Each raw chunk must still be a whole chunk of this layout
+    (data plus the 4-byte sum, every filter applied), or this raises ``DamagedCache``."""
+    chunks, shape = dataset.chunks, dataset.shape
+    out = np.empty((stop - start, *shape[1:]), dataset.dtype)
+    if stop <= start:
+        return out
+    size = int(np.prod(chunks))
+    buffer = np.empty(size * dataset.dtype.itemsize + 4, np.uint8)  # 4: the Fletcher-32 sum after the data
+    block = buffer[:-4].view(dataset.dtype).reshape(chunks)
+    grid = [range(0, n, c) for n, c in zip(shape[1:], chunks[1:])]
+    for row in range(start - start % chunks[0], stop, chunks[0]):
+        for inner in itertools.product(*grid):
+            mask, raw = dataset.id.read_direct_chunk((row, *inner), out=buffer)  # refused when larger than a chunk
+            if mask != 0 or len(raw) != len(buffer):
+                raise DamagedCache(f"{dataset.name}: chunk at {(row, *inner)} is not a whole chunk of its layout")
+            lo, hi = max(row, start), min(row + chunks[0], stop)
+            ends = [min(o + c, n) for o, c, n in zip(inner, chunks[1:], shape[1:])]  # edge chunks are stored whole
+            inside = tuple(slice(0, e - o) for o, e in zip(inner, ends))
+            out[(slice(lo - start, hi - start), *(slice(o, e) for o, e in zip(inner, ends)))] = \
+                block[(slice(lo - row, hi - row), *inside)]
+    return out
+
+
 def _chunk_starts(dataset: h5py.Dataset) -> set[tuple[int, ...]]:
     """Where every chunk of a fully written dataset starts."""
     grid = [range(0, n, c) for n, c in zip(dataset.shape, dataset.chunks)]

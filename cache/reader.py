@@ -19,7 +19,9 @@ from cache.integrity import (
     is_text,
     read_json_attr,
     read_numeric,
+    read_rows_unchecked,
     read_text,
+    summed_chunks_only,
 )
 from cache.schema import MANIFEST_GROUP, NULL_SUFFIX, OK_DATASET, PROVENANCE_ATTR, READABLE_SCHEMAS
 from cache.writer import read_failures
@@ -39,6 +41,9 @@ class CacheReader:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._checked: set[tuple] = set()  # (file identity, stage, name) whose layout was checked
+        # (file identity, stage, name) -> [row blocks of chunks] bool: every chunk of the block was read with its
+        # Fletcher-32 sum checked, in this process, from this version of the file (see ``read``)
+        self._summed: dict[tuple, np.ndarray] = {}
         if not self.path.is_file():
             if self.path.is_dir() and (any(self.path.glob("run.json")) or any(self.path.glob("*/run.json"))):
                 raise InputError(f"{self.path}: this is a folder of head runs (train-heads/ablate output), not a "
@@ -89,8 +94,18 @@ class CacheReader:
                     return read_text(file[stage], name, where)[index]
                 # The chunk-index check visits every chunk (3,300 for the MSP-scale speech block): once per
                 # dataset of this file, not per read of a block of rows (it outweighed the block reads themselves).
-                values = read_numeric(file[stage][name], where, index, check_layout=identity not in self._checked)
+                dataset = file[stage][name]
+                rows = _row_range(index, len(dataset)) if summed_chunks_only(dataset) else None
+                if rows is not None and identity in self._checked:
+                    blocks = self._summed.setdefault(identity, np.zeros(-(-len(dataset) // dataset.chunks[0]), bool))
+                    span = slice(rows[0] // dataset.chunks[0], -(-rows[1] // dataset.chunks[0]))
+                    if blocks[span].all():  # checked once already: half of a whole-block read was the sums
+                        return read_rows_unchecked(dataset, *rows)
+                values = read_numeric(dataset, where, index, check_layout=identity not in self._checked)
                 self._checked.add(identity)
+                if rows is not None:  # every chunk of these row blocks was just read whole and its sum checked
+                    blocks = self._summed.setdefault(identity, np.zeros(-(-len(dataset) // dataset.chunks[0]), bool))
+                    blocks[rows[0] // dataset.chunks[0] : -(-rows[1] // dataset.chunks[0])] = True
                 return values
         except InputError:
             raise
@@ -165,6 +180,17 @@ def _read_manifest(group: h5py.Group, version: int, path: Path) -> pl.DataFrame:
     height = len(columns["utt_id"])
     return pl.DataFrame({name: values if values is not None else pl.Series(name, [None] * height, dtype=ALL_COLUMNS[name])
                          for name, values in columns.items()})
+
+
+def _row_range(index: tuple | slice, rows: int) -> tuple[int, int] | None:
+    """``(start, stop)`` when ``index`` selects whole rows ``start:stop`` with every column (``()`` or a slice of step
+    1), else None."""
+    if isinstance(index, tuple) and len(index) == 0:
+        return 0, rows
+    if isinstance(index, slice) and index.step in (None, 1):
+        start, stop, _ = index.indices(rows)
+        return start, max(start, stop)
+    return None
 
 
 def stage_groups(file: h5py.File) -> list[str]:

@@ -85,3 +85,61 @@ def test_cache_info_on_a_damaged_cache_is_one_error_line(original, tmp_path):
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith(f"error: {damaged}")
+
+
+# --- chunk sums are checked once per file version (and per row block) in a process ---------------------------------
+
+@pytest.fixture(scope="module")
+def blocks_cache(tmp_path_factory):
+    """A speech block of three row blocks of chunks (2048, 2048 and an edge of 1904 rows per hidden state)."""
+    path = planted_cache(tmp_path_factory.mktemp("blocks") / "c.h5", n_per_speaker=600, dim=1024)
+    import h5py
+
+    with h5py.File(path) as file:
+        assert file["speech/pooled"].chunks == (2048, 1, 1024) and len(file["speech/pooled"]) == 6000
+    return path
+
+
+def _flip_in_chunk(path, row: int, out) -> None:  # noqa: ANN001
+    """A copy of ``path`` at ``out`` with one bit flipped inside the data of the first layer's chunk holding ``row``."""
+    import h5py
+
+    with h5py.File(path) as file:
+        offset = file["speech/pooled"].id.get_chunk_info_by_coord((row - row % 2048, 0, 0)).byte_offset
+    data = bytearray(path.read_bytes())
+    data[offset + 100] ^= 0x10
+    out.write_bytes(bytes(data))
+
+
+def test_reads_of_rows_already_checked_in_this_process_give_the_same_arrays(blocks_cache, monkeypatch):
+    import cache.reader as reader_module
+
+    reader = CacheReader(blocks_cache)
+    whole = reader.read("speech", "pooled")  # HDF5's own read, every sum checked: the reference
+    checked = []
+    monkeypatch.setattr(reader_module, "read_numeric", lambda *a, **k: checked.append(1) or np.zeros(0))
+    for lo, hi in ((0, 6000), (0, 17), (2040, 2060), (4095, 6000), (5999, 6000), (3000, 3000)):
+        assert np.array_equal(reader.read("speech", "pooled", np.s_[lo:hi]), whole[lo:hi])
+    assert checked == []  # none of them went through the checked read again
+
+
+def test_a_damaged_row_block_is_caught_after_other_blocks_were_read_unchecked(blocks_cache, tmp_path):
+    damaged = tmp_path / "damaged.h5"
+    _flip_in_chunk(blocks_cache, 3000, damaged)  # the second row block
+    reader = CacheReader(damaged)
+    for _ in range(2):  # the first block: checked, then read from its raw chunks
+        reader.read("speech", "pooled", np.s_[0:2048])
+    with pytest.raises(InputError, match="/speech/pooled: cannot be read, the file is damaged"):
+        reader.read("speech", "pooled", np.s_[2048:4096])  # never checked in this process: checked now
+    with pytest.raises(InputError, match="/speech/pooled: cannot be read, the file is damaged"):
+        reader.read("speech", "pooled")
+
+
+def test_a_file_changed_after_its_check_is_checked_again(blocks_cache, tmp_path):
+    copy = tmp_path / "c.h5"
+    shutil.copy(blocks_cache, copy)
+    reader = CacheReader(copy)
+    reader.read("speech", "pooled")  # every block checked for this version of the file
+    _flip_in_chunk(blocks_cache, 10, copy)  # rewritten in place: a new version (size, mtime)
+    with pytest.raises(InputError, match="/speech/pooled: cannot be read, the file is damaged"):
+        reader.read("speech", "pooled", np.s_[0:100])
