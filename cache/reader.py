@@ -5,6 +5,7 @@ Each dataset is read with one contiguous slice and indexed in memory; no per-row
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -87,9 +88,10 @@ class CacheReader:
         self._require(stage)
         where = f"{self.path}: /{stage}/{name}"
         try:
-            info = self.path.stat()
-            identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, stage, name)
             with h5py.File(self.path, "r") as file:
+                # the identity of the file actually open (not of the path: a new version may be renamed over it)
+                info = os.fstat(file.id.get_vfd_handle())
+                identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, stage, name)
                 if is_text(file[stage], name):
                     return read_text(file[stage], name, where)[index]
                 # The chunk-index check visits every chunk (3,300 for the MSP-scale speech block): once per
@@ -103,7 +105,8 @@ class CacheReader:
                         return read_rows_unchecked(dataset, *rows)
                 values = read_numeric(dataset, where, index, check_layout=identity not in self._checked)
                 self._checked.add(identity)
-                if rows is not None:  # every chunk of these row blocks was just read whole and its sum checked
+                if rows is not None and rows[1] > rows[0]:  # every chunk of these row blocks was just read whole
+                    # and its sum checked (an empty selection reads no chunk: nothing to mark)
                     blocks = self._summed.setdefault(identity, np.zeros(-(-len(dataset) // dataset.chunks[0]), bool))
                     blocks[rows[0] // dataset.chunks[0] : -(-rows[1] // dataset.chunks[0])] = True
                 return values

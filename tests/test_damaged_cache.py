@@ -143,3 +143,12 @@ def test_a_file_changed_after_its_check_is_checked_again(blocks_cache, tmp_path)
     _flip_in_chunk(blocks_cache, 10, copy)  # rewritten in place: a new version (size, mtime)
     with pytest.raises(InputError, match="/speech/pooled: cannot be read, the file is damaged"):
         reader.read("speech", "pooled", np.s_[0:100])
+
+
+def test_an_empty_selection_marks_no_rows_as_checked(blocks_cache, tmp_path):
+    damaged = tmp_path / "damaged.h5"
+    _flip_in_chunk(blocks_cache, 10, damaged)  # the first row block
+    reader = CacheReader(damaged)
+    assert reader.read("speech", "pooled", np.s_[100:100]).shape == (0, 3, 1024)  # reads no chunk
+    with pytest.raises(InputError, match="/speech/pooled: cannot be read, the file is damaged"):
+        reader.read("speech", "pooled", np.s_[0:100])
