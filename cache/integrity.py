@@ -121,7 +121,7 @@ def summed_chunks_only(dataset: h5py.Dataset) -> bool:
         and dataset.scaleoffset is None and dataset.ndim >= 1
 
 
-def read_rows_unchecked(dataset: h5py.Dataset, start: int, stop: int) -> np.ndarray:
+def read_rows_unchecked(dataset: h5py.Dataset, start: int, stop: int, where: str = "") -> np.ndarray:
     """``dataset[start:stop]`` assembled from its raw chunks (``read_direct_chunk``) without checking their
     Fletcher-32 sums again: for rows whose chunks this process has already read with the checks, from the same
     file version (``cache.reader.CacheReader.read``). Each raw chunk must still be a whole chunk of this layout
@@ -138,7 +138,8 @@ def read_rows_unchecked(dataset: h5py.Dataset, start: int, stop: int) -> np.ndar
         for inner in itertools.product(*grid):
             mask, raw = dataset.id.read_direct_chunk((row, *inner), out=buffer)  # refused when larger than a chunk
             if mask != 0 or len(raw) != len(buffer):
-                raise DamagedCache(f"{dataset.name}: chunk at {(row, *inner)} is not a whole chunk of its layout")
+                raise DamagedCache(f"{where or dataset.name}: chunk at {(row, *inner)} is not a whole chunk of its "
+                                   "layout (the file is damaged)")
             lo, hi = max(row, start), min(row + chunks[0], stop)
             ends = [min(o + c, n) for o, c, n in zip(inner, chunks[1:], shape[1:])]  # edge chunks are stored whole
             inside = tuple(slice(0, e - o) for o, e in zip(inner, ends))
@@ -153,9 +154,13 @@ def _chunk_starts(dataset: h5py.Dataset) -> set[tuple[int, ...]]:
     return set(itertools.product(*grid))
 
 
-def _stored_chunk_starts(dataset: h5py.Dataset) -> set[tuple[int, ...]]:
-    """Where the chunk index says the stored chunks start (a damaged index reads as fill values otherwise)."""
-    return {tuple(dataset.id.get_chunk_info(i).chunk_offset) for i in range(dataset.id.get_num_chunks())}
+def _stored_chunk_starts(dataset: h5py.Dataset) -> set[tuple[int, ...]] | None:
+    """Where the chunk index says the stored chunks start (a damaged index reads as fill values otherwise); None when
+    an entry says a filter was skipped for its chunk (HDF5 would then read it without checking its sum)."""
+    infos = [dataset.id.get_chunk_info(i) for i in range(dataset.id.get_num_chunks())]
+    if any(info.filter_mask != 0 for info in infos):
+        return None
+    return {tuple(info.chunk_offset) for info in infos}
 
 
 def write_json_attr(obj: h5py.HLObject, key: str, value: object) -> None:

@@ -91,18 +91,20 @@ class CacheReader:
             with h5py.File(self.path, "r") as file:
                 # the identity of the file actually open (not of the path: a new version may be renamed over it)
                 info = os.fstat(file.id.get_vfd_handle())
-                identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, stage, name)
+                # ctime too: every write and every utime changes it, and no program can set it back
+                identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, stage, name)
                 if is_text(file[stage], name):
                     return read_text(file[stage], name, where)[index]
                 # The chunk-index check visits every chunk (3,300 for the MSP-scale speech block): once per
                 # dataset of this file, not per read of a block of rows (it outweighed the block reads themselves).
                 dataset = file[stage][name]
                 rows = _row_range(index, len(dataset)) if summed_chunks_only(dataset) else None
+                identity += (len(dataset), dataset.chunks)  # the checked-blocks record fits this layout only
                 if rows is not None and identity in self._checked:
                     blocks = self._summed.setdefault(identity, np.zeros(-(-len(dataset) // dataset.chunks[0]), bool))
                     span = slice(rows[0] // dataset.chunks[0], -(-rows[1] // dataset.chunks[0]))
-                    if blocks[span].all():  # checked once already: half of a whole-block read was the sums
-                        return read_rows_unchecked(dataset, *rows)
+                    if span.stop <= len(blocks) and blocks[span].all():  # checked once already: half of a
+                        return read_rows_unchecked(dataset, *rows, where=where)  # whole-block read was the sums
                 values = read_numeric(dataset, where, index, check_layout=identity not in self._checked)
                 self._checked.add(identity)
                 if rows is not None and rows[1] > rows[0]:  # every chunk of these row blocks was just read whole

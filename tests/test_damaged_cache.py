@@ -152,3 +152,20 @@ def test_an_empty_selection_marks_no_rows_as_checked(blocks_cache, tmp_path):
     assert reader.read("speech", "pooled", np.s_[100:100]).shape == (0, 3, 1024)  # reads no chunk
     with pytest.raises(InputError, match="/speech/pooled: cannot be read, the file is damaged"):
         reader.read("speech", "pooled", np.s_[0:100])
+
+
+def test_a_file_rewritten_in_place_with_its_times_put_back_is_checked_again(blocks_cache, tmp_path):
+    """``cp -p backup cache.h5`` rewrites the same inode and restores size and mtime: ctime still tells."""
+    import os
+
+    copy, damaged = tmp_path / "c.h5", tmp_path / "damaged.h5"
+    shutil.copy(blocks_cache, copy)
+    _flip_in_chunk(blocks_cache, 10, damaged)
+    reader = CacheReader(copy)
+    reader.read("speech", "pooled", np.s_[0:100])  # checked once
+    before = os.stat(copy)
+    copy.write_bytes(damaged.read_bytes())  # same inode, same size
+    os.utime(copy, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(copy).st_mtime_ns == before.st_mtime_ns and os.stat(copy).st_ino == before.st_ino
+    with pytest.raises(InputError, match="/speech/pooled: cannot be read, the file is damaged"):
+        reader.read("speech", "pooled", np.s_[0:100])
