@@ -100,17 +100,16 @@ class CacheReader:
                 dataset = file[stage][name]
                 rows = _row_range(index, len(dataset)) if summed_chunks_only(dataset) else None
                 identity += (len(dataset), dataset.chunks)  # the checked-blocks record fits this layout only
-                if rows is not None and identity in self._checked:
-                    blocks = self._summed.setdefault(identity, np.zeros(-(-len(dataset) // dataset.chunks[0]), bool))
-                    span = slice(rows[0] // dataset.chunks[0], -(-rows[1] // dataset.chunks[0]))
-                    if span.stop <= len(blocks) and blocks[span].all():  # checked once already: half of a
-                        return read_rows_unchecked(dataset, *rows, where=where)  # whole-block read was the sums
+                if rows is not None:
+                    step = dataset.chunks[0]
+                    blocks = self._summed.setdefault(identity, np.zeros(-(-len(dataset) // step), bool))
+                    span = slice(rows[0] // step, -(-rows[1] // step))  # the row blocks of chunks the rows touch
+                    if identity in self._checked and span.stop <= len(blocks) and blocks[span].all():
+                        return read_rows_unchecked(dataset, *rows, where=where)  # half of a whole-block read: sums
                 values = read_numeric(dataset, where, index, check_layout=identity not in self._checked)
                 self._checked.add(identity)
                 if rows is not None and rows[1] > rows[0]:  # every chunk of these row blocks was just read whole
-                    # and its sum checked (an empty selection reads no chunk: nothing to mark)
-                    blocks = self._summed.setdefault(identity, np.zeros(-(-len(dataset) // dataset.chunks[0]), bool))
-                    blocks[rows[0] // dataset.chunks[0] : -(-rows[1] // dataset.chunks[0])] = True
+                    blocks[span] = True  # and its sum checked (an empty selection reads no chunk: nothing to mark)
                 return values
         except InputError:
             raise
