@@ -101,6 +101,8 @@ def extract(
                                          "the cross-fitted kinds): store it and recompute the state stage"),
     shard: Optional[str] = typer.Option(None, help="i/n: compute shard i of n (job arrays), then `cache merge`; "
                                                    "under torchrun each rank takes its shard by itself"),
+    write_block_mb: int = typer.Option(0, help="memory for writing a finished stage into the cache, in MiB (0 = "
+                                               "an eighth of what the machine has available, 16-512)"),
 ) -> None:
     """Run the extraction stages the cache does not hold yet (resumable; sharded under torchrun or --shard)."""
     from pipeline.corpora import build_manifest, check_disjoint
@@ -128,7 +130,10 @@ def extract(
     )
     wanted = requested_stages([s.strip() for s in stages.split(",") if s.strip()],
                               {"prosody": [s.strip() for s in prosody.split(",") if s.strip()]})
-    launched = launch_extract(cache, df, wanted, config, device, on_error, force, shard, update_manifest)
+    if write_block_mb < 0:
+        raise InputError(f"--write-block-mb {write_block_mb}: must be 0 (automatic) or a number of MiB")
+    launched = launch_extract(cache, df, wanted, config, device, on_error, force, shard, update_manifest,
+                              write_block_bytes=write_block_mb << 20)
     if not launched.published:
         _echo_shard(str(launched.shard), launched.failures)
         if not launched.torchrun:

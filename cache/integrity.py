@@ -50,19 +50,36 @@ def get_text_attr(obj: h5py.HLObject, key: str, default: str | None = None) -> s
 
 
 def write_numeric(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Dataset:
-    """``array`` (rows first) chunked along rows, with Fletcher-32 chunk checksums and a sealed layout. A 3-D
-    block ``[N, L, D]`` (the speech block's hidden states) is chunked per hidden state as well, ``(rows, 1, D)``:
-    a head that uses one layer reads 1/L of the block (0.55 of 14 GB at MSP-Podcast scale), while a block of rows
-    with every layer is still L neighbouring chunks."""
-    inner = (1, *array.shape[2:]) if array.ndim == 3 else array.shape[1:]
-    row_bytes = max(1, int(np.prod(inner)) * array.itemsize)
-    rows_per_chunk = int(max(1, min(len(array), _CHUNK_BYTES // row_bytes))) if len(array) else None
-    if rows_per_chunk is None:  # no rows: nothing to chunk
-        dataset = group.create_dataset(name, data=array)
+    """``array`` (rows first) chunked along rows, with Fletcher-32 chunk checksums and a sealed layout
+    (``create_numeric``)."""
+    dataset = create_numeric(group, name, array.shape, array.dtype)
+    if array.size:
+        dataset[...] = array
+    return dataset
+
+
+def create_numeric(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: np.dtype) -> h5py.Dataset:
+    """An empty dataset of ``shape`` to be written in blocks of rows (``dataset[a:b] = rows``), chunked along rows
+    with Fletcher-32 chunk checksums, its layout sealed. A 3-D block ``[N, L, D]`` (the speech block's hidden states)
+    is chunked per hidden state as well, ``(rows, 1, D)``: a head that uses one layer reads 1/L of the block (0.55 of
+    14 GB at MSP-Podcast scale), while a block of rows with every layer is still L neighbouring chunks."""
+    dtype = np.dtype(dtype)
+    if not shape[0]:  # no rows: nothing to chunk
+        dataset = group.create_dataset(name, shape=shape, dtype=dtype)
     else:
-        dataset = group.create_dataset(name, data=array, chunks=(rows_per_chunk, *inner), fletcher32=True)
+        inner = (1, *shape[2:]) if len(shape) == 3 else tuple(shape[1:])
+        dataset = group.create_dataset(name, shape=shape, dtype=dtype, chunks=(rows_per_chunk(shape, dtype), *inner),
+                                       fletcher32=True)
     set_text_attr(dataset, DIGEST_ATTR, _layout(dataset))
     return dataset
+
+
+def rows_per_chunk(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Rows in each chunk of a dataset of ``shape`` written by ``create_numeric`` (~4 MiB per chunk): blocks of rows
+    aligned to it never write a chunk twice."""
+    inner = (1, *shape[2:]) if len(shape) == 3 else tuple(shape[1:])
+    row_bytes = max(1, int(np.prod(inner)) * np.dtype(dtype).itemsize)
+    return int(max(1, min(shape[0], _CHUNK_BYTES // row_bytes)))
 
 
 def write_text(group: h5py.Group, name: str, values: Iterable[str]) -> None:

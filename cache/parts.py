@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,11 +74,28 @@ class PartStore:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
 
-    def load(self, unit: int) -> UnitResult:
+    def load(self, unit: int, names: Iterable[str] | None = None) -> UnitResult:
+        """The unit as committed; with ``names``, only those of its arrays are read (an ``.npz`` member is read on
+        access), for an assembly that touches each unit more than once."""
         with np.load(self._unit_path(unit), allow_pickle=False) as data:
-            arrays = {k[len("array_"):]: data[k] for k in data.files if k.startswith("array_")}
+            stored = [k[len("array_"):] for k in data.files if k.startswith("array_")]
+            arrays = {k: data[f"array_{k}"] for k in stored if names is None or k in names}
             failures = [Failure(*row) for row in zip(*(data[f"fail_{k}"].tolist() for k in FAILURE_FIELDS))]
             return UnitResult(rows=data["rows"], arrays=arrays, failures=failures, summary=json.loads(str(data["summary"])))
+
+    def array_layouts(self, unit: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """``{name: (shape, dtype)}`` of the unit's arrays, from their headers (no data read)."""
+        layouts = {}
+        with zipfile.ZipFile(self._unit_path(unit)) as archive:
+            for member in archive.namelist():
+                if member.startswith("array_") and member.endswith(".npy"):
+                    with archive.open(member) as handle:
+                        major, _ = np.lib.format.read_magic(handle)
+                        read_header = np.lib.format.read_array_header_1_0 if major == 1 else \
+                            np.lib.format.read_array_header_2_0
+                        shape, _, dtype = read_header(handle)
+                    layouts[member[len("array_"):-len(".npy")]] = (tuple(shape), np.dtype(dtype))
+        return layouts
 
     def remove(self) -> None:
         self.paths.remove_stage_parts(self.dir.name)

@@ -1,7 +1,8 @@
 """Every path a cache owns on disk, in one place: the HDF5 file, its work parts, locks, temporary names.
 
-    <cache>                         the HDF5 file (only ever replaced whole, by atomic rename)
+    <cache>                         the HDF5 file (replaced whole by atomic rename, or added to under a journal)
     <cache>.lock                    the writer lock (``cache.lock``)
+    <cache>.journal                 undo journal of a stage being added in place (``cache.journal``)
     <cache>.shard-i-of-n.lock       the lock of one job-array shard
     <cache>.parts/<stage>/          committed units of a stage in progress (``cache.parts``)
     <cache>.parts/run/              what a sharded extraction was asked to do, for ``cache merge``
@@ -44,6 +45,10 @@ class CachePaths:
         return self.parts / RUN_DESCRIPTION_DIR
 
     @property
+    def journal(self) -> Path:
+        return Path(f"{self.file}.journal")
+
+    @property
     def lock(self) -> Path:
         return Path(f"{self.file}.lock")
 
@@ -75,6 +80,7 @@ class CachePaths:
     def remove_all(self) -> None:
         """The cache file and all its work (``extract --force``)."""
         self.file.unlink(missing_ok=True)
+        self.journal.unlink(missing_ok=True)
         shutil.rmtree(self.parts, ignore_errors=True)
 
     def remove_empty_parts(self) -> None:

@@ -1,6 +1,7 @@
 """Read the HDF5 cache: manifest, provenance, failures and feature arrays.
 
-Each dataset is read with one contiguous slice and indexed in memory; no per-row HDF5 access.
+Each dataset is read with one contiguous slice and indexed in memory; no per-row HDF5 access. Every open of the
+file holds a shared lock (``cache.journal.reading``): a stage being added in place is never read half-written.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cache.integrity import (
     read_text,
     summed_chunks_only,
 )
+from cache.journal import reading
 from cache.schema import MANIFEST_GROUP, NULL_SUFFIX, OK_DATASET, PROVENANCE_ATTR, READABLE_SCHEMAS
 from cache.writer import read_failures
 from core.columns import ALL_COLUMNS, OPTIONAL_COLUMNS
@@ -52,7 +54,7 @@ class CacheReader:
             what = "a folder, not a cache file" if self.path.is_dir() else "cache not found"
             raise InputError(f"{self.path}: {what}")
         try:
-            with h5py.File(self.path, "r") as file:
+            with reading(self.path), h5py.File(self.path, "r") as file:
                 version = int(file.attrs.get("schema_version", -1))
                 if version not in READABLE_SCHEMAS:
                     raise InputError(f"{self.path}: cache schema version {version}, this tool reads "
@@ -88,7 +90,7 @@ class CacheReader:
         self._require(stage)
         where = f"{self.path}: /{stage}/{name}"
         try:
-            with h5py.File(self.path, "r") as file:
+            with reading(self.path), h5py.File(self.path, "r") as file:
                 # the identity of the file actually open (not of the path: a new version may be renamed over it)
                 info = os.fstat(file.id.get_vfd_handle())
                 # ctime too: every write and every utime changes it, and no program can set it back
@@ -132,7 +134,7 @@ class CacheReader:
         """``{name: shape}`` of the datasets of one stage."""
         self._require(stage)
         try:
-            with h5py.File(self.path, "r") as file:
+            with reading(self.path), h5py.File(self.path, "r") as file:
                 group = file[stage]
                 return {name: (len(group[f"{name}{OFFSETS_SUFFIX}"]) - 1,) if f"{name}{OFFSETS_SUFFIX}" in group
                         else tuple(ds.shape) for name, ds in group.items() if not name.endswith(OFFSETS_SUFFIX)}

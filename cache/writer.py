@@ -1,8 +1,11 @@
 """Write the HDF5 cache so that a kill at any moment leaves either the old file or the new one.
 
-Every change is written to a temporary file beside the cache, flushed to disk, and moved over the cache
-with an atomic ``os.replace``. A cache is therefore never half-written; work in progress lives in
-``cache.parts`` until a stage is complete.
+A new cache is written to a temporary file beside its final name, flushed to disk and moved there with an atomic
+``os.replace``. A stage is added in place under an undo journal (``cache.journal``): the file grows by the new
+stage only, and a kill leaves the old file or the old one plus the whole stage. When that would leave much of the
+file unused (a large group replaced), the cache is instead copied without it to a temporary file that replaces it.
+A stage's rows can be written block by block (``RowBlocks``), so memory does not grow with the number of rows.
+Work in progress lives in ``cache.parts`` until a stage is complete.
 """
 
 from __future__ import annotations
@@ -11,15 +14,25 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import polars as pl
 
-from cache.integrity import read_text, seal_members, set_text_attr, write_json_attr, write_numeric, write_text
+from cache.integrity import (
+    create_numeric,
+    read_text,
+    seal_members,
+    set_text_attr,
+    write_json_attr,
+    write_numeric,
+    write_text,
+)
+from cache.journal import appending, reading
 from cache.paths import temp_for
 from cache.schema import (
     FAILURE_FIELDS,
@@ -122,24 +135,83 @@ def create_cache(path: str | Path, manifest: pl.DataFrame, config: dict) -> None
             tmp.unlink(missing_ok=True)
 
 
-def _rewrite(path: Path, replaced: set[str], write_new: Callable[[h5py.File, h5py.File], list[str]]) -> None:
-    """Copy the cache to a temporary file without the groups in ``replaced``, let ``write_new(src, dst)`` write
-    their successors (it returns the names of the groups it wrote, to be sealed), then move it over the cache."""
-    tmp = temp_for(path)
+@dataclass(frozen=True)
+class RowBlocks:
+    """Datasets of a stage written block by block, so that memory holds one block whatever the number of rows.
+
+    ``layouts`` gives each dataset's full shape and dtype; ``blocks`` yields ``(name, first_row, rows)`` writes in
+    any order that together fill every row (blocks aligned to the dataset's chunks never rewrite a chunk)."""
+
+    layouts: dict[str, tuple[tuple[int, ...], np.dtype]]
+    blocks: Iterable[tuple[str, int, np.ndarray]]
+
+
+# Adding in place leaves the space of the groups it replaces unused (HDF5 does not reuse it in a later session);
+# beyond this share of the file, the cache is rewritten instead, which compacts it.
+UNUSED_SHARE_BEFORE_REWRITE = 0.25
+UNUSED_BYTES_ALWAYS_FINE = 64 << 20
+
+
+def stored_bytes(group: h5py.Group) -> int:
+    """Bytes of dataset storage under ``group`` (what its chunks take in the file)."""
+    total = 0
+
+    def visit(name: str, item: h5py.HLObject) -> None:
+        nonlocal total
+        if isinstance(item, h5py.Dataset):
+            total += item.id.get_storage_size()
+
+    group.visititems(visit)
+    return total
+
+
+def adds_in_place(path: str | Path, replaced: set[str]) -> bool:
+    """Whether writing the groups ``replaced`` (new or existing) appends to the cache instead of rewriting it: when
+    the space the file leaves unused afterwards (what earlier additions left, plus the replaced groups) stays small."""
+    path = Path(path)
+    with reading(path), h5py.File(path, "r") as file:
+        replaced_bytes = sum(stored_bytes(file[name]) for name in replaced if name in file)
+        unused = os.fstat(file.id.get_vfd_handle()).st_size - stored_bytes(file)  # metadata counts as unused: small
+    return replaced_bytes + unused <= max(UNUSED_BYTES_ALWAYS_FINE, UNUSED_SHARE_BEFORE_REWRITE *
+                                          os.path.getsize(path))
+
+
+def _publish(path: Path, replaced: set[str], write_new: Callable[[h5py.File], list[str]], in_place: bool) -> None:
+    """Replace the groups in ``replaced`` by what ``write_new(file)`` writes (it returns the names of the groups it
+    wrote, to be sealed), atomically: in place under an undo journal (``cache.journal``: the file grows by the new
+    groups only), or, when that would leave much of the file unused or ``in_place`` is False, by copying the rest to a
+    temporary file moved over the cache (the file needs its size again while that runs)."""
     with interrupts_deferred():
+        if in_place and adds_in_place(path, replaced):
+            log.info("adding %s to %s in place", ", ".join(sorted(replaced)), path)
+            with appending(path) as file:
+                for name in replaced & set(file):
+                    del file[name]
+                for name in write_new(file):
+                    seal_members(file[name])
+                seal_members(file)
+            return
+        tmp = temp_for(path)
         try:
-            with h5py.File(path, "r") as src, h5py.File(tmp, "w", track_order=True) as dst:
+            with reading(path), h5py.File(path, "r") as src, h5py.File(tmp, "w", track_order=True) as dst:
                 for key, value in src.attrs.items():
                     dst.attrs[key] = value
                 for name in src:
                     if name not in replaced:
-                        src.copy(src[name], dst, name=name)
-                for name in write_new(src, dst):
+                        src.copy(src[name], dst, name=name)  # chunk by chunk: memory stays small
+                for name in write_new(dst):
                     seal_members(dst[name])  # written now; copied groups keep the names sealed when written
                 seal_members(dst)
             _replace_atomically(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def write_row_blocks(group: h5py.Group, blocks: RowBlocks) -> None:
+    """Create the datasets of ``blocks.layouts`` in ``group`` and fill them from ``blocks.blocks``."""
+    datasets = {name: create_numeric(group, name, shape, dtype) for name, (shape, dtype) in blocks.layouts.items()}
+    for name, first, rows in blocks.blocks:
+        datasets[name][first : first + len(rows)] = rows
 
 
 def add_stage(
@@ -149,36 +221,44 @@ def add_stage(
     provenance: dict,
     failures: list[Failure],
     manifest: pl.DataFrame | None = None,
+    blocks: RowBlocks | None = None,
+    in_place: bool = True,
 ) -> None:
-    """Write (or replace) one stage's group and its failures; the rest of the cache is copied unchanged.
+    """Write (or replace) one stage's group and its failures; the rest of the cache is kept unchanged.
 
-    ``datasets`` maps names to arrays with N rows (``ok`` among them); ``provenance`` is stored as JSON.
-    ``manifest`` (same rows, in the same order) replaces the stored one in the same atomic write: used when
-    changed audio files were re-extracted, so their ``duration_s`` and ``sample_rate`` are current.
+    ``datasets`` maps names to arrays with N rows (``ok`` among them, unless in ``blocks``), ``blocks`` more datasets
+    written block by block; ``provenance`` is stored as JSON. ``manifest`` (same rows, in the same order) replaces the
+    stored one in the same atomic write: used when changed audio files were re-extracted, so their ``duration_s`` and
+    ``sample_rate`` are current. ``in_place=False`` rewrites the cache even when the stage could be appended (a
+    caller whose ``blocks`` read the cache itself: an in-place writer locks readers out).
     """
     path = Path(path)
     log.info("%s: writing stage into %s", stage, path)
+    with reading(path), h5py.File(path, "r") as file:
+        kept = [f for f in read_failures(file) if f.stage != stage]
 
-    def write_new(src: h5py.File, dst: h5py.File) -> list[str]:
+    def write_new(file: h5py.File) -> list[str]:
         if manifest is not None:
-            write_manifest_group(dst.create_group(MANIFEST_GROUP), manifest)
-        group = dst.create_group(stage)
+            write_manifest_group(file.create_group(MANIFEST_GROUP), manifest)
+        group = file.create_group(stage)
         for name, array in datasets.items():
             write_rows(group, name, array)
+        if blocks is not None:
+            write_row_blocks(group, blocks)
         write_json_attr(group, PROVENANCE_ATTR, provenance)
-        kept = [f for f in read_failures(src) if f.stage != stage]
-        write_failures(dst, kept + list(failures))
+        write_failures(file, kept + list(failures))
         return [stage, FAILURES_GROUP, *([MANIFEST_GROUP] if manifest is not None else [])]
 
-    _rewrite(path, {stage, FAILURES_GROUP} | ({MANIFEST_GROUP} if manifest is not None else set()), write_new)
+    _publish(path, {stage, FAILURES_GROUP} | ({MANIFEST_GROUP} if manifest is not None else set()), write_new,
+             in_place)
 
 
 def replace_manifest(path: str | Path, manifest: pl.DataFrame) -> None:
-    """Store ``manifest`` (the same rows, in the cache's order) in place of the cache's; everything else is copied
+    """Store ``manifest`` (the same rows, in the cache's order) in place of the cache's; everything else is kept
     unchanged, in one atomic write (``extract`` after labels changed)."""
 
-    def write_new(src: h5py.File, dst: h5py.File) -> list[str]:
-        write_manifest_group(dst.create_group(MANIFEST_GROUP), manifest)
+    def write_new(file: h5py.File) -> list[str]:
+        write_manifest_group(file.create_group(MANIFEST_GROUP), manifest)
         return [MANIFEST_GROUP]
 
-    _rewrite(Path(path), {MANIFEST_GROUP}, write_new)
+    _publish(Path(path), {MANIFEST_GROUP}, write_new, in_place=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from cache.journal import recover
 from cache.lock import CacheLock
 from cache.paths import CachePaths
 from cache.reader import CacheReader
@@ -217,6 +218,7 @@ def _extract_locked(cache_path: Path, manifest: pl.DataFrame, stages: list[str],
     paths = CachePaths(cache_path)
     if leftovers := paths.remove_leftover_temp_files():
         log.info("removed %d temporary file(s) left by an interrupted run", len(leftovers))
+    recover(cache_path)  # a stage an interrupted run was adding in place is undone (its parts are kept)
     if force:
         paths.remove_all()
     redo: dict[str, np.ndarray] = {}

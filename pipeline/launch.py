@@ -53,9 +53,11 @@ class Launched:
 
 def launch_extract(cache_path: Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig,
                    device: str = "auto", on_error: str = "skip", force: bool = False,
-                   shard_text: str | None = None, update_manifest: bool = False) -> Launched:
+                   shard_text: str | None = None, update_manifest: bool = False,
+                   write_block_bytes: int = 0) -> Launched:
     """Dispatch by how the command was started: under torchrun each rank takes its shard; with
-    ``--shard i/n`` compute that shard only; otherwise everything in this process."""
+    ``--shard i/n`` compute that shard only; otherwise everything in this process. ``write_block_bytes``: memory
+    for writing a stage into the cache (0: from the machine, ``pipeline.stages.row_blocks``)."""
     rank_shard = torchrun_shard()
     if (shard_text or rank_shard) and force:
         raise InputError("--force cannot be combined with sharding: delete the cache and its .parts folder first")
@@ -63,14 +65,14 @@ def launch_extract(cache_path: Path, manifest: pl.DataFrame, stages: list[str], 
         if shard_text:
             raise InputError("--shard is for job arrays; under torchrun every rank takes its shard by itself")
         failures = extract_on_all_ranks(cache_path, manifest, stages, config, rank_shard, device, on_error,
-                                        update_manifest)
+                                        update_manifest, write_block_bytes)
         return Launched(failures, rank_shard, published=rank_shard.index == 0, torchrun=True)
     if shard_text:
         shard = parse_shard(shard_text)
         failures = extract_shard(cache_path, manifest, stages, config, shard, device, on_error, update_manifest)
         return Launched(failures, shard, published=False, torchrun=False)
     failures = extract(cache_path, manifest, stages, config, device=device, on_error=on_error, force=force,
-                       update_manifest=update_manifest)
+                       update_manifest=update_manifest, work=StageWork(write_block_bytes=write_block_bytes))
     return Launched(failures, None, published=True, torchrun=False)
 
 
@@ -136,7 +138,7 @@ def merge_shards(cache_path: str | Path, device: str = "auto") -> dict[str, list
 
 def extract_on_all_ranks(cache_path: str | Path, manifest: pl.DataFrame, stages: list[str], config: ExtractConfig,
                          shard: Shard, device: str = "auto", on_error: str = "skip",
-                         update_manifest: bool = False) -> dict[str, list[Failure]]:
+                         update_manifest: bool = False, write_block_bytes: int = 0) -> dict[str, list[Failure]]:
     """Run by every torchrun process. Returns this rank's shard failures, and on rank 0 the published
     stages' failures as well (keyed by stage; rank 0's entries replace its shard's)."""
     import torch.distributed as dist
@@ -149,7 +151,8 @@ def extract_on_all_ranks(cache_path: str | Path, manifest: pl.DataFrame, stages:
         if shard.index == 0:
             failures = extract(cache_path, manifest, stages, config, device=device, on_error=on_error,
                                update_manifest=update_manifest,
-                               work=StageWork(compute_missing=False, shard_count=shard.count))
+                               work=StageWork(compute_missing=False, shard_count=shard.count,
+                                              write_block_bytes=write_block_bytes))
         dist.barrier()  # everyone returns once the cache is whole, so the launcher's exit means "done"
         return failures
     finally:

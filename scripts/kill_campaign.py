@@ -37,7 +37,8 @@ PHASES = {
     "startup": "interpreter start, manifest, model load (a random moment in the first seconds)",
     "speech": "speech stage, between or inside batches (after a new batch was committed)",
     "prosody": "prosody stage, workers busy (after a new chunk was committed)",
-    "write": "a finished stage being written into the HDF5 cache (temporary file + atomic rename)",
+    "write": "a finished stage being written into the HDF5 cache (in place under an undo journal; or temporary file + "
+             "atomic rename when it replaces a large group)",
     "state": "state stage, training the cross-fitted updaters (after a new updater was committed)",
 }
 STAGE_OF_PHASE = {"speech": "speech", "prosody": "prosody", "state": "state"}
@@ -55,6 +56,7 @@ class Kill:
     stages_after: list[str]  # stages the cache held after the kill
     temp_files_after: int  # temporary files the kill left (a kill inside a write leaves one)
     orphans: int = 0  # processes of the killed extract still alive ORPHAN_GRACE_S after the kill
+    journal_after: bool = False  # the kill landed inside an in-place addition: its undo journal was left
 
 
 @dataclass
@@ -235,9 +237,10 @@ def run_campaign(manifest: Path, model: Path, workdir: Path, kills: int, seed: i
             proc.wait()
             orphans = orphans_after(proc.pid)  # the launch's process group: its workers
             lines = log.read_text(errors="replace").strip().splitlines()
+            journal_after = CachePaths(cache).journal.exists()  # before the check below opens (and rolls back)
             report.kills.append(Kill(report.rounds, phase, delay, landed, lines[-1] if lines else "",
                                      _check_committed(cache, clean), _stages_in(cache),
-                                     len(CachePaths(cache).leftover_temp_files()), orphans))
+                                     len(CachePaths(cache).leftover_temp_files()), orphans, journal_after))
             if not landed:
                 if proc.returncode != 0:
                     raise RuntimeError(f"launch ended with status {proc.returncode} before the kill: see {log}")
@@ -270,7 +273,7 @@ def _compare_round(cache: Path, clean: dict[str, np.ndarray], clean_ids: list[st
     report.arrays_differing += [f"{cache.name}:{k}" for k in differing(clean, resumed)]
     report.arrays_differing += [f"{cache.name}:{k} (extra)" for k in resumed if k not in clean]
     paths = CachePaths(cache)
-    leftovers = paths.leftover_temp_files() + [p for p in (paths.parts, paths.lock) if p.exists()]
+    leftovers = paths.leftover_temp_files() + [p for p in (paths.parts, paths.lock, paths.journal) if p.exists()]
     report.leftover_files += [str(p) for p in leftovers]
 
 
@@ -299,7 +302,8 @@ def main() -> None:
     for phase, (tried, landed) in by_phase.items():
         print(f"  {phase:8s} kills landed {landed:3d} of {tried:3d}   ({PHASES[phase]})")
     print(f"kills landed {report.kills_landed}; committed stages intact after every kill: "
-          f"{all(k.cache_ok_after for k in report.kills)}")
+          f"{all(k.cache_ok_after for k in report.kills)}; kills inside an in-place addition (journal left, "
+          f"rolled back) {sum(k.journal_after for k in report.kills)}")
     print(f"utterances lost {report.utterances_lost}, duplicate ids {report.duplicate_ids}, "
           f"arrays differing {len(report.arrays_differing)} of {report.arrays_compared}, "
           f"leftover work files {len(report.leftover_files)}, orphaned workers {report.orphans} "

@@ -3,16 +3,17 @@
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
-from cache import CacheReader
+from cache import CacheReader, integrity
 from cache.parts import PartStore
 from core.errors import InputError
 from pipeline.corpora import read_generic_manifest
 from pipeline.extract import ExtractConfig, extract
 from pipeline.stages.prosody import ProsodyConfig
-from pipeline.stages.runner import StageFailed
+from pipeline.stages.runner import StageFailed, StageWork
 from pipeline.stages.speech import SpeechConfig
 from scripts.kill_campaign import cache_arrays
 from tests.synth import speechlike, write_wav
@@ -180,3 +181,18 @@ def test_an_audio_file_that_changed_is_re_extracted_and_nothing_else(tmp_path, t
     assert after["speech/file_size"][row] != before["speech/file_size"][row]
     assert CacheReader(tmp_path / "c.h5").manifest["duration_s"][row] == pytest.approx(0.9, abs=1e-3)
     assert extract(tmp_path / "c.h5", df, ["speech", "prosody"], _config(tiny_wavlm), device="cpu") == {}
+
+
+def test_a_stage_written_in_many_small_blocks_equals_one_written_at_once(tmp_path, tiny_wavlm, monkeypatch):
+    df, _ = read_generic_manifest(_corpus(tmp_path, n=12, bad={"empty": b""}))
+    config = _config(tiny_wavlm, frame_layers=(1,))
+    extract(tmp_path / "whole.h5", df, ["speech", "prosody"], config, device="cpu")
+    monkeypatch.setattr(integrity, "_CHUNK_BYTES", 128)  # chunks of 2-4 rows, so one-byte blocks are many windows
+    extract(tmp_path / "blocks.h5", df, ["speech", "prosody"], config, device="cpu",
+            work=StageWork(write_block_bytes=1))
+    whole, blocks = cache_arrays(tmp_path / "whole.h5"), cache_arrays(tmp_path / "blocks.h5")
+    assert {"speech/pooled", "speech/frames_layer1", "prosody/values"} <= set(whole)
+    assert whole.keys() == blocks.keys()
+    assert all(np.array_equal(whole[k], blocks[k], equal_nan=whole[k].dtype.kind == "f") for k in whole)
+    with h5py.File(tmp_path / "blocks.h5") as file:
+        assert file["speech/pooled"].chunks[0] < 12  # the second cache was really written in several blocks

@@ -17,31 +17,19 @@ take at most ``RESIDENT_BYTES`` (MSP-Podcast's dev partition: 1.8 GB). A run tha
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from cache.reader import CacheReader
+from core.machine import available_memory_bytes
 from core.standardise import CLIP
 from pipeline.runtime.allocator import release_free_memory
 
 RESIDENT_BYTES = 2 << 30  # a streamed validation split up to this size (float16) is read once and kept
 PEAK_PER_FLOAT32 = 5  # training a weighted mix in memory peaks at ~5x the float32 block (docs/benchmarks.md)
 RESIDENT_SHARE = 0.75  # ... and is chosen when that peak fits in this share of the memory available
-
-
-def available_memory_bytes() -> int:
-    """Memory the kernel says a new allocation can have without swapping (``MemAvailable``, Linux), else the free
-    physical pages."""
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def resident_decision(shape: tuple[int, ...], available: int | None = None) -> tuple[bool, str]:

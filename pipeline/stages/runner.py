@@ -19,16 +19,15 @@ import numpy as np
 import polars as pl
 
 from cache.parts import PartStore, UnitResult
-from cache.reader import CacheReader
-from cache.schema import Failure
-from cache.writer import add_stage
+from cache.schema import FAILURES_GROUP, Failure
+from cache.writer import add_stage, adds_in_place
 from core.errors import InputError
 from core.provenance import utc_now
 from pipeline.runtime.progress import StageProgress
 from pipeline.runtime.sharding import Shard, assign_units
+from pipeline.stages.row_blocks import KeptRows, stage_row_blocks, window_budget
 
 log = logging.getLogger(__name__)
-RAGGED_PREFIX = "ragged_"  # unit arrays of variable-length sequences (see stitch_rows)
 
 # (units in plan order, number of manifest rows) -> (datasets of the stage, failures, extra provenance)
 Assemble = Callable[[Iterable[UnitResult], int], tuple[dict[str, np.ndarray], list[Failure], dict]]
@@ -57,8 +56,8 @@ class StagePlan:
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage's plan and code. ``assemble`` turns the committed units into the stage's datasets;
-    the default stitches row units into ``[N, ...]`` arrays in manifest order (``stitch_rows``)."""
+    """One stage's plan and code. ``assemble`` turns the committed units into the stage's datasets; by default row
+    units are written into the cache in blocks of rows in manifest order (``pipeline.stages.row_blocks``)."""
 
     plan: StagePlan
     compute: Compute
@@ -76,6 +75,7 @@ class StageWork:
     shard: Shard | None = None
     compute_missing: bool = True
     shard_count: int = 0  # how many shards did the work, to name the unfinished ones
+    write_block_bytes: int = 0  # memory for writing the stage into the cache; 0 = from the machine (row_blocks)
 
 
 def fingerprint_text(fingerprint: dict) -> str:
@@ -133,29 +133,35 @@ def run_stage(cache_path: str, manifest: pl.DataFrame, stage: Stage, on_error: s
                 raise StageFailed(f"{first.path}: {first.reason} (stage {plan.name}, --on-error fail)")
     if work.shard is not None:
         return shard_failures  # publishing waits until every shard is done
-    units = (parts.load(unit) for unit in range(len(plan.units)))
+    provenance = {**stage.provenance, "created_utc": utc_now()}
     if stage.assemble is not None:
-        arrays, failures, extra = stage.assemble(units, manifest.height)
+        arrays, failures, extra = stage.assemble((parts.load(unit) for unit in range(len(plan.units))), manifest.height)
+        add_stage(cache_path, plan.name, {**arrays, **plan.constants}, {**provenance, **extra}, failures)
     else:
-        base = _kept_rows(cache_path, plan) if plan.update_rows is not None else None
-        (arrays, failures), extra = stitch_rows(units, manifest.height, base), {}
-    add_stage(cache_path, plan.name, {**arrays, **plan.constants},
-              {**stage.provenance, **extra, "created_utc": utc_now()}, failures,
-              manifest=manifest if plan.update_rows is not None else None)  # re-read files: current durations
+        base = KeptRows.of(cache_path, plan.name, plan.update_rows) if plan.update_rows is not None else None
+        blocks, arrays, failures = stage_row_blocks(parts, len(plan.units), manifest.height,
+                                                    work.write_block_bytes or window_budget(), base,
+                                                    set(plan.constants))
+        add_stage(cache_path, plan.name, {**arrays, **plan.constants}, provenance, failures,
+                  manifest=manifest if base is not None else None,  # re-read files: current durations
+                  blocks=blocks, in_place=base is None)  # an update reads the cache while it writes: rewritten
     parts.remove()
     return failures
 
 
 def check_free_space(cache_path: str, plan: StagePlan, publishes: bool) -> None:
-    """Refuse to start a stage that cannot finish for lack of disk space: its parts take about the stage's
-    size, and publishing rewrites the whole cache beside the old one (``cache.writer``)."""
+    """Refuse to start a stage that cannot finish for lack of disk space: its parts take about the stage's size,
+    and publishing adds as much to the cache, in place, or rewrites the whole cache beside the old one when it
+    replaces a large group (``cache.writer``)."""
     path = Path(cache_path)
-    needed = plan.stage_bytes * (2 if publishes else 1) + (path.stat().st_size if publishes and path.exists() else 0)
+    rewrite = publishes and path.exists() and \
+        (plan.update_rows is not None or not adds_in_place(path, {plan.name, FAILURES_GROUP}))
+    needed = plan.stage_bytes * (2 if publishes else 1) + (path.stat().st_size if rewrite else 0)
     free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
     if needed > free:
+        what = "its work parts and a rewritten cache" if rewrite else "its work parts and its place in the cache"
         raise InputError(f"{path.resolve().parent}: {_size(free)} free, but the {plan.name} stage of {path.name} needs "
-                         f"about {_size(needed)} (its work parts and a rewritten cache); free some space or use "
-                         "another --cache")
+                         f"about {_size(needed)} ({what}); free some space or use another --cache")
 
 
 def _size(count: int) -> str:
@@ -164,57 +170,3 @@ def _size(count: int) -> str:
         if count >= scale:
             return f"{count / scale:.2f} {unit}" if unit == "GB" else f"{count / scale:.0f} {unit}"
     return f"{count} bytes"
-
-
-def _kept_rows(cache_path: str, plan: StagePlan) -> tuple[dict[str, np.ndarray], list[Failure], np.ndarray]:
-    """The cache's current per-row arrays and failures of a stage, and which rows an update keeps."""
-    reader = CacheReader(cache_path)
-    names = [n for n, shape in reader.dataset_shapes(plan.name).items()
-             if shape[:1] == (len(reader),) and n not in plan.constants]
-    keep = np.ones(len(reader), dtype=bool)
-    keep[np.asarray(plan.update_rows, dtype=np.int64)] = False
-    updated = set(reader.manifest["utt_id"].to_numpy()[~keep].tolist())
-    failures = [f for f in reader.failures if f.stage == plan.name and f.utt_id not in updated]
-    return {n: reader.read(plan.name, n) for n in names}, failures, keep
-
-
-def stitch_rows(units: Iterable[UnitResult], num_rows: int,
-                base: tuple[dict[str, np.ndarray], list[Failure], np.ndarray] | None = None
-                ) -> tuple[dict[str, np.ndarray], list[Failure]]:
-    """Stitch committed row units into full ``[N, ...]`` arrays in manifest row order.
-
-    Arrays named ``ragged_<name>`` hold the concatenated variable-length sequences of a unit's rows, with
-    their lengths in the unit's ``frame_counts``; they become ``<name>`` [sum of lengths, ...] in row
-    order, with ``frame_offsets`` [N + 1] (row i is ``offsets[i]:offsets[i + 1]``). ``base`` (an update
-    of some rows) gives the arrays, failures and filled-mask of the rows the cache keeps.
-    """
-    arrays: dict[str, np.ndarray] = {}
-    ragged: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-    failures: list[Failure] = []
-    filled = np.zeros(num_rows, dtype=bool)
-    if base is not None:  # an update: start from the rows the cache keeps (fresh arrays, read for this)
-        arrays, failures, filled = base
-    for result in units:
-        for name, values in result.arrays.items():
-            if name.startswith(RAGGED_PREFIX):
-                ragged.setdefault(name[len(RAGGED_PREFIX):], []).append(
-                    (result.rows, result.arrays["frame_counts"], values))
-                continue
-            if name not in arrays:
-                arrays[name] = np.zeros((num_rows, *values.shape[1:]), dtype=values.dtype)
-            arrays[name][result.rows] = values
-        filled[result.rows] = True
-        failures.extend(result.failures)
-    if not filled.all():
-        raise RuntimeError(f"stage parts cover {filled.sum()} of {num_rows} rows")  # a bug, not bad input
-    if ragged:
-        offsets = np.concatenate([[0], np.cumsum(arrays["frame_counts"])]).astype(np.int64)
-        arrays["frame_offsets"] = offsets
-        for name, pieces in ragged.items():
-            out = np.zeros((int(offsets[-1]), *pieces[0][2].shape[1:]), dtype=pieces[0][2].dtype)
-            for rows, counts, values in pieces:
-                starts = np.concatenate([[0], np.cumsum(counts)])
-                for k, row in enumerate(rows):
-                    out[offsets[row] : offsets[row + 1]] = values[starts[k] : starts[k + 1]]
-            arrays[name] = out
-    return arrays, failures

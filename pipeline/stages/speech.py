@@ -24,7 +24,8 @@ from pipeline.models.onnx_speech import OPSET, OnnxSpeechEmbedder
 from pipeline.models.speech_model import SpeechEmbedder
 from pipeline.runtime.orphans import die_with_parent
 from pipeline.stages.batching import plan_length_buckets, window_bounds
-from pipeline.stages.runner import RAGGED_PREFIX, Stage, StagePlan, StageWork, run_stage
+from pipeline.stages.row_blocks import RAGGED_PREFIX
+from pipeline.stages.runner import Stage, StagePlan, StageWork, run_stage
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 

@@ -1,0 +1,261 @@
+"""Add to a cache file in place, so that a kill at any moment leaves the old file or the old one plus the whole
+addition: an undo journal (SQLite's rollback journal, for HDF5), and shared/exclusive locks for readers.
+
+HDF5 writes new objects past the old end of the file and changes a few metadata blocks inside it (the superblock,
+the root group's links, space freed and reused in the same session). The writer goes through h5py's file-object
+driver (``JournaledFile``): before any write below the old end, the bytes it overwrites are appended to
+``<cache>.journal`` and fsynced. Commit = the file fsynced, then the journal deleted. A journal found later belongs
+to a writer that died: the next opener puts the old bytes back and cuts the file to its old length
+(``roll_back``), which gives back the old file byte for byte.
+
+Readers hold a shared ``flock`` on the cache while a read is open (``reading``); the in-place writer holds an
+exclusive one for its whole session, so nobody reads a file in the middle of a change. A cache replaced whole by
+atomic rename (``cache.writer``) needs no lock: the old inode stays intact for whoever has it open.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import logging
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+
+from cache.paths import CachePaths
+from core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+_MAGIC = b"SERJNL01"
+_HEADER = struct.Struct("<QQQ")  # device, inode, length of the file before the session
+_RECORD = struct.Struct("<QQ")  # offset, length of the original bytes that follow
+_DIGEST = 32  # sha256 after the header and after every record
+_APPENDING: set[tuple[int, int]] = set()  # (device, inode) this process is appending to: a read would deadlock
+
+
+def _digest(*parts: bytes) -> bytes:
+    return hashlib.sha256(b"".join(parts)).digest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _lock(fd: int, kind: int, path: Path, waiting_for: str) -> None:
+    """``flock`` with a line in the log when it has to wait."""
+    try:
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info("%s: waiting for %s", path, waiting_for)
+        fcntl.flock(fd, kind)
+
+
+class JournaledFile(io.RawIOBase):
+    """The cache file for h5py's file-object driver: every write below ``original_size`` is preceded by a
+    durable record of the bytes it replaces. Holds an exclusive ``flock`` on the file until ``close``."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+        self.journal_path = CachePaths(self.path).journal
+        self._file = open(self.path, "r+b", buffering=0)  # noqa: SIM115 - closed in close()
+        try:
+            _lock(self._file.fileno(), fcntl.LOCK_EX, self.path, "readers to finish before adding to it")
+            info = os.fstat(self._file.fileno())
+            self.identity = (info.st_dev, info.st_ino)
+            self.original_size = info.st_size
+            self._saved: list[tuple[int, int]] = []  # ranges below original_size already journaled, disjoint
+            self._journal = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            header = _HEADER.pack(*self.identity, self.original_size)
+            os.write(self._journal, _MAGIC + header + _digest(header))
+            os.fsync(self._journal)
+            _fsync_dir(self.journal_path)
+        except BaseException:
+            self._file.close()
+            raise
+
+    # io.RawIOBase: what h5py's file-object driver calls
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001 - any writable buffer
+        return self._file.readinto(buffer)
+
+    def write(self, data) -> int:  # noqa: ANN001 - any bytes-like object
+        position = self._file.tell()
+        self._save(position, position + memoryview(data).nbytes)
+        self._file.seek(position)
+        return self._file.write(data)
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._file.tell() if size is None else size
+        self._save(size, self.original_size)
+        return self._file.truncate(size)
+
+    def flush(self) -> None:
+        pass  # unbuffered; durability is commit()'s fsync
+
+    def _save(self, start: int, stop: int) -> None:
+        """Journal the original bytes of ``[start, stop)`` below the old end not journaled yet, durably."""
+        stop = min(stop, self.original_size)
+        for lo, hi in self._unsaved(start, stop):
+            self._file.seek(lo)
+            original = self._file.read(hi - lo)
+            record = _RECORD.pack(lo, len(original))
+            os.write(self._journal, record + original + _digest(record, original))
+            os.fsync(self._journal)
+            self._saved.append((lo, hi))
+
+    def _unsaved(self, start: int, stop: int) -> list[tuple[int, int]]:
+        gaps, cursor = [], start
+        for lo, hi in sorted(self._saved):
+            if hi <= cursor or lo >= stop:
+                continue
+            if lo > cursor:
+                gaps.append((cursor, lo))
+            cursor = max(cursor, hi)
+        if cursor < stop:
+            gaps.append((cursor, stop))
+        return gaps
+
+    def commit(self) -> None:
+        """Make the new file durable, then drop the journal: from here on the addition is the cache."""
+        os.fsync(self._file.fileno())
+        os.close(self._journal)
+        self._journal = -1
+        self.journal_path.unlink()
+        _fsync_dir(self.journal_path)
+
+    def close(self) -> None:
+        if self._journal >= 0:
+            os.close(self._journal)
+            self._journal = -1
+        if not self._file.closed:
+            self._file.close()  # releases the flock
+        super().close()
+
+
+def _records(journal: bytes) -> tuple[tuple[int, int, int] | None, list[tuple[int, bytes]]]:
+    """The header (device, inode, length) and the whole records of a journal; a torn tail is left out (its write
+    to the cache never happened: each record is fsynced before its write)."""
+    head = len(_MAGIC) + _HEADER.size
+    if journal[: len(_MAGIC)] != _MAGIC or len(journal) < head + _DIGEST or \
+            _digest(journal[len(_MAGIC) : head]) != journal[head : head + _DIGEST]:
+        return None, []  # torn header: fsynced before any change, so the file was not touched
+    header = _HEADER.unpack(journal[len(_MAGIC) : head])
+    records, at = [], head + _DIGEST
+    while at + _RECORD.size <= len(journal):
+        offset, length = _RECORD.unpack_from(journal, at)
+        body = journal[at + _RECORD.size : at + _RECORD.size + length]
+        tail = journal[at + _RECORD.size + length : at + _RECORD.size + length + _DIGEST]
+        if len(body) != length or tail != _digest(journal[at : at + _RECORD.size], body):
+            break
+        records.append((offset, body))
+        at += _RECORD.size + length + _DIGEST
+    return header, records
+
+
+def roll_back(path: str | Path) -> bool:
+    """Undo an interrupted in-place addition to ``path`` if its journal is there. The caller holds the exclusive
+    lock (or knows no writer is alive). Returns whether anything was put back."""
+    path = Path(path)
+    journal_path = CachePaths(path).journal
+    try:
+        journal = journal_path.read_bytes()
+    except FileNotFoundError:
+        return False
+    header, records = _records(journal)
+    undone = False
+    if header is not None and path.is_file():
+        info = os.stat(path)
+        if (info.st_dev, info.st_ino) == header[:2]:  # else the cache was replaced since: the journal is stale
+            with open(path, "r+b", buffering=0) as file:
+                for offset, original in records:
+                    file.seek(offset)
+                    file.write(original)
+                file.truncate(header[2])
+                os.fsync(file.fileno())
+            undone = True
+            log.warning("%s: an interrupted addition was undone (%d block(s) put back); the cache is as it was "
+                        "before it", path, len(records))
+    journal_path.unlink(missing_ok=True)
+    _fsync_dir(journal_path)
+    return undone
+
+
+@contextmanager
+def appending(path: str | Path) -> Iterator[h5py.File]:
+    """``path`` open for adding to it in place (``h5py.File`` in ``r+`` mode). When the block ends the addition is
+    committed whole; when it raises (or the process dies) the file is put back as it was."""
+    path = Path(path)
+    journaled = JournaledFile(path)
+    _APPENDING.add(journaled.identity)
+    try:
+        try:
+            with h5py.File(journaled, "r+") as file:
+                yield file
+        except BaseException:
+            roll_back(path)
+            raise
+        journaled.commit()
+    finally:
+        _APPENDING.discard(journaled.identity)
+        journaled.close()
+
+
+@contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Hold a shared lock on ``path`` while the block reads it (an in-place writer waits for it, and it for the
+    writer). A journal left by a writer that died is rolled back first, which needs write access."""
+    path = Path(path)
+    while True:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if (info.st_dev, info.st_ino) in _APPENDING:
+                raise RuntimeError(f"{path}: read while this process adds to it in place (it would wait for itself)")
+            _lock(handle.fileno(), fcntl.LOCK_SH, path, "a stage being added to it to be written")
+            if not CachePaths(path).journal.exists():
+                yield
+                return
+        recover(path)
+
+
+def recover(path: str | Path) -> None:
+    """Roll back a dead writer's journal, if there is one, under the exclusive lock (waiting for readers)."""
+    path = Path(path)
+    journal = CachePaths(path).journal
+    if not journal.exists():
+        return
+    if not path.is_file():  # the cache itself is gone: nothing to put back
+        journal.unlink(missing_ok=True)
+        return
+    try:
+        with open(path, "r+b", buffering=0) as handle:
+            _lock(handle.fileno(), fcntl.LOCK_EX, path, "a stage being added to it to be written")
+            roll_back(path)
+    except PermissionError as err:
+        raise InputError(f"{path}: an addition to this cache was interrupted and must be undone first, which needs "
+                         f"write access to the file and its folder ({err}); run `python cli.py extract` (or any "
+                         "command) as a user who may write there") from None
