@@ -39,6 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 LAYERS, DIM, PROSODY = 25, 1024, 67
+# 25 x 1024 hidden states, as wavlm-large; narrow feed-forward and convolutions (the block's shape is what matters)
+LARGE_SHAPE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=256,
+                   conv_dim=(64,) * 7)
 SPLITS = (("Train", 0.63), ("Development", 0.13), ("Test1", 0.17), ("Test2", 0.05), ("Test3", 0.02))
 
 
@@ -255,16 +258,258 @@ def compression(cache: Path, rows: int = 2000) -> None:
               f"{name}: {len(packed) / len(raw):.3f} of raw, decoding {len(raw) / 1e6 / seconds:.0f} MB/s", flush=True)
 
 
+class TreeSampler:
+    """Peak resident memory of a process and of its descendants (DataLoader and Praat workers), sampled from /proc
+    every ``period_s``: ``main`` the process's own peak, ``workers`` the largest sum over its descendants at one
+    moment, ``total`` the largest sum of both."""
+
+    def __init__(self, pid: int, period_s: float = 0.2):
+        import threading
+
+        self.pid, self.period_s = pid, period_s
+        self.main = self.workers = self.total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _rss(pid: int) -> int:
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    @staticmethod
+    def _children(pid: int) -> list[int]:
+        found = []
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                found += [int(c) for c in open(f"/proc/{pid}/task/{task}/children").read().split()]
+        except OSError:
+            pass
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            descendants, frontier = [], self._children(self.pid)
+            while frontier:
+                descendants += frontier
+                frontier = [c for pid in frontier for c in self._children(pid)]
+            main, workers = self._rss(self.pid), sum(self._rss(pid) for pid in descendants)
+            self.main, self.workers, self.total = max(self.main, main), max(self.workers, workers), \
+                max(self.total, main + workers)
+            self._stop.wait(self.period_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_tree_measured(args: list[str]) -> dict:
+    """``python cli.py ARGS`` in its own process: seconds, peak memory (``wait4``: the largest single process of the
+    tree; ``TreeSampler``: the process, its workers, both), bytes written to storage by the tree (``ru_oublock``)."""
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    sampler = TreeSampler(process.pid)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    sampler.stop()
+    seconds = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"cli.py {' '.join(args)} failed:\n{output[-3000:]}")
+    return {"seconds": seconds, "peak_process_gib": usage.ru_maxrss / 2**20, "peak_main_gib": sampler.main / 2**30,
+            "peak_workers_gib": sampler.workers / 2**30, "peak_total_gib": sampler.total / 2**30,
+            "written_gb": usage.ru_oublock * 512 / 1e9, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "tail": "\n".join(output.strip().splitlines()[-3:])}
+
+
+def write_audio_corpus(work: Path, n: int, seed: int = 0) -> Path:
+    """``n`` short synthetic utterances (0.4-0.9 s, 16 kHz: a harmonic voice with a pitch contour and noise) in
+    MSP-Podcast's partitions and podcast structure (``manifest_frame``), one WAV file each; returns the manifest."""
+    import soundfile
+
+    manifest_path = work / f"audio_{n}" / "manifest.csv"
+    if manifest_path.is_file():
+        return manifest_path
+    rng = np.random.default_rng(seed)
+    frame = manifest_frame(n, rng)
+    audio = manifest_path.parent / "wav"
+    rate = 16000
+    paths = []
+    for k, (utt, podcast) in enumerate(zip(frame["utt_id"].to_list(), frame["dialog_id"].to_list())):
+        if k % 20000 == 0:
+            print(f"writing audio: {k} of {n} files", flush=True)
+        folder = audio / podcast
+        folder.mkdir(parents=True, exist_ok=True)
+        t = np.arange(int(rate * rng.uniform(0.4, 0.9))) / rate
+        f0 = rng.uniform(90, 250) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
+        phase = 2 * np.pi * np.cumsum(f0) / rate
+        voice = sum(np.sin(h * phase) / h for h in range(1, 6)) * np.hanning(len(t)) * rng.uniform(0.05, 0.5)
+        wave = voice + 0.003 * rng.standard_normal(len(t))
+        soundfile.write(folder / f"{utt}.wav", wave.astype(np.float32), rate, subtype="PCM_16")
+        paths.append(f"wav/{podcast}/{utt}.wav")
+    frame = frame.with_columns(path=pl.Series(paths), valence=pl.Series(rng.uniform(1, 7, n)),
+                               arousal=pl.Series(rng.uniform(1, 7, n)))
+    frame.select("utt_id", "path", "speaker", "dialog_id", "start_s", "split", "valence", "arousal") \
+        .write_csv(manifest_path)
+    return manifest_path
+
+
+def speech_chunk_offsets(cache: Path) -> list[int]:
+    import h5py
+
+    with h5py.File(cache, "r") as file:
+        dataset = file["speech"]["pooled"]
+        return [dataset.id.get_chunk_info(i).byte_offset for i in range(dataset.id.get_num_chunks())]
+
+
+def extract_scale(work: Path, n: int, model_size: str, write_block_mb: int = 0, stages: str = "all") -> dict:
+    """The real ``extract`` on ``n`` rows: speech, then prosody added to that cache, then the default state; each
+    its own command, measured (``run_tree_measured``). Returns the figures, also written to ``extract_<n>.json``."""
+    from testing.random_wavlm import SIZES, save_random_wavlm
+
+    manifest = write_audio_corpus(work, n)
+    model = work / f"wavlm_{model_size}"
+    if not (model / "config.json").is_file():
+        SIZES["large-shape"] = LARGE_SHAPE
+        save_random_wavlm(model, model_size)
+    cache = work / f"extract_{n}_{model_size}.h5"
+    for leftover in (cache, Path(f"{cache}.journal")):
+        leftover.unlink(missing_ok=True)
+    common = ["extract", "--corpus", "manifest", "--manifest", str(manifest), "--cache", str(cache),
+              "--speech-model", str(model), "--device", "cpu", "--write-block-mb", str(write_block_mb)]
+    figures: dict = {"rows": n, "model": model_size, "write_block_mb": write_block_mb}
+    steps = [("speech", "speech"), ("prosody", "speech,prosody"), ("state", "speech,prosody,state")]
+    for name, wanted in steps if stages == "all" else [s for s in steps if s[0] in stages.split(",")]:
+        before = (os.stat(cache).st_ino, os.path.getsize(cache), speech_chunk_offsets(cache)) if cache.is_file() \
+            else None
+        figures[name] = run_tree_measured([*common, "--stages", wanted])
+        figures[name]["cache_gb"] = os.path.getsize(cache) / 1e9
+        if before is not None:
+            figures[name]["same_file"] = os.stat(cache).st_ino == before[0]
+            figures[name]["speech_chunks_moved"] = speech_chunk_offsets(cache) != before[2]
+            figures[name]["cache_grew_gb"] = (os.path.getsize(cache) - before[1]) / 1e9
+        f = figures[name]
+        print(f"{n} rows, {model_size} model, extract --stages {wanted}: {f['seconds']:.0f} s ({f['cpu_s']:.0f} CPU-s); "
+              f"peak RSS main {f['peak_main_gib']:.2f} GiB, workers {f['peak_workers_gib']:.2f} GiB, together "
+              f"{f['peak_total_gib']:.2f} GiB (wait4: {f['peak_process_gib']:.2f}); written {f['written_gb']:.2f} GB; "
+              f"cache {f['cache_gb']:.2f} GB" + (f", same file {f['same_file']}, speech chunks moved "
+                                               f"{f['speech_chunks_moved']}, grew {f['cache_grew_gb']:.3f} GB"
+                                               if "same_file" in f else ""), flush=True)
+    (work / f"extract_{n}_{model_size}.json").write_text(json.dumps(figures, indent=1))
+    return figures
+
+
+def commit_synthetic_parts(manifest_path: Path, cache: Path, model: Path, stages: list[str], seed: int = 0) -> None:
+    """Commit every unit of the per-utterance ``stages`` as a one-shard run (``--shard 0/1``) would, but with random arrays of the
+    stages' shapes in place of the model and Praat (which cost ~35 ms a row each here): what the real ``extract``
+    then publishes is exactly what it would publish after computing them. Run in its own process."""
+    from cache.parts import UnitResult
+    from pipeline.corpora import read_generic_manifest
+    from pipeline.features.audio import file_stats
+    from pipeline.launch import launch_extract
+    from pipeline.stages import feature_table, speech
+    from pipeline.stages.registry import ExtractConfig
+
+    rng = np.random.default_rng(seed)
+
+    def random_speech(embedder, config, paths, utt_ids, pending):  # noqa: ANN001, ANN202 - speech_units' signature
+        shape = (embedder.info.num_hidden_states, embedder.info.hidden_size)
+        for unit, rows in pending:
+            pooled = rng.standard_normal((len(rows), *shape), dtype=np.float32).astype(np.float16)
+            stats = np.array([file_stats(paths[r]) for r in rows], dtype=np.int64)
+            yield unit, UnitResult(rows=np.asarray(rows, np.int64), arrays={
+                "pooled": pooled, "ok": np.ones(len(rows), bool), "file_size": stats[:, 0],
+                "file_mtime_ns": stats[:, 1]}, failures=[])
+
+    def random_table(feature_set, config, paths, utt_ids, pending):  # noqa: ANN001, ANN202 - as feature_table_units
+        width = len(feature_set.names())
+        for unit, rows in pending:
+            values = rng.standard_normal((len(rows), width)).astype(np.float32)
+            stats = np.array([file_stats(paths[r]) for r in rows], dtype=np.int64)
+            yield unit, UnitResult(rows=np.asarray(rows, np.int64), arrays={
+                "values": values, "defined": np.ones_like(values, bool), "ok": np.ones(len(rows), bool),
+                "file_size": stats[:, 0], "file_mtime_ns": stats[:, 1]}, failures=[])
+
+    speech.speech_units, feature_table.feature_table_units = random_speech, random_table
+    frame, _ = read_generic_manifest(manifest_path)
+    config = ExtractConfig.from_dict({"speech": {"model": str(model)}})
+    launch_extract(cache, frame, stages, config, device="cpu", shard_text="0/1")
+
+
+def publish_scale(work: Path, n: int, model_size: str = "large-shape", write_block_mb: int = 0) -> None:
+    """``--steps publish``: the stages of an ``n``-row extraction published into a new cache by the real ``extract``
+    command, from parts committed beforehand (``commit_synthetic_parts``): speech, then prosody added to that cache,
+    then the default state computed; each command measured (``run_tree_measured``)."""
+    from testing.random_wavlm import SIZES, save_random_wavlm
+
+    manifest = write_audio_corpus(work, n)
+    model = work / f"wavlm_{model_size}"
+    if not (model / "config.json").is_file():
+        SIZES["large-shape"] = LARGE_SHAPE
+        save_random_wavlm(model, model_size)
+    cache = work / f"publish_{n}_{model_size}.h5"
+    for leftover in (cache, Path(f"{cache}.journal")):
+        leftover.unlink(missing_ok=True)
+    subprocess.run(["rm", "-rf", f"{cache}.parts"], check=True)
+    common = ["extract", "--corpus", "manifest", "--manifest", str(manifest), "--cache", str(cache),
+              "--speech-model", str(model), "--device", "cpu", "--write-block-mb", str(write_block_mb)]
+    figures: dict = {"rows": n, "model": model_size, "write_block_mb": write_block_mb}
+    for name, wanted in (("speech", "speech"), ("prosody", "speech,prosody"), ("state", "speech,prosody,state")):
+        if name != "state":
+            started = time.perf_counter()
+            subprocess.run([sys.executable, __file__, "--work", str(work), "--rows", str(n), "--model", model_size,
+                            "--steps", f"commit-parts:{cache}:{name}"], check=True, cwd=ROOT)
+            figures[f"{name}_parts_s"] = time.perf_counter() - started
+        before = (os.stat(cache).st_ino, os.path.getsize(cache), speech_chunk_offsets(cache)) \
+            if cache.is_file() and name != "speech" else None
+        f = figures[name] = run_tree_measured([*common, "--stages", wanted])
+        f["cache_gb"] = os.path.getsize(cache) / 1e9
+        if before is not None:
+            f["same_file"] = os.stat(cache).st_ino == before[0]
+            f["speech_chunks_moved"] = speech_chunk_offsets(cache) != before[2]
+            f["cache_grew_gb"] = (os.path.getsize(cache) - before[1]) / 1e9
+        how = "computed" if name == "state" else "published from committed parts"
+        print(f"{n} rows ({model_size}): extract --stages {wanted} [{name} {how}]: {f['seconds']:.0f} s "
+              f"({f['cpu_s']:.0f} CPU-s); peak RSS main {f['peak_main_gib']:.2f} GiB, workers "
+              f"{f['peak_workers_gib']:.2f} GiB, together {f['peak_total_gib']:.2f} GiB (wait4: "
+              f"{f['peak_process_gib']:.2f}); written {f['written_gb']:.2f} GB; cache {f['cache_gb']:.2f} GB"
+              + (f"; same file {f['same_file']}, speech chunks moved {f['speech_chunks_moved']}, cache grew "
+                 f"{f['cache_grew_gb']:.3f} GB" if before is not None else ""), flush=True)
+    (work / f"publish_{n}_{model_size}.json").write_text(json.dumps(figures, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_scale"))
     parser.add_argument("--rows", type=int, default=270_000)
-    parser.add_argument("--steps", default="all", help="build,last,weighted,size,probe; all = all but probe")
+    parser.add_argument("--steps", default="all", help="build,last,weighted,size,probe; all = all but probe; or "
+                                                       "extract (alone: the real extract command on synthetic audio)")
     parser.add_argument("--weighted-epochs", type=int, default=60, help="--epochs of the weighted run")
     parser.add_argument("--compression-of", type=Path, help="only: what compression would save on this cache")
+    parser.add_argument("--model", default="tiny", help="extract: tiny | large-shape (25 x 1024 hidden states)")
+    parser.add_argument("--write-block-mb", type=int, default=0, help="extract: --write-block-mb (0 = automatic)")
+    parser.add_argument("--extract-stages", default="all", help="extract: speech,prosody,state or a part of it")
     args = parser.parse_args()
     if args.compression_of:
         return compression(args.compression_of)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.steps == "extract":
+        extract_scale(args.work, args.rows, args.model, args.write_block_mb, args.extract_stages)
+        return None
+    if args.steps == "publish":
+        publish_scale(args.work, args.rows, args.model, args.write_block_mb)
+        return None
+    if args.steps.startswith("commit-parts:"):  # publish's helper, in its own process
+        _, cache, stage = args.steps.split(":")
+        model = args.work / f"wavlm_{args.model}"
+        stages = ["speech"] if stage == "speech" else ["speech", "prosody"]
+        commit_synthetic_parts(write_audio_corpus(args.work, args.rows), Path(cache), model, stages)
+        return None
     steps = {"build", "last", "weighted", "size"} if args.steps == "all" else set(args.steps.split(","))
     args.work.mkdir(parents=True, exist_ok=True)
     cache = args.work / "msp_scale.h5"

@@ -10,11 +10,13 @@ to a writer that died: the next opener puts the old bytes back and cuts the file
 
 Readers hold a shared ``flock`` on the cache while a read is open (``reading``); the in-place writer holds an
 exclusive one for its whole session, so nobody reads a file in the middle of a change. A cache replaced whole by
-atomic rename (``cache.writer``) needs no lock: the old inode stays intact for whoever has it open.
+atomic rename (``cache.writer``) needs no lock: the old inode stays intact for whoever has it open. On a file system
+without ``flock`` (``LocksUnsupported``) nothing is added in place: the writer rewrites the cache instead.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import io
@@ -51,13 +53,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class LocksUnsupported(OSError):
+    """The file system refuses ``flock`` (some cluster file systems unless mounted with it)."""
+
+
 def _lock(fd: int, kind: int, path: Path, waiting_for: str) -> None:
     """``flock`` with a line in the log when it has to wait."""
     try:
-        fcntl.flock(fd, kind | fcntl.LOCK_NB)
-    except BlockingIOError:
-        log.info("%s: waiting for %s", path, waiting_for)
-        fcntl.flock(fd, kind)
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s: waiting for %s", path, waiting_for)
+            fcntl.flock(fd, kind)
+    except OSError as err:
+        if err.errno in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL):
+            raise LocksUnsupported(err.errno, f"{path}: file locks are not supported here ({err.strerror})") from None
+        raise
 
 
 class JournaledFile(io.RawIOBase):
@@ -235,7 +246,10 @@ def reading(path: str | Path) -> Iterator[None]:
             info = os.fstat(handle.fileno())
             if (info.st_dev, info.st_ino) in _APPENDING:
                 raise RuntimeError(f"{path}: read while this process adds to it in place (it would wait for itself)")
-            _lock(handle.fileno(), fcntl.LOCK_SH, path, "a stage being added to it to be written")
+            try:
+                _lock(handle.fileno(), fcntl.LOCK_SH, path, "a stage being added to it to be written")
+            except LocksUnsupported:
+                pass  # no writer adds in place on such a file system either (cache.writer rewrites instead)
             if not CachePaths(path).journal.exists():
                 yield
                 return

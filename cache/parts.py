@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,15 @@ import numpy as np
 from cache.paths import CachePaths, temp_for
 from cache.schema import FAILURE_FIELDS, Failure
 from core.errors import InputError
+
+
+@dataclass(frozen=True)
+class StoredArray:
+    """One array of a committed unit as it lies in the unit's file."""
+
+    offset: int  # bytes from the file's start to the array's first value
+    shape: tuple[int, ...]
+    dtype: np.dtype
 
 
 @dataclass
@@ -83,19 +93,47 @@ class PartStore:
             failures = [Failure(*row) for row in zip(*(data[f"fail_{k}"].tolist() for k in FAILURE_FIELDS))]
             return UnitResult(rows=data["rows"], arrays=arrays, failures=failures, summary=json.loads(str(data["summary"])))
 
-    def array_layouts(self, unit: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """``{name: (shape, dtype)}`` of the unit's arrays, from their headers (no data read)."""
-        layouts = {}
-        with zipfile.ZipFile(self._unit_path(unit)) as archive:
-            for member in archive.namelist():
-                if member.startswith("array_") and member.endswith(".npy"):
-                    with archive.open(member) as handle:
-                        major, _ = np.lib.format.read_magic(handle)
-                        read_header = np.lib.format.read_array_header_1_0 if major == 1 else \
-                            np.lib.format.read_array_header_2_0
-                        shape, _, dtype = read_header(handle)
-                    layouts[member[len("array_"):-len(".npy")]] = (tuple(shape), np.dtype(dtype))
-        return layouts
+    def stored_arrays(self, unit: int) -> dict[str, StoredArray]:
+        """Where each array of the unit lies in its file (``np.savez`` stores members uncompressed), its shape and
+        dtype, from the headers only: ``read_rows`` then reads single rows without loading the array."""
+        path = self._unit_path(unit)
+        found = {}
+        with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
+            for info in archive.infolist():
+                if not (info.filename.startswith("array_") and info.filename.endswith(".npy")):
+                    continue
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise InputError(f"{path}: {info.filename} is compressed; this part was not written by this tool")
+                raw.seek(info.header_offset)
+                local = raw.read(30)  # the local file header; its name and extra field follow
+                name_length, extra_length = struct.unpack("<HH", local[26:30])
+                raw.seek(info.header_offset + 30 + name_length + extra_length)
+                major, _ = np.lib.format.read_magic(raw)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else \
+                    np.lib.format.read_array_header_2_0
+                shape, fortran_order, dtype = read_header(raw)
+                if fortran_order:
+                    raise InputError(f"{path}: {info.filename} is stored column-major; this part was not written by "
+                                     "this tool")
+                found[info.filename[len("array_"):-len(".npy")]] = StoredArray(raw.tell(), tuple(shape), np.dtype(dtype))
+        return found
+
+    def read_rows(self, unit: int, stored: StoredArray, positions: np.ndarray) -> np.ndarray:
+        """Rows ``positions`` (sorted, of the array's first axis) of one stored array, read alone: a run of
+        neighbouring rows is one read."""
+        row_shape = stored.shape[1:]
+        row_bytes = int(np.prod(row_shape)) * stored.dtype.itemsize
+        out = np.empty((len(positions), *row_shape), stored.dtype)
+        if not len(positions) or not row_bytes:
+            return out
+        view = out.reshape(len(positions), -1).view(np.uint8)
+        breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+        with open(self._unit_path(unit), "rb") as raw:
+            for run in np.split(np.arange(len(positions)), breaks):
+                raw.seek(stored.offset + int(positions[run[0]]) * row_bytes)
+                if raw.readinto(memoryview(view[run[0] : run[-1] + 1]).cast("B")) != len(run) * row_bytes:
+                    raise InputError(f"{self._unit_path(unit)}: shorter than its header says (a damaged part)")
+        return out
 
     def remove(self) -> None:
         self.paths.remove_stage_parts(self.dir.name)

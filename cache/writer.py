@@ -32,7 +32,7 @@ from cache.integrity import (
     write_numeric,
     write_text,
 )
-from cache.journal import appending, reading
+from cache.journal import LocksUnsupported, appending, reading
 from cache.paths import temp_for
 from cache.schema import (
     FAILURE_FIELDS,
@@ -184,13 +184,16 @@ def _publish(path: Path, replaced: set[str], write_new: Callable[[h5py.File], li
     with interrupts_deferred():
         if in_place and adds_in_place(path, replaced):
             log.info("adding %s to %s in place", ", ".join(sorted(replaced)), path)
-            with appending(path) as file:
-                for name in replaced & set(file):
-                    del file[name]
-                for name in write_new(file):
-                    seal_members(file[name])
-                seal_members(file)
-            return
+            try:
+                with appending(path) as file:
+                    for name in replaced & set(file):
+                        del file[name]
+                    for name in write_new(file):
+                        seal_members(file[name])
+                    seal_members(file)
+                return
+            except LocksUnsupported as err:  # raised before anything is written: readers could not be kept out
+                log.warning("%s; rewriting the cache instead of adding to it in place", err)
         tmp = temp_for(path)
         try:
             with reading(path), h5py.File(path, "r") as src, h5py.File(tmp, "w", track_order=True) as dst:

@@ -1,6 +1,7 @@
 """Adding a stage to a cache writes only that stage, in place, and a kill at any write leaves the old file byte for
 byte (the undo journal) or the old one plus the whole stage; readers never see a half-added stage."""
 
+import errno
 import hashlib
 import os
 import time
@@ -14,6 +15,7 @@ import cache.journal as journal
 import cache.writer as writer
 from cache import CachePaths, CacheReader, Failure, add_stage, create_cache
 from cache.writer import RowBlocks
+from core.errors import InputError
 from pipeline.corpora.manifest import normalise_manifest
 
 N = 300
@@ -186,3 +188,33 @@ def test_replacing_a_large_stage_rewrites_the_cache_instead_of_leaving_its_space
     assert os.stat(path).st_ino != inode  # a new file moved over the old one
     assert os.path.getsize(path) <= size * 1.05  # no dead copy of the old speech block inside
     assert np.array_equal(CacheReader(path).read("speech", "pooled"), pooled)
+
+
+def test_a_reader_that_may_not_undo_an_interrupted_addition_says_what_to_do(cache_with_speech, monkeypatch):
+    path = cache_with_speech
+    assert _killed_at_write(path, 5, _prosody()) == 9
+    real_open = open
+
+    def read_only_open(file, mode="r", *args, **kwargs):  # noqa: ANN001, ANN202 - as a user without write access
+        if "+" in mode or "w" in mode:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(journal, "open", read_only_open, raising=False)
+    with pytest.raises(InputError, match="interrupted and must be undone first, which needs write access"):
+        CacheReader(path)
+    monkeypatch.undo()
+    assert CacheReader(path).stages == ["speech"]  # with write access it is undone
+
+
+def test_without_file_locks_a_stage_is_added_by_rewriting_the_cache(cache_with_speech, monkeypatch):
+    path = cache_with_speech
+
+    def no_locks(fd, operation):  # noqa: ANN001, ANN202 - a cluster file system mounted without flock
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(journal.fcntl, "flock", no_locks)
+    inode = os.stat(path).st_ino
+    add_stage(path, "prosody", _prosody(), {"v": 1}, [])
+    assert os.stat(path).st_ino != inode and not CachePaths(path).journal.exists()
+    assert CacheReader(path).stages == ["speech", "prosody"]

@@ -1,9 +1,9 @@
 """A row stage's committed units -> its datasets in the cache, written in blocks of rows in manifest order.
 
 Units are batches of rows in any order (length buckets scatter a unit's rows over the manifest). The cache's rows
-are written in windows of consecutive rows that fit a memory budget; each window gathers its rows from the units
-that hold some, one unit in memory at a time. Memory: one window plus one unit, whatever the number of rows; a
-stage larger than one window reads its parts once per window (``window_budget`` keeps that to a few passes).
+are written in windows of consecutive rows that fit a memory budget; each window reads just its rows from the
+units' files (``PartStore.read_rows``: a unit's arrays are stored uncompressed, so a row is one read). Memory: one
+window, whatever the number of rows; reading: each row once, however many windows.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cache.integrity import rows_per_chunk
-from cache.parts import PartStore
+from cache.parts import PartStore, StoredArray
 from cache.reader import CacheReader
 from cache.schema import Failure
 from cache.writer import RowBlocks
@@ -73,6 +73,9 @@ class UnitIndex:
     """Where each row's values are, and the stage's datasets, from one light pass over the units."""
 
     unit_of_row: np.ndarray  # [N] int64: the unit holding each row, -1 for a row an update keeps
+    position_in_unit: np.ndarray  # [N] int64: the row's index in its unit's arrays
+    stored: list[dict[str, StoredArray]]  # per unit: where its arrays lie in its file
+    frame_starts: list[np.ndarray | None]  # per unit: [rows + 1] where each row's frames start (ragged only)
     layouts: dict[str, Layout]  # per-row arrays
     ragged: dict[str, Layout]  # variable-length sequences (name without RAGGED_PREFIX), per frame
     offsets: np.ndarray | None  # [N + 1] int64: row i's frames are offsets[i]:offsets[i + 1] (ragged only)
@@ -82,6 +85,9 @@ class UnitIndex:
 def index_units(parts: PartStore, count: int, num_rows: int, base: KeptRows | None = None) -> UnitIndex:
     """Read what every unit holds (rows, failures, array headers, frame counts), not its values."""
     unit_of_row = np.full(num_rows, -1, np.int64)
+    position_in_unit = np.zeros(num_rows, np.int64)
+    stored: list[dict[str, StoredArray]] = []
+    frame_starts: list[np.ndarray | None] = []
     layouts: dict[str, Layout] = {}
     ragged: dict[str, Layout] = {}
     frame_counts = np.zeros(num_rows, np.int64)
@@ -91,18 +97,22 @@ def index_units(parts: PartStore, count: int, num_rows: int, base: KeptRows | No
         if (unit_of_row[result.rows] >= 0).any():
             raise RuntimeError(f"unit {unit} holds rows another unit holds")  # a bug, not bad input
         unit_of_row[result.rows] = unit
+        position_in_unit[result.rows] = np.arange(len(result.rows))
         failures.extend(result.failures)
-        if FRAME_COUNTS in result.arrays:
-            frame_counts[result.rows] = result.arrays[FRAME_COUNTS]
-        for name, (shape, dtype) in parts.array_layouts(unit).items():
+        counts = result.arrays.get(FRAME_COUNTS)
+        if counts is not None:
+            frame_counts[result.rows] = counts
+        frame_starts.append(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64) if counts is not None else None)
+        stored.append(parts.stored_arrays(unit))
+        for name, array in stored[-1].items():
             into, key = (ragged, name[len(RAGGED_PREFIX):]) if name.startswith(RAGGED_PREFIX) else (layouts, name)
-            if into.setdefault(key, (shape[1:], dtype)) != (shape[1:], dtype):
-                raise RuntimeError(f"unit {unit}: {name} is {shape} {dtype}, other units' {into[key]}")
+            if into.setdefault(key, (array.shape[1:], array.dtype)) != (array.shape[1:], array.dtype):
+                raise RuntimeError(f"unit {unit}: {name} is {array.shape} {array.dtype}, other units' {into[key]}")
     expected = base.updated if base is not None else np.ones(num_rows, bool)
     if not np.array_equal(unit_of_row >= 0, expected):
         raise RuntimeError(f"stage parts cover {(unit_of_row >= 0).sum()} of {expected.sum()} rows")  # a bug
     offsets = np.concatenate([[0], np.cumsum(frame_counts)]).astype(np.int64) if ragged else None
-    return UnitIndex(unit_of_row, layouts, ragged, offsets, failures)
+    return UnitIndex(unit_of_row, position_in_unit, stored, frame_starts, layouts, ragged, offsets, failures)
 
 
 def plan_windows(num_rows: int, row_bytes: int, budget: int, align: int,
@@ -162,20 +172,29 @@ def _window(parts: PartStore, index: UnitIndex, layouts: dict[str, Layout], base
     offsets = index.offsets
     frames_here = {name: np.zeros((int(offsets[stop] - offsets[start]), *shape), dtype)
                    for name, (shape, dtype) in index.ragged.items()}
-    units = np.unique(index.unit_of_row[start:stop])
-    for unit in units[units >= 0]:
-        result = parts.load(int(unit))
-        inside = (result.rows >= start) & (result.rows < stop)
+    rows = np.arange(start, stop)
+    held = index.unit_of_row[start:stop] >= 0
+    rows, units = rows[held], index.unit_of_row[start:stop][held]
+    order = np.argsort(units, kind="stable")
+    for group in np.split(order, np.flatnonzero(np.diff(units[order])) + 1) if len(order) else []:
+        unit, here = int(units[group[0]]), rows[group]  # the rows of this window that this unit holds
+        positions = index.position_in_unit[here]
+        sort = np.argsort(positions)
+        here, positions = here[sort], positions[sort]
+        stored = index.stored[unit]
         for name in layouts:
-            if name in result.arrays:
-                rows_here[name][result.rows[inside] - start] = result.arrays[name][inside]
-        if frames_here:
-            starts = np.concatenate([[0], np.cumsum(result.arrays[FRAME_COUNTS])])
-            for name, out in frames_here.items():
-                values = result.arrays[f"{RAGGED_PREFIX}{name}"]
-                for k in np.flatnonzero(inside):
-                    at = int(offsets[result.rows[k]] - offsets[start])
-                    out[at : at + starts[k + 1] - starts[k]] = values[starts[k] : starts[k + 1]]
+            if name in stored:
+                rows_here[name][here - start] = parts.read_rows(unit, stored[name], positions)
+        for name, out in frames_here.items():
+            starts = index.frame_starts[unit]
+            frames = np.concatenate([np.arange(starts[p], starts[p + 1]) for p in positions])
+            values = parts.read_rows(unit, stored[f"{RAGGED_PREFIX}{name}"], frames.astype(np.int64))
+            at = 0
+            for row, p in zip(here, positions):
+                length = int(starts[p + 1] - starts[p])
+                first = int(offsets[row] - offsets[start])
+                out[first : first + length] = values[at : at + length]
+                at += length
     for name, values in rows_here.items():
         yield name, start, values
     for name, values in frames_here.items():
