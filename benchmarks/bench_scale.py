@@ -20,6 +20,22 @@ Then it measures, each command in its own process (peak resident memory from ``w
 Steps: ``build`` (skipped when the cache is already complete), ``last``, ``weighted``, ``size``; ``all``.
 The times include reading the cache; the page cache holds what it can (24 GiB machine, 14 GB block), as it
 would on a user's machine that has just written the cache.
+
+Extraction, each step alone (``--steps extract`` or ``--steps publish``), on ``--rows`` short synthetic utterances
+(0.4-0.9 s WAV files, one per row) in MSP-Podcast's partitions and podcasts, with the real ``cli.py extract``
+command, each invocation measured in its own process: seconds, peak resident memory of the process and of its
+workers (sampled from /proc), bytes written to storage by the whole process tree (``ru_oublock``), cache size:
+
+* ``extract``: speech (``--model tiny`` or ``large-shape``: 25 x 1024 hidden states like wavlm-large), then prosody
+  added to that cache, then the default state. Every stage computed for real: ~35 ms a row each for the tiny model
+  and Praat on this 2-core machine, so use it up to tens of thousands of rows.
+* ``publish``: the same three commands, but the speech and prosody units are committed beforehand by a one-shard
+  run whose model and Praat are replaced by random arrays of the same shapes (``commit_synthetic_parts``); the
+  measured ``extract`` resumes, finds every unit committed and publishes them, then computes the state. This is
+  what a real extraction does after its last batch, at any number of rows.
+
+    .venv/bin/python benchmarks/bench_scale.py --work /tmp/bscale --rows 27000 --steps extract --model tiny
+    .venv/bin/python benchmarks/bench_scale.py --work /tmp/bscale --rows 270000 --steps publish --model large-shape
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The one HDF5 feature cache: its schema (``schema``), paths on disk (``paths``), atomic writer
-(``writer``), resumable work parts (``parts``), writer lock (``lock``) and reader (``reader``)."""
+(``writer``; in-place additions under an undo journal, ``journal``), resumable work parts (``parts``), writer lock
+(``lock``) and reader (``reader``)."""
 
 from cache.paths import CachePaths
 from cache.reader import CacheReader

@@ -183,7 +183,7 @@ def _publish(path: Path, replaced: set[str], write_new: Callable[[h5py.File], li
     temporary file moved over the cache (the file needs its size again while that runs)."""
     with interrupts_deferred():
         if in_place and adds_in_place(path, replaced):
-            log.info("adding %s to %s in place", ", ".join(sorted(replaced)), path)
+            log.info("cache: adding %s to %s in place", ", ".join(sorted(replaced)), path)
             try:
                 with appending(path) as file:
                     for name in replaced & set(file):
@@ -194,6 +194,7 @@ def _publish(path: Path, replaced: set[str], write_new: Callable[[h5py.File], li
                 return
             except LocksUnsupported as err:  # raised before anything is written: readers could not be kept out
                 log.warning("%s; rewriting the cache instead of adding to it in place", err)
+        log.info("cache: rewriting %s without the group(s) replaced: %s", path, ", ".join(sorted(replaced)))
         tmp = temp_for(path)
         try:
             with reading(path), h5py.File(path, "r") as src, h5py.File(tmp, "w", track_order=True) as dst:

@@ -37,10 +37,11 @@ PHASES = {
     "startup": "interpreter start, manifest, model load (a random moment in the first seconds)",
     "speech": "speech stage, between or inside batches (after a new batch was committed)",
     "prosody": "prosody stage, workers busy (after a new chunk was committed)",
-    "write": "a finished stage being written into the HDF5 cache (in place under an undo journal; or temporary file + "
-             "atomic rename when it replaces a large group)",
+    "write": "a finished stage being written into the HDF5 cache (0-5 ms after the writer says it starts adding in "
+             "place under an undo journal, or rewriting to a temporary file when the stage replaces a large group)",
     "state": "state stage, training the cross-fitted updaters (after a new updater was committed)",
 }
+WRITE_SIGNS = ("cache: adding ", "cache: rewriting ")  # cache.writer logs one as the addition (or rewrite) starts
 STAGE_OF_PHASE = {"speech": "speech", "prosody": "prosody", "state": "state"}
 ORPHAN_GRACE_S = 10.0
 
@@ -126,7 +127,7 @@ def _wait_for_sign(phase: str, cache: Path, log: Path, proc: subprocess.Popen, r
     while proc.poll() is None:
         if stage and _units(cache, stage) > start_units:
             return True
-        if phase == "write" and "writing stage into" in log.read_text(errors="replace"):
+        if phase == "write" and any(sign in log.read_text(errors="replace") for sign in WRITE_SIGNS):
             return True
         if time.monotonic() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)
