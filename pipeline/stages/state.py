@@ -61,13 +61,19 @@ def manifest_digest(manifest: pl.DataFrame, kind: StateKind) -> str:
     return table_fingerprint(manifest.select("utt_id", *kind.columns).rows())
 
 
-def read_speech_summary(reader: CacheReader, choice: str, block_rows: int = 4096) -> np.ndarray:
-    """``[N, D]`` float32: one hidden state, or their ``mean``, of every row, read ``block_rows`` rows at a time
-    (memory: the result and one block; the whole ``[N, L+1, D]`` block is 14 GB at MSP-Podcast scale)."""
+def read_speech_summary(reader: CacheReader, choice: str, block_rows: int = 4096, extra_columns: int = 0
+                        ) -> np.ndarray:
+    """``[N, D + extra_columns]`` float32: one hidden state, or their ``mean``, of every row in the first D columns
+    (the rest left for the caller to fill), read ``block_rows`` rows at a time (memory: the result and one block; the
+    whole ``[N, L+1, D]`` block is 14 GB at MSP-Podcast scale)."""
     rows = reader.dataset_shapes("speech")["pooled"][0]
-    return np.concatenate([select_layer(reader.read("speech", "pooled", np.s_[start : start + block_rows]), choice)
-                           for start in range(0, rows, block_rows)]) if rows else \
-        select_layer(reader.read("speech", "pooled"), choice)
+    out = None
+    for start in range(0, max(rows, 1), block_rows):
+        block = select_layer(reader.read("speech", "pooled", np.s_[start : start + block_rows]), choice)
+        if out is None:
+            out = np.empty((rows, block.shape[1] + extra_columns), np.float32)
+        out[start : start + len(block), : block.shape[1]] = block
+    return out
 
 
 def load_state_inputs(reader: CacheReader, config: StateConfig, targets: np.ndarray | None = None) -> StateInputs:
@@ -75,8 +81,13 @@ def load_state_inputs(reader: CacheReader, config: StateConfig, targets: np.ndar
         if stage not in reader.stages:
             raise InputError(f"{reader.path}: the state stage needs the '{stage}' stage first (--stages speech,prosody,state)")
     usable = reader.ok(["speech", "prosody"])
-    speech = read_speech_summary(reader, check_layer_choice(config.speech_layer, allow_weighted=False))
-    z = np.concatenate([speech, reader.read("prosody", "values")], axis=1)
+    prosody = reader.read("prosody", "values")
+    # [speech | prosody] filled in one array: at MSP-Podcast scale each copy of the speech part is 1.1 GB
+    z = read_speech_summary(reader, check_layer_choice(config.speech_layer, allow_weighted=False),
+                            extra_columns=prosody.shape[1])
+    speech_width = z.shape[1] - prosody.shape[1]
+    z[:, speech_width:] = prosody
+    del prosody
     m = reader.manifest
     splits = manifest_splits(m)
     speakers = m["speaker"].to_numpy()
@@ -92,7 +103,7 @@ def load_state_inputs(reader: CacheReader, config: StateConfig, targets: np.ndar
     return StateInputs(
         z=z, targets=m.select("valence", "arousal").to_numpy().astype(np.float64) if targets is None else targets,
         folds=m["fold"].to_numpy(), usable=usable, sequences=build_sequences(m, usable, config.grouping),
-        speakers=speakers, dialogs=m["dialog_id"].to_numpy(), speech_width=speech.shape[1], splits=splits,
+        speakers=speakers, dialogs=m["dialog_id"].to_numpy(), speech_width=speech_width, splits=splits,
         groups=groups)
 
 
