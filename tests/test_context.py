@@ -172,3 +172,17 @@ def test_the_recursive_context_equals_the_definition_with_three_speakers():
         assert np.allclose(fast[sequence], naive, atol=1e-5)
         assert np.allclose(context_states(u, [sequence], speakers, 0.6, speaker_aware=False)[sequence],
                            causal_average(u, sequence, 0.6), atol=1e-5)
+
+
+def test_rows_projected_in_blocks_equal_the_whole_matrix_product(monkeypatch):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1000, 12)).astype(np.float32) * 3 + 1
+    x[5, 2] = np.nan  # missing -> the training mean
+    mean, std, axes = fit_block_projection(x, np.arange(0, 1000, 2), components=4)
+    monkeypatch.setattr("pipeline.features.context.PROJECT_ROWS", 97)  # blocks that do not divide the rows
+    blocked = project_block(x, mean, std, axes)
+    z = np.clip((x - mean) / std, -10, 10)  # the formula, all rows at once
+    expected = (np.where(np.isnan(z), 0.0, z) @ axes).astype(np.float32)
+    assert blocked.shape == (1000, 4) and np.allclose(blocked, expected, rtol=1e-5, atol=1e-5)
+    train = np.where(np.isnan(z[::2]), 0.0, z[::2]) @ axes  # the fitted axes whiten the training rows
+    assert np.allclose(np.cov(train.T), np.eye(4), atol=1e-2)
