@@ -138,7 +138,7 @@ def build(work: Path, n: int, seed: int = 0) -> Path:
                "state_stage_s": state_stage}
     (work / "build.json").write_text(json.dumps(timings, indent=2))
     print(f"build: {n} rows; generate {generated:.0f} s, write speech {speech_write:.0f} s, add prosody "
-          f"{prosody_write:.0f} s (copies the cache), state stage {state_stage:.0f} s", flush=True)
+          f"{prosody_write:.0f} s (added in place), state stage {state_stage:.0f} s", flush=True)
     return cache
 
 
