@@ -57,6 +57,16 @@ class LocksUnsupported(OSError):
     """The file system refuses ``flock`` (some cluster file systems unless mounted with it)."""
 
 
+def _write_fully(write, data) -> None:  # noqa: ANN001 - os.write-like callable, bytes-like data
+    """Write all of ``data``: a full disk or a quota can make one ``write`` take only part of it without an error."""
+    view = memoryview(data).cast("B")
+    while len(view):
+        written = write(view)
+        if not written:
+            raise OSError(errno.ENOSPC, "no space left: a write took no bytes")
+        view = view[written:]
+
+
 def _lock(fd: int, kind: int, path: Path, waiting_for: str) -> None:
     """``flock`` with a line in the log when it has to wait."""
     try:
@@ -79,16 +89,17 @@ class JournaledFile(io.RawIOBase):
         super().__init__()
         self.path = Path(path)
         self.journal_path = CachePaths(self.path).journal
-        self._file = open(self.path, "r+b", buffering=0)  # noqa: SIM115 - closed in close()
+        self._file = _open_locked(self.path, fcntl.LOCK_EX, "r+b", "readers to finish before adding to it")
         try:
-            _lock(self._file.fileno(), fcntl.LOCK_EX, self.path, "readers to finish before adding to it")
             info = os.fstat(self._file.fileno())
             self.identity = (info.st_dev, info.st_ino)
-            self.original_size = info.st_size
+            roll_back(self.path, self.identity)  # what a writer that died left, first (its journal is in the way)
+            self.original_size = os.fstat(self._file.fileno()).st_size
             self._saved: list[tuple[int, int]] = []  # ranges below original_size already journaled, disjoint
+            self.error: OSError | None = None  # the first failed write: the session is lost (``appending``)
             self._journal = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             header = _HEADER.pack(*self.identity, self.original_size)
-            os.write(self._journal, _MAGIC + header + _digest(header))
+            _write_fully(lambda view: os.write(self._journal, view), _MAGIC + header + _digest(header))
             os.fsync(self._journal)
             _fsync_dir(self.journal_path)
         except BaseException:
@@ -115,15 +126,29 @@ class JournaledFile(io.RawIOBase):
         return self._file.readinto(buffer)
 
     def write(self, data) -> int:  # noqa: ANN001 - any bytes-like object
-        position = self._file.tell()
-        self._save(position, position + memoryview(data).nbytes)
-        self._file.seek(position)
-        return self._file.write(data)
+        """Journal, then write all of ``data``. A failure (a full disk) is kept in ``error`` and not raised into
+        HDF5: an error inside HDF5's close left it in a state that crashed the process's next open of any file.
+        The session is then rolled back when h5py has closed the file (``appending``)."""
+        size = memoryview(data).nbytes
+        if self.error is None:
+            try:
+                position = self._file.tell()
+                self._save(position, position + size)
+                self._file.seek(position)
+                _write_fully(self._file.write, data)
+            except OSError as err:
+                self.error = err
+        return size
 
     def truncate(self, size: int | None = None) -> int:
         size = self._file.tell() if size is None else size
-        self._save(size, self.original_size)
-        return self._file.truncate(size)
+        if self.error is None:
+            try:
+                self._save(size, self.original_size)
+                self._file.truncate(size)
+            except OSError as err:
+                self.error = err
+        return size
 
     def flush(self) -> None:
         pass  # unbuffered; durability is commit()'s fsync
@@ -135,7 +160,7 @@ class JournaledFile(io.RawIOBase):
             self._file.seek(lo)
             original = self._file.read(hi - lo)
             record = _RECORD.pack(lo, len(original))
-            os.write(self._journal, record + original + _digest(record, original))
+            _write_fully(lambda view: os.write(self._journal, view), record + original + _digest(record, original))
             os.fsync(self._journal)
             self._saved.append((lo, hi))
 
@@ -188,9 +213,11 @@ def _records(journal: bytes) -> tuple[tuple[int, int, int] | None, list[tuple[in
     return header, records
 
 
-def roll_back(path: str | Path) -> bool:
+def roll_back(path: str | Path, locked: tuple[int, int]) -> bool:
     """Undo an interrupted in-place addition to ``path`` if its journal is there. The caller holds the exclusive
-    lock (or knows no writer is alive). Returns whether anything was put back."""
+    lock on the file now at ``path``, whose (device, inode) is ``locked``: no live writer can own a journal of it,
+    and a journal of another inode is left by a writer that died before that file was replaced (stale). Returns
+    whether anything was put back."""
     path = Path(path)
     journal_path = CachePaths(path).journal
     try:
@@ -199,21 +226,37 @@ def roll_back(path: str | Path) -> bool:
         return False
     header, records = _records(journal)
     undone = False
-    if header is not None and path.is_file():
-        info = os.stat(path)
-        if (info.st_dev, info.st_ino) == header[:2]:  # else the cache was replaced since: the journal is stale
-            with open(path, "r+b", buffering=0) as file:
-                for offset, original in records:
-                    file.seek(offset)
-                    file.write(original)
-                file.truncate(header[2])
-                os.fsync(file.fileno())
-            undone = True
-            log.warning("%s: an interrupted addition was undone (%d block(s) put back); the cache is as it was "
-                        "before it", path, len(records))
+    if header is not None and header[:2] == locked:
+        with open(path, "r+b", buffering=0) as file:
+            if (os.fstat(file.fileno()).st_dev, os.fstat(file.fileno()).st_ino) != locked:
+                return False  # replaced under our feet: the caller looks again
+            for offset, original in records:
+                file.seek(offset)
+                _write_fully(file.write, original)
+            file.truncate(header[2])
+            os.fsync(file.fileno())
+        undone = True
+        log.warning("%s: an interrupted addition was undone (%d block(s) put back); the cache is as it was "
+                    "before it", path, len(records))
     journal_path.unlink(missing_ok=True)
     _fsync_dir(journal_path)
     return undone
+
+
+def _open_locked(path: Path, kind: int, mode: str, waiting_for: str):  # noqa: ANN202 - an open binary file
+    """``path`` opened and ``flock``-ed, and still the file at ``path`` once the lock is held (a file renamed over
+    it while we waited is opened again)."""
+    while True:
+        handle = open(path, mode, buffering=0)  # noqa: SIM115 - returned to the caller
+        try:
+            _lock(handle.fileno(), kind, path, waiting_for)
+            held, now = os.fstat(handle.fileno()), os.stat(path)
+        except BaseException:
+            handle.close()
+            raise
+        if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+            return handle
+        handle.close()
 
 
 @contextmanager
@@ -227,8 +270,10 @@ def appending(path: str | Path) -> Iterator[h5py.File]:
         try:
             with h5py.File(journaled, "r+") as file:
                 yield file
+            if journaled.error is not None:
+                raise journaled.error
         except BaseException:
-            roll_back(path)
+            roll_back(path, journaled.identity)
             raise
         journaled.commit()
     finally:
@@ -242,14 +287,16 @@ def reading(path: str | Path) -> Iterator[None]:
     writer). A journal left by a writer that died is rolled back first, which needs write access."""
     path = Path(path)
     while True:
-        with open(path, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if (info.st_dev, info.st_ino) in _APPENDING:
-                raise RuntimeError(f"{path}: read while this process adds to it in place (it would wait for itself)")
-            try:
-                _lock(handle.fileno(), fcntl.LOCK_SH, path, "a stage being added to it to be written")
-            except LocksUnsupported:
-                pass  # no writer adds in place on such a file system either (cache.writer rewrites instead)
+        with open(path, "rb") as probe:
+            info = os.fstat(probe.fileno())
+        if (info.st_dev, info.st_ino) in _APPENDING:
+            raise RuntimeError(f"{path}: read while this process adds to it in place (it would wait for itself)")
+        try:
+            handle = _open_locked(path, fcntl.LOCK_SH, "rb", "a stage being added to it to be written")
+        except LocksUnsupported:
+            yield  # no writer adds in place on such a file system either (cache.writer rewrites instead)
+            return
+        with handle:
             if not CachePaths(path).journal.exists():
                 yield
                 return
@@ -266,9 +313,9 @@ def recover(path: str | Path) -> None:
         journal.unlink(missing_ok=True)
         return
     try:
-        with open(path, "r+b", buffering=0) as handle:
-            _lock(handle.fileno(), fcntl.LOCK_EX, path, "a stage being added to it to be written")
-            roll_back(path)
+        with _open_locked(path, fcntl.LOCK_EX, "r+b", "a stage being added to it to be written") as handle:
+            info = os.fstat(handle.fileno())
+            roll_back(path, (info.st_dev, info.st_ino))
     except PermissionError as err:
         raise InputError(f"{path}: an addition to this cache was interrupted and must be undone first, which needs "
                          f"write access to the file and its folder ({err}); run `python cli.py extract` (or any "

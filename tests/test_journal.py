@@ -218,3 +218,72 @@ def test_without_file_locks_a_stage_is_added_by_rewriting_the_cache(cache_with_s
     add_stage(path, "prosody", _prosody(), {"v": 1}, [])
     assert os.stat(path).st_ino != inode and not CachePaths(path).journal.exists()
     assert CacheReader(path).stages == ["speech", "prosody"]
+
+
+class _FillingDisk:
+    """The cache file on a disk that fills up: each write takes at most 1,000 bytes (a full disk or a quota can
+    make ``write`` return short without an error), and after ``budget`` bytes every write fails with ENOSPC."""
+
+    def __init__(self, raw, budget: int):  # noqa: ANN001 - the raw file object
+        self.raw, self.budget = raw, budget
+
+    def write(self, data) -> int:  # noqa: ANN001
+        if self.budget <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        view = memoryview(data).cast("B")[: min(1000, self.budget)]
+        self.budget -= len(view)
+        return self.raw.write(view)
+
+    def __getattr__(self, name):  # noqa: ANN001, ANN204 - everything else as the real file
+        return getattr(self.raw, name)
+
+
+@pytest.mark.parametrize("budget", [3_000, 25_000, 50_000])  # all fail before the end (~70 kB)
+def test_a_disk_filling_up_during_an_addition_leaves_the_old_file_and_the_process_reads_on(cache_with_speech,
+                                                                                           monkeypatch, budget):
+    path = cache_with_speech
+    add_stage(path, "prosody", _prosody(1), {"v": 1}, [])  # replacing it lets HDF5 reuse its space below the old end
+    original = _sha(path)
+    real_init, real_write = journal.JournaledFile.__init__, os.write
+
+    def on_a_filling_disk(self, cache_path):  # noqa: ANN001, ANN202
+        real_init(self, cache_path)
+        self._file = _FillingDisk(self._file, budget)
+
+    monkeypatch.setattr(journal.JournaledFile, "__init__", on_a_filling_disk)
+    monkeypatch.setattr(journal.os, "write", lambda fd, data: real_write(fd, memoryview(data)[:1000]))  # short
+    with pytest.raises(OSError, match="No space left"):
+        add_stage(path, "prosody", _prosody(2), {"v": 2}, [])
+    monkeypatch.undo()
+    assert _sha(path) == original and not CachePaths(path).journal.exists()
+    reader = CacheReader(path)  # in the same process: HDF5 was never handed the error
+    assert reader.provenance("prosody") == {"v": 1}
+    assert reader.read("prosody", "values").tobytes() == _prosody(1)["values"].tobytes()
+
+
+def test_a_reader_recovering_an_old_journal_never_undoes_a_live_writer_of_the_file_now_there(cache_with_speech,
+                                                                                            tmp_path):
+    path = cache_with_speech
+    assert _killed_at_write(path, 5, _prosody()) == 9  # a dead writer's journal, of this inode
+    replacement = tmp_path / "new.h5"
+    create_cache(replacement, _manifest(), {"note": "new"})
+    os.replace(replacement, path)  # the file is replaced (as by a rewrite) before anyone recovered
+    ready_read, ready_write = os.pipe()
+    child = os.fork()
+    if child == 0:  # a live writer adding to the new file: it holds the lock and its own journal meanwhile
+        def slow_blocks():
+            os.write(ready_write, b"x")
+            time.sleep(0.8)
+            yield "late", 0, np.arange(N, dtype=np.float32)
+
+        try:
+            add_stage(path, "prosody", _prosody(), {"v": 1}, [],
+                      blocks=RowBlocks({"late": ((N,), np.dtype(np.float32))}, slow_blocks()))
+        finally:
+            os._exit(0)
+    os.read(ready_read, 1)
+    journal.recover(path)  # must wait for the live writer, not roll its work back
+    os.waitpid(child, 0)
+    reader = CacheReader(path)
+    assert reader.config == {"note": "new"} and reader.stages == ["prosody"]
+    assert np.array_equal(reader.read("prosody", "late"), np.arange(N, dtype=np.float32))
