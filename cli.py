@@ -105,6 +105,8 @@ def extract(
                                                "an eighth of what the machine has available, 16-512)"),
 ) -> None:
     """Run the extraction stages the cache does not hold yet (resumable; sharded under torchrun or --shard)."""
+    if write_block_mb < 0:  # before the corpus is read, which can take minutes
+        raise InputError(f"--write-block-mb {write_block_mb}: must be 0 (automatic) or a number of MiB")
     from pipeline.corpora import build_manifest, check_disjoint
     from pipeline.extract import ExtractConfig
     from pipeline.launch import launch_extract
@@ -130,8 +132,6 @@ def extract(
     )
     wanted = requested_stages([s.strip() for s in stages.split(",") if s.strip()],
                               {"prosody": [s.strip() for s in prosody.split(",") if s.strip()]})
-    if write_block_mb < 0:
-        raise InputError(f"--write-block-mb {write_block_mb}: must be 0 (automatic) or a number of MiB")
     launched = launch_extract(cache, df, wanted, config, device, on_error, force, shard, update_manifest,
                               write_block_bytes=write_block_mb << 20)
     if not launched.published:

@@ -383,9 +383,10 @@ def speech_chunk_offsets(cache: Path) -> list[int]:
         return [dataset.id.get_chunk_info(i).byte_offset for i in range(dataset.id.get_num_chunks())]
 
 
-def extract_scale(work: Path, n: int, model_size: str, write_block_mb: int = 0, stages: str = "all") -> dict:
-    """The real ``extract`` on ``n`` rows: speech, then prosody added to that cache, then the default state; each
-    its own command, measured (``run_tree_measured``). Returns the figures, also written to ``extract_<n>.json``."""
+def prepare_scale_run(work: Path, n: int, model_size: str, name: str, write_block_mb: int) -> tuple[Path, list[str]]:
+    """The audio corpus and random model of an ``extract`` or ``publish`` step, a fresh cache path
+    (``<name>_<n>_<model>.h5``, left-overs of an earlier run removed) and the ``extract`` arguments every command of
+    the step shares."""
     from testing.random_wavlm import SIZES, save_random_wavlm
 
     manifest = write_audio_corpus(work, n)
@@ -393,29 +394,44 @@ def extract_scale(work: Path, n: int, model_size: str, write_block_mb: int = 0, 
     if not (model / "config.json").is_file():
         SIZES["large-shape"] = LARGE_SHAPE
         save_random_wavlm(model, model_size)
-    cache = work / f"extract_{n}_{model_size}.h5"
+    cache = work / f"{name}_{n}_{model_size}.h5"
     for leftover in (cache, Path(f"{cache}.journal")):
         leftover.unlink(missing_ok=True)
-    common = ["extract", "--corpus", "manifest", "--manifest", str(manifest), "--cache", str(cache),
-              "--speech-model", str(model), "--device", "cpu", "--write-block-mb", str(write_block_mb)]
+    subprocess.run(["rm", "-rf", f"{cache}.parts"], check=True)
+    return cache, ["extract", "--corpus", "manifest", "--manifest", str(manifest), "--cache", str(cache),
+                   "--speech-model", str(model), "--device", "cpu", "--write-block-mb", str(write_block_mb)]
+
+
+def measure_extract(common: list[str], cache: Path, wanted: str, what: str, header: str) -> dict:
+    """One ``extract --stages wanted`` measured (``run_tree_measured``), with the cache's size and, when the cache
+    existed before, whether it is the same file, whether the speech chunks moved and how much it grew; printed after
+    ``header`` and ``what`` (which stage the command adds, and how)."""
+    before = (os.stat(cache).st_ino, os.path.getsize(cache), speech_chunk_offsets(cache)) if cache.is_file() else None
+    f = run_tree_measured([*common, "--stages", wanted])
+    f["cache_gb"] = os.path.getsize(cache) / 1e9
+    if before is not None:
+        f["same_file"] = os.stat(cache).st_ino == before[0]
+        f["speech_chunks_moved"] = speech_chunk_offsets(cache) != before[2]
+        f["cache_grew_gb"] = (os.path.getsize(cache) - before[1]) / 1e9
+    print(f"{header}: extract --stages {wanted} [{what}]: {f['seconds']:.0f} s ({f['cpu_s']:.0f} CPU-s); peak RSS "
+          f"main {f['peak_main_gib']:.2f} GiB, workers {f['peak_workers_gib']:.2f} GiB, together "
+          f"{f['peak_total_gib']:.2f} GiB (wait4: {f['peak_process_gib']:.2f}); written {f['written_gb']:.2f} GB; "
+          f"cache {f['cache_gb']:.2f} GB" + (f"; same file {f['same_file']}, speech chunks moved "
+                                           f"{f['speech_chunks_moved']}, cache grew {f['cache_grew_gb']:.3f} GB"
+                                           if before is not None else ""), flush=True)
+    return f
+
+
+STEPS = (("speech", "speech"), ("prosody", "speech,prosody"), ("state", "speech,prosody,state"))
+
+
+def extract_scale(work: Path, n: int, model_size: str, write_block_mb: int = 0, stages: str = "all") -> dict:
+    """The real ``extract`` on ``n`` rows: speech, then prosody added to that cache, then the default state; each
+    its own command, measured (``measure_extract``). Returns the figures, also written to ``extract_<n>.json``."""
+    cache, common = prepare_scale_run(work, n, model_size, "extract", write_block_mb)
     figures: dict = {"rows": n, "model": model_size, "write_block_mb": write_block_mb}
-    steps = [("speech", "speech"), ("prosody", "speech,prosody"), ("state", "speech,prosody,state")]
-    for name, wanted in steps if stages == "all" else [s for s in steps if s[0] in stages.split(",")]:
-        before = (os.stat(cache).st_ino, os.path.getsize(cache), speech_chunk_offsets(cache)) if cache.is_file() \
-            else None
-        figures[name] = run_tree_measured([*common, "--stages", wanted])
-        figures[name]["cache_gb"] = os.path.getsize(cache) / 1e9
-        if before is not None:
-            figures[name]["same_file"] = os.stat(cache).st_ino == before[0]
-            figures[name]["speech_chunks_moved"] = speech_chunk_offsets(cache) != before[2]
-            figures[name]["cache_grew_gb"] = (os.path.getsize(cache) - before[1]) / 1e9
-        f = figures[name]
-        print(f"{n} rows, {model_size} model, extract --stages {wanted}: {f['seconds']:.0f} s ({f['cpu_s']:.0f} CPU-s); "
-              f"peak RSS main {f['peak_main_gib']:.2f} GiB, workers {f['peak_workers_gib']:.2f} GiB, together "
-              f"{f['peak_total_gib']:.2f} GiB (wait4: {f['peak_process_gib']:.2f}); written {f['written_gb']:.2f} GB; "
-              f"cache {f['cache_gb']:.2f} GB" + (f", same file {f['same_file']}, speech chunks moved "
-                                               f"{f['speech_chunks_moved']}, grew {f['cache_grew_gb']:.3f} GB"
-                                               if "same_file" in f else ""), flush=True)
+    for name, wanted in STEPS if stages == "all" else [s for s in STEPS if s[0] in stages.split(",")]:
+        figures[name] = measure_extract(common, cache, wanted, f"{name} computed", f"{n} rows ({model_size})")
     (work / f"extract_{n}_{model_size}.json").write_text(json.dumps(figures, indent=1))
     return figures
 
@@ -460,42 +476,17 @@ def commit_synthetic_parts(manifest_path: Path, cache: Path, model: Path, stages
 def publish_scale(work: Path, n: int, model_size: str = "large-shape", write_block_mb: int = 0) -> None:
     """``--steps publish``: the stages of an ``n``-row extraction published into a new cache by the real ``extract``
     command, from parts committed beforehand (``commit_synthetic_parts``): speech, then prosody added to that cache,
-    then the default state computed; each command measured (``run_tree_measured``)."""
-    from testing.random_wavlm import SIZES, save_random_wavlm
-
-    manifest = write_audio_corpus(work, n)
-    model = work / f"wavlm_{model_size}"
-    if not (model / "config.json").is_file():
-        SIZES["large-shape"] = LARGE_SHAPE
-        save_random_wavlm(model, model_size)
-    cache = work / f"publish_{n}_{model_size}.h5"
-    for leftover in (cache, Path(f"{cache}.journal")):
-        leftover.unlink(missing_ok=True)
-    subprocess.run(["rm", "-rf", f"{cache}.parts"], check=True)
-    common = ["extract", "--corpus", "manifest", "--manifest", str(manifest), "--cache", str(cache),
-              "--speech-model", str(model), "--device", "cpu", "--write-block-mb", str(write_block_mb)]
+    then the default state computed; each command measured (``measure_extract``)."""
+    cache, common = prepare_scale_run(work, n, model_size, "publish", write_block_mb)
     figures: dict = {"rows": n, "model": model_size, "write_block_mb": write_block_mb}
-    for name, wanted in (("speech", "speech"), ("prosody", "speech,prosody"), ("state", "speech,prosody,state")):
+    for name, wanted in STEPS:
         if name != "state":
             started = time.perf_counter()
             subprocess.run([sys.executable, __file__, "--work", str(work), "--rows", str(n), "--model", model_size,
                             "--steps", f"commit-parts:{cache}:{name}"], check=True, cwd=ROOT)
             figures[f"{name}_parts_s"] = time.perf_counter() - started
-        before = (os.stat(cache).st_ino, os.path.getsize(cache), speech_chunk_offsets(cache)) \
-            if cache.is_file() and name != "speech" else None
-        f = figures[name] = run_tree_measured([*common, "--stages", wanted])
-        f["cache_gb"] = os.path.getsize(cache) / 1e9
-        if before is not None:
-            f["same_file"] = os.stat(cache).st_ino == before[0]
-            f["speech_chunks_moved"] = speech_chunk_offsets(cache) != before[2]
-            f["cache_grew_gb"] = (os.path.getsize(cache) - before[1]) / 1e9
         how = "computed" if name == "state" else "published from committed parts"
-        print(f"{n} rows ({model_size}): extract --stages {wanted} [{name} {how}]: {f['seconds']:.0f} s "
-              f"({f['cpu_s']:.0f} CPU-s); peak RSS main {f['peak_main_gib']:.2f} GiB, workers "
-              f"{f['peak_workers_gib']:.2f} GiB, together {f['peak_total_gib']:.2f} GiB (wait4: "
-              f"{f['peak_process_gib']:.2f}); written {f['written_gb']:.2f} GB; cache {f['cache_gb']:.2f} GB"
-              + (f"; same file {f['same_file']}, speech chunks moved {f['speech_chunks_moved']}, cache grew "
-                 f"{f['cache_grew_gb']:.3f} GB" if before is not None else ""), flush=True)
+        figures[name] = measure_extract(common, cache, wanted, f"{name} {how}", f"{n} rows ({model_size})")
     (work / f"publish_{n}_{model_size}.json").write_text(json.dumps(figures, indent=1))
 
 
@@ -503,12 +494,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_scale"))
     parser.add_argument("--rows", type=int, default=270_000)
-    parser.add_argument("--steps", default="all", help="build,last,weighted,size,probe; all = all but probe; or "
-                                                       "extract (alone: the real extract command on synthetic audio)")
+    parser.add_argument("--steps", default="all", help="build,last,weighted,size,probe; all = all but probe; or, "
+                                                       "alone, extract or publish (the real extract command on "
+                                                       "synthetic audio; see the module's docstring)")
     parser.add_argument("--weighted-epochs", type=int, default=60, help="--epochs of the weighted run")
     parser.add_argument("--compression-of", type=Path, help="only: what compression would save on this cache")
-    parser.add_argument("--model", default="tiny", help="extract: tiny | large-shape (25 x 1024 hidden states)")
-    parser.add_argument("--write-block-mb", type=int, default=0, help="extract: --write-block-mb (0 = automatic)")
+    parser.add_argument("--model", default="tiny", help="extract/publish: tiny | large-shape (25 x 1024 hidden "
+                                                              "states)")
+    parser.add_argument("--write-block-mb", type=int, default=0, help="extract/publish: --write-block-mb (0 = automatic)")
     parser.add_argument("--extract-stages", default="all", help="extract: speech,prosody,state or a part of it")
     args = parser.parse_args()
     if args.compression_of:

@@ -67,19 +67,24 @@ def create_numeric(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: 
     if not shape[0]:  # no rows: nothing to chunk
         dataset = group.create_dataset(name, shape=shape, dtype=dtype)
     else:
-        inner = (1, *shape[2:]) if len(shape) == 3 else tuple(shape[1:])
-        dataset = group.create_dataset(name, shape=shape, dtype=dtype, chunks=(rows_per_chunk(shape, dtype), *inner),
+        dataset = group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunk_shape(shape, dtype),
                                        fletcher32=True)
     set_text_attr(dataset, DIGEST_ATTR, _layout(dataset))
     return dataset
 
 
-def rows_per_chunk(shape: tuple[int, ...], dtype: np.dtype) -> int:
-    """Rows in each chunk of a dataset of ``shape`` written by ``create_numeric`` (~4 MiB per chunk): blocks of rows
-    aligned to it never write a chunk twice."""
+def chunk_shape(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+    """The chunks ``create_numeric`` gives a dataset of ``shape`` (with rows): ~4 MiB of rows, per hidden state for a
+    3-D block."""
     inner = (1, *shape[2:]) if len(shape) == 3 else tuple(shape[1:])
     row_bytes = max(1, int(np.prod(inner)) * np.dtype(dtype).itemsize)
-    return int(max(1, min(shape[0], _CHUNK_BYTES // row_bytes)))
+    return int(max(1, min(shape[0], _CHUNK_BYTES // row_bytes))), *inner
+
+
+def rows_per_chunk(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Rows in each chunk of a dataset of ``shape`` written by ``create_numeric``: blocks of rows aligned to it never
+    write a chunk twice."""
+    return chunk_shape(shape, dtype)[0]
 
 
 def write_text(group: h5py.Group, name: str, values: Iterable[str]) -> None:

@@ -57,6 +57,11 @@ class LocksUnsupported(OSError):
     """The file system refuses ``flock`` (some cluster file systems unless mounted with it)."""
 
 
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    """(device, inode): which file a path or descriptor is, whatever was renamed over the path since."""
+    return info.st_dev, info.st_ino
+
+
 def _write_fully(write, data) -> None:  # noqa: ANN001 - os.write-like callable, bytes-like data
     """Write all of ``data``: a full disk or a quota can make one ``write`` take only part of it without an error."""
     view = memoryview(data).cast("B")
@@ -91,8 +96,7 @@ class JournaledFile(io.RawIOBase):
         self.journal_path = CachePaths(self.path).journal
         self._file = _open_locked(self.path, fcntl.LOCK_EX, "r+b", "readers to finish before adding to it")
         try:
-            info = os.fstat(self._file.fileno())
-            self.identity = (info.st_dev, info.st_ino)
+            self.identity = _identity(os.fstat(self._file.fileno()))
             roll_back(self.path, self.identity)  # what a writer that died left, first (its journal is in the way)
             self.original_size = os.fstat(self._file.fileno()).st_size
             self._saved: list[tuple[int, int]] = []  # ranges below original_size already journaled, disjoint
@@ -228,7 +232,7 @@ def roll_back(path: str | Path, locked: tuple[int, int]) -> bool:
     undone = False
     if header is not None and header[:2] == locked:
         with open(path, "r+b", buffering=0) as file:
-            if (os.fstat(file.fileno()).st_dev, os.fstat(file.fileno()).st_ino) != locked:
+            if _identity(os.fstat(file.fileno())) != locked:
                 return False  # replaced under our feet: the caller looks again
             for offset, original in records:
                 file.seek(offset)
@@ -254,7 +258,7 @@ def _open_locked(path: Path, kind: int, mode: str, waiting_for: str):  # noqa: A
         except BaseException:
             handle.close()
             raise
-        if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+        if _identity(held) == _identity(now):
             return handle
         handle.close()
 
@@ -287,9 +291,7 @@ def reading(path: str | Path) -> Iterator[None]:
     writer). A journal left by a writer that died is rolled back first, which needs write access."""
     path = Path(path)
     while True:
-        with open(path, "rb") as probe:
-            info = os.fstat(probe.fileno())
-        if (info.st_dev, info.st_ino) in _APPENDING:
+        if _identity(os.stat(path)) in _APPENDING:
             raise RuntimeError(f"{path}: read while this process adds to it in place (it would wait for itself)")
         try:
             handle = _open_locked(path, fcntl.LOCK_SH, "rb", "a stage being added to it to be written")
@@ -314,8 +316,7 @@ def recover(path: str | Path) -> None:
         return
     try:
         with _open_locked(path, fcntl.LOCK_EX, "r+b", "a stage being added to it to be written") as handle:
-            info = os.fstat(handle.fileno())
-            roll_back(path, (info.st_dev, info.st_ino))
+            roll_back(path, _identity(os.fstat(handle.fileno())))
     except PermissionError as err:
         raise InputError(f"{path}: an addition to this cache was interrupted and must be undone first, which needs "
                          f"write access to the file and its folder ({err}); run `python cli.py extract` (or any "

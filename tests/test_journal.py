@@ -141,13 +141,14 @@ def test_an_error_inside_the_addition_puts_the_old_file_back(cache_with_speech, 
     assert CacheReader(path).stages == ["speech"]
 
 
-def test_a_reader_waits_for_a_stage_being_added_and_then_sees_all_of_it(cache_with_speech):
-    path = cache_with_speech
+def _slow_writer_started(path) -> int:  # noqa: ANN001
+    """Fork a child that adds the stage ``prosody`` (with a dataset ``late`` = 0..N-1) in place and takes 0.8 s over
+    it; return its pid once it holds the file (its exclusive lock and its journal)."""
     ready_read, ready_write = os.pipe()
     child = os.fork()
     if child == 0:
         def slow_blocks():
-            os.write(ready_write, b"x")  # the writer holds the file: the parent may try to read now
+            os.write(ready_write, b"x")  # the writer holds the file: the parent may act now
             time.sleep(0.8)
             yield "late", 0, np.arange(N, dtype=np.float32)
 
@@ -157,6 +158,12 @@ def test_a_reader_waits_for_a_stage_being_added_and_then_sees_all_of_it(cache_wi
         finally:
             os._exit(0)
     os.read(ready_read, 1)
+    return child
+
+
+def test_a_reader_waits_for_a_stage_being_added_and_then_sees_all_of_it(cache_with_speech):
+    path = cache_with_speech
+    child = _slow_writer_started(path)
     started = time.monotonic()
     reader = CacheReader(path)
     waited = time.monotonic() - started
@@ -268,20 +275,7 @@ def test_a_reader_recovering_an_old_journal_never_undoes_a_live_writer_of_the_fi
     replacement = tmp_path / "new.h5"
     create_cache(replacement, _manifest(), {"note": "new"})
     os.replace(replacement, path)  # the file is replaced (as by a rewrite) before anyone recovered
-    ready_read, ready_write = os.pipe()
-    child = os.fork()
-    if child == 0:  # a live writer adding to the new file: it holds the lock and its own journal meanwhile
-        def slow_blocks():
-            os.write(ready_write, b"x")
-            time.sleep(0.8)
-            yield "late", 0, np.arange(N, dtype=np.float32)
-
-        try:
-            add_stage(path, "prosody", _prosody(), {"v": 1}, [],
-                      blocks=RowBlocks({"late": ((N,), np.dtype(np.float32))}, slow_blocks()))
-        finally:
-            os._exit(0)
-    os.read(ready_read, 1)
+    child = _slow_writer_started(path)  # a live writer of the new file: it holds the lock and its own journal
     journal.recover(path)  # must wait for the live writer, not roll its work back
     os.waitpid(child, 0)
     reader = CacheReader(path)
